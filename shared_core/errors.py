@@ -1,0 +1,27 @@
+"""Errors raised by the engine. Every one names the problem and, where it helps, the fix."""
+
+from __future__ import annotations
+
+
+class MemoRAGError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InputError(MemoRAGError, ValueError):
+    """The caller passed something unusable: empty or binary text, a bad ``k``, an unknown task."""
+
+
+class LimitError(InputError):
+    """An input is over a configured cap (text length, documents, tokens, clues)."""
+
+
+class NoMemoryError(MemoRAGError, RuntimeError):
+    """A prompt was sent to a memory (or pipeline) that has not memorized anything yet."""
+
+
+class PersistenceError(MemoRAGError, OSError):
+    """A saved memory directory is missing, truncated, tampered with or malformed."""
+
+
+class IncompatibleMemoryError(PersistenceError):
+    """A saved memory was written by another model, tokenizer, ratio or format version."""

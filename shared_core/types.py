@@ -1,0 +1,206 @@
+"""Plain data types and protocols shared by every step of the data flow.
+
+memorize -> memory -> clues -> retrieval -> fusion -> generation. Each step speaks in these
+types, so strategies (scorers, clue writers, search back-ends, generators) stay swappable and
+the framework adapters only translate to and from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+ClueKind = Literal["query", "span", "surrogate", "answer", "history", "custom"]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One input text with an id and free-form metadata."""
+
+    text: str
+    doc_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A retrieval unit cut from a document; ``text == document.text[start:end]``."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    start: int
+    end: int
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Passage:
+    """Anything a search back-end returns. ``payload`` carries a framework object
+    (a LangChain ``Document``, a LlamaIndex ``NodeWithScore``) back to its adapter untouched."""
+
+    id: str
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    payload: Any = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a passage, its back-end score and its 0-based rank."""
+
+    passage: Passage
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class Clue:
+    """A retrieval key written by the memory (or the raw query itself)."""
+
+    text: str
+    kind: ClueKind
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ScoredPassage:
+    """A fused result: the passage, its fused score, and which clues found it at which rank."""
+
+    passage: Passage
+    score: float
+    found_by: tuple[Clue, ...] = ()
+    ranks: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    """What ``retrieve`` returns: the clues used and exactly ``min(k, corpus)`` passages."""
+
+    query: str
+    clues: tuple[Clue, ...]
+    passages: tuple[ScoredPassage, ...]
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One message of a dialogue history."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A finished generation with token accounting (for usage metadata)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: Literal["stop", "length"] = "stop"
+
+
+@runtime_checkable
+class SearchBackend(Protocol):
+    """Anything that can rank passages for one query string."""
+
+    def search(self, query: str, k: int) -> list[Hit]: ...
+
+
+@runtime_checkable
+class AsyncSearchBackend(Protocol):
+    """A back-end with a native coroutine search (framework retrievers)."""
+
+    async def asearch(self, query: str, k: int) -> list[Hit]: ...
+
+
+@runtime_checkable
+class TextGenerator(Protocol):
+    """A model that answers a prompt, optionally after a dialogue history.
+
+    Memories implement this (the prompt is answered *against the memory*); so do plain
+    generators and API-backed models.
+    """
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Generation: ...
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Iterator[str]: ...
+
+
+class RetrievalEngine(Protocol):
+    """What the framework adapters call. ``shared_core.MemoRAG`` implements it.
+
+    ``search`` replaces the engine's own index for one call (a framework retriever wrapped as a
+    ``SearchBackend``); ``extra_queries`` are caller-supplied retrieval keys (e.g. LlamaIndex
+    ``custom_embedding_strs``) fused alongside the memory's clues.
+    """
+
+    def clues(self, query: str, *, history: Sequence[ChatTurn] = ()) -> list[Clue]: ...
+
+    def retrieve(
+        self,
+        query: str,
+        k: int,
+        *,
+        search: SearchBackend | None = None,
+        extra_queries: Sequence[str] = (),
+        history: Sequence[ChatTurn] = (),
+    ) -> RetrievalResult: ...
+
+    async def aretrieve(
+        self,
+        query: str,
+        k: int,
+        *,
+        search: SearchBackend | AsyncSearchBackend | None = None,
+        extra_queries: Sequence[str] = (),
+        history: Sequence[ChatTurn] = (),
+    ) -> RetrievalResult: ...
+
+    def chat(
+        self,
+        messages: Sequence[ChatTurn],
+        *,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Generation: ...
+
+    def stream_chat(
+        self,
+        messages: Sequence[ChatTurn],
+        *,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Iterator[str]: ...
+
+    def astream_chat(
+        self,
+        messages: Sequence[ChatTurn],
+        *,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> AsyncIterator[str]: ...
+
+    def save(self, save_dir: str, *, overwrite: bool = False) -> None: ...
