@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Union
+from typing import Any
 
 from shared_core.errors import InputError, LimitError
 from shared_core.types import Document
 
-ContextInput = Union[str, bytes, Document, Mapping[str, Any], Sequence[Any]]
+ContextInput = str | bytes | Document | Mapping[str, Any] | Sequence[Any]
 
 #: Share of control characters (other than tab/newline/CR/FF) above which a text is binary.
 _MAX_CONTROL_SHARE = 0.01

