@@ -1,0 +1,1 @@
+"""Benchmark harness: data loading, metrics and baselines (not part of the installed package)."""

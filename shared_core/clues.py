@@ -1,0 +1,556 @@
+"""Clue writing: the memory turns a query into retrieval keys.
+
+A ``ClueWriter`` asks a ``TextGenerator`` (normally the memory, which has read the whole
+text) one prompt and parses the answer into ``Clue``s. Three strategies follow MemoRAG:
+``SpanClues`` (evidence recalled from the text), ``SurrogateClues`` (sharper search questions)
+and ``DraftAnswerClues`` (a draft answer, HyDE-like). ``CompositeClueWriter`` runs several and
+deduplicates; ``make_clue_writer`` builds one from a name such as ``"span+surrogate"``.
+
+Small memories write noisy text (chatter, echoes of the prompt, loops), so every output goes
+through ``parse_clue_lines``, which is bounded for any input. ``resolve_followup`` rewrites a
+follow-up question as a standalone one, with a deterministic fallback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from shared_core.errors import InputError
+from shared_core.prompts import PromptSet, get_prompts
+from shared_core.types import ChatTurn, Clue, ClueKind, TextGenerator
+
+__all__ = [
+    "ClueWriter",
+    "CompositeClueWriter",
+    "DraftAnswerClues",
+    "NoClues",
+    "SpanClues",
+    "SurrogateClues",
+    "make_clue_writer",
+    "parse_clue_lines",
+    "resolve_followup",
+]
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+#: At most this much model output is scanned; the rest is ignored (bounds the work).
+MAX_SCAN_CHARS = 16_000
+#: At most this many candidate lines are examined.
+MAX_SCAN_LINES = 200
+#: Jaccard similarity of normalised token sets at or above which two lines are duplicates.
+NEAR_DUPLICATE = 0.8
+
+_CJK_CHAR = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK = re.compile(f"[{_CJK_CHAR}]")
+_TOKEN = re.compile(f"[{_CJK_CHAR}]|[^\\W_]+")
+_WORD = re.compile(f"[{_CJK_CHAR}]|[^\\s{_CJK_CHAR}]+")
+
+# Leading list markers: bullets, "1.", "1)", "(1)", "[1]", "1、", "#", ">".
+_MARKER = re.compile(
+    r"^\s*(?:[-*•·‣▪●○◦–—>#]+\s*|\(?\[?\d{1,3}[.)\]、:：]\s*(?!\d)|\(\d{1,3}\)\s*)+"
+)
+# Leading labels such as "Clue:", "Question 2:", "Surrogate question 1 -", "答案：".
+_LABEL = re.compile(
+    r"^\s*(?:\*\*)?(?:(?:text\s+)?spans?|clues?|evidence|(?:surrogate\s+|search\s+|clue\s+|"
+    r"rewritten\s+|standalone\s+|last\s+|new\s+|sub-?)?(?:questions?|query|queries)|q|a|(?:draft\s+|short\s+)?"
+    r"answer|facts?|key\s+points?|points?|sentences?|线索|问题|答案|证据|要点|句子)"
+    r"\s*\d{0,3}\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?\s*",
+    re.IGNORECASE,
+)
+# Lead-ins that carry no content but precede content worth keeping.
+_LEAD_IN = re.compile(
+    r"^\s*(?:(?:according\s+to|based\s+on|from|in)\s+the\s+(?:article|text|passage|document|"
+    r"story|context)\s*,\s*|根据(?:文章|文本|原文|段落)[，,]\s*)",
+    re.IGNORECASE,
+)
+# Whole lines that are chatter, not content.
+_CHATTER = re.compile(
+    r"^\s*(?:(?:sure|certainly|of\s+course|okay|ok|absolutely|alright)\s*(?:[,.!:]|$)|"
+    r"here\s+(?:are|is)\b|below\s+(?:are|is)\b|"
+    r"i\s+(?:have|'ve|had)\s+(?:read|finished)|i\s+read\b|i(?:'m|\s+am)\s+(?:ready|happy|glad|"
+    r"sorry)|i\s+(?:can|will|would|could|'ll|'d)\s+(?:help|be|try|provide|answer)|"
+    r"i\s+(?:don't|do\s+not|cannot|can't)\s+(?:know|have|see|find)|"
+    r"as\s+an\s+ai\b|please\s+(?:provide|ask|let|note)|let\s+me\b|feel\s+free|hope\s+this|"
+    r"i\s+hope\b|thanks?\s+(?:you|for)\b|thanks\b|note\s*:|"
+    r"(?:the|this)\s+(?:article|text|passage|document|story)\s+(?:ends|begins|starts|is\s+over|"
+    r"does\s+not|doesn't|did\s+not|has\s+ended)|(?:end|start)\s+of\s+(?:the\s+)?"
+    r"(?:article|text|passage)|"
+    r"好的|当然|以下是|下面是|我已(?:经)?(?:阅读|读完|读过)|请(?:提供|提问|告诉)|希望(?:这|对)|"
+    r"文(?:章|本)(?:到此|结束))",
+    re.IGNORECASE,
+)
+_EDGE_PUNCT = " \t\"'`“”‘’«»「」『』*_~|"
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def _word_count(text: str) -> int:
+    """Whitespace words, with every CJK character counted as one word."""
+    return len(_WORD.findall(text))
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def _split_inline_numbering(line: str) -> list[str]:
+    """Split "1. foo 2. bar 3. baz" into items; only when the numbers run 1, 2, 3, ..."""
+    if not re.match(r"\s*\(?1[.)、]\s", line):
+        return [line]
+    parts: list[str] = []
+    start = 0
+    number = 2
+    while number < 100:
+        match = re.search(rf"(?:(?<=\s)|(?<=[.?!;,]))\(?{number}[.)、]\s", line[start + 1 :])
+        if match is None:
+            break
+        cut = start + 1 + match.start()
+        parts.append(line[start:cut])
+        start = cut
+        number += 1
+    parts.append(line[start:])
+    return parts
+
+
+def _clean(line: str) -> str:
+    """Strip markers, labels, lead-ins, markdown emphasis and surrounding quotes."""
+    previous = None
+    while previous != line:
+        previous = line
+        line = _MARKER.sub("", line, count=1)
+        line = _LABEL.sub("", line, count=1)
+        line = _LEAD_IN.sub("", line, count=1)
+        line = line.strip(_EDGE_PUNCT)
+    return " ".join(line.split())
+
+
+def _truncate(text: str, max_chars: int) -> str:
+    """Cut ``text`` to at most ``max_chars``, at a word boundary when one is near."""
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars + 1]
+    space = cut.rfind(" ")
+    cut = cut[:space] if space >= max_chars // 2 else text[:max_chars]
+    return cut.rstrip(" ,;:-–—(").strip()
+
+
+def _normalised(text: str) -> str:
+    return " ".join(_tokens(text))
+
+
+@dataclass
+class _Echo:
+    """A text the clues must not merely repeat (a prompt, the question)."""
+
+    text: str
+    tokens: frozenset[str]
+
+    @classmethod
+    def build(cls, texts: Iterable[str]) -> list[_Echo]:
+        echoes: list[_Echo] = []
+        for text in texts:
+            pieces = [text[:MAX_SCAN_CHARS], *text[:MAX_SCAN_CHARS].splitlines()]
+            for piece in pieces:
+                norm = _normalised(piece)
+                if norm:
+                    echoes.append(cls(f" {norm} ", frozenset(norm.split())))
+        return echoes
+
+    def matches(self, norm: str, tokens: frozenset[str]) -> bool:
+        return f" {norm} " in self.text or _jaccard(tokens, self.tokens) >= NEAR_DUPLICATE
+
+
+def parse_clue_lines(
+    text: str,
+    *,
+    max_clues: int = 8,
+    min_words: int = 3,
+    max_chars: int = 300,
+    echo_of: Sequence[str] = (),
+) -> list[str]:
+    """Turn a model's free-form output into at most ``max_clues`` clean, distinct clue lines.
+
+    Splits on newlines (and "1. a 2. b" numbering), strips bullets, numbering, labels and
+    quotes, and drops short lines (< ``min_words``; a CJK character counts as a word), echoes
+    of ``echo_of`` (the prompt, the question), chatter and near-duplicates. Each line is cut to
+    ``max_chars`` at a word boundary. Only the first ``MAX_SCAN_CHARS`` are read.
+    """
+    if max_chars < 1:
+        raise InputError(f"max_chars must be >= 1, got {max_chars}")
+    if max_clues <= 0 or not text:
+        return []
+    echoes = _Echo.build(echo_of)
+    kept: list[str] = []
+    kept_tokens: list[frozenset[str]] = []
+    examined = 0
+    for raw in text[:MAX_SCAN_CHARS].splitlines():
+        for item in _split_inline_numbering(raw):
+            cleaned = _clean(item)
+            if not cleaned:
+                continue
+            # A long line is usually several sentences (or a loop): judge them one by one.
+            pieces = _SENTENCE_END.split(cleaned) if len(cleaned) > max_chars else [cleaned]
+            for piece in pieces:
+                examined += 1
+                if examined > MAX_SCAN_LINES:
+                    return kept
+                clue = _truncate(_clean(piece), max_chars)
+                if not clue or _word_count(clue) < min_words or clue.endswith((":", "：")):
+                    continue
+                if _CHATTER.match(clue):
+                    continue
+                norm = _normalised(clue)
+                tokens = frozenset(norm.split())
+                if not tokens or any(echo.matches(norm, tokens) for echo in echoes):
+                    continue
+                if any(_jaccard(tokens, other) >= NEAR_DUPLICATE for other in kept_tokens):
+                    continue
+                kept.append(clue)
+                kept_tokens.append(tokens)
+                if len(kept) >= max_clues:
+                    return kept
+    return kept
+
+
+# --------------------------------------------------------------------------------------------
+# Clue writers
+# --------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class ClueWriter(Protocol):
+    """Writes retrieval clues for a query by prompting a memory."""
+
+    def write(
+        self, query: str, memory: TextGenerator, *, history: Sequence[ChatTurn] = ()
+    ) -> list[Clue]: ...
+
+
+#: Cuts a small model off when it starts a new section or signs off instead of listing clues.
+_LIST_STOPS: tuple[str, ...] = ("\n\n\n", "\nNote:", "\nI hope", "\nQuestion:", "\n问题：")
+_ANSWER_STOPS: tuple[str, ...] = ("\n\n", "\nQuestion:", "\n问题：")
+
+
+@dataclass
+class _PromptedClues:
+    """Shared machinery: one prompt to the memory, parsed into clues of one kind."""
+
+    prompts: PromptSet = field(default_factory=get_prompts)
+    max_new_tokens: int = 64
+    weight: float = 1.0
+    max_clues: int = 4
+    min_words: int = 3
+    max_chars: int = 300
+    stop: tuple[str, ...] = _LIST_STOPS
+
+    kind: ClueKind = field(default="custom", init=False)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not self.weight > 0:
+            raise InputError(f"clue weight must be > 0, got {self.weight}")
+        if self.max_clues < 0:
+            raise InputError(f"max_clues must be >= 0, got {self.max_clues}")
+
+    def _template(self) -> str:
+        raise NotImplementedError
+
+    def _prompt(self, query: str) -> str:
+        return self._template().format(question=query)
+
+    def _lines(self, output: str, query: str, prompt: str) -> list[str]:
+        return parse_clue_lines(
+            output,
+            max_clues=self.max_clues,
+            min_words=self.min_words,
+            max_chars=self.max_chars,
+            echo_of=(query, prompt, self.prompts.memory_ack),
+        )
+
+    def write(
+        self, query: str, memory: TextGenerator, *, history: Sequence[ChatTurn] = ()
+    ) -> list[Clue]:
+        """Prompt ``memory`` greedily and parse its output into clues."""
+        if self.max_clues == 0:
+            return []
+        prompt = self._prompt(query)
+        generation = memory.generate(
+            prompt,
+            history=tuple(history),
+            max_new_tokens=self.max_new_tokens,
+            stop=self.stop,
+            temperature=0.0,
+        )
+        lines = self._lines(generation.text, query, prompt)
+        return [Clue(text=line, kind=self.kind, weight=self.weight) for line in lines]
+
+
+@dataclass
+class SpanClues(_PromptedClues):
+    """Evidence the memory recalls from the text (``prompts.span``), one clue per line."""
+
+    kind: ClueKind = field(default="span", init=False)
+
+    def _template(self) -> str:
+        return self.prompts.span
+
+
+@dataclass
+class SurrogateClues(_PromptedClues):
+    """Sharper, self-contained search questions (``prompts.surrogate``), one per line."""
+
+    max_clues: int = 3
+    kind: ClueKind = field(default="surrogate", init=False)
+
+    def _template(self) -> str:
+        return self.prompts.surrogate
+
+
+@dataclass
+class DraftAnswerClues(_PromptedClues):
+    """A draft answer from memory (``prompts.draft_answer``), used HyDE-style as one key.
+
+    A draft shorter than ``min_words`` (e.g. a bare name) is kept as ``"{query} {draft}"`` when
+    ``pair_short_with_query``, so the key stays on-topic; otherwise it is dropped.
+    """
+
+    max_new_tokens: int = 32
+    weight: float = 0.5
+    max_clues: int = 1
+    stop: tuple[str, ...] = _ANSWER_STOPS
+    pair_short_with_query: bool = True
+    kind: ClueKind = field(default="answer", init=False)
+
+    def _template(self) -> str:
+        return self.prompts.draft_answer
+
+    def _lines(self, output: str, query: str, prompt: str) -> list[str]:
+        lines = parse_clue_lines(
+            output,
+            max_clues=self.max_clues,
+            min_words=1,
+            max_chars=self.max_chars,
+            echo_of=(query, prompt, self.prompts.memory_ack),
+        )
+        result: list[str] = []
+        for line in lines:
+            if _word_count(line) >= self.min_words:
+                result.append(line)
+            elif self.pair_short_with_query:
+                result.append(_truncate(f"{query.strip()} {line}", self.max_chars))
+        return result
+
+
+@dataclass
+class NoClues:
+    """Writes no clues: retrieval runs on the query alone (the ``"none"`` strategy)."""
+
+    def write(
+        self, query: str, memory: TextGenerator, *, history: Sequence[ChatTurn] = ()
+    ) -> list[Clue]:
+        """Return no clues, without calling the memory."""
+        return []
+
+
+@dataclass
+class CompositeClueWriter:
+    """Runs several writers in order; drops clues that repeat the query or an earlier clue."""
+
+    writers: Sequence[ClueWriter]
+    max_clues: int | None = None
+
+    def write(
+        self, query: str, memory: TextGenerator, *, history: Sequence[ChatTurn] = ()
+    ) -> list[Clue]:
+        """Collect every writer's clues, deduplicated (token Jaccard >= 0.8) and capped."""
+        seen: list[frozenset[str]] = []
+        query_tokens = frozenset(_tokens(query))
+        if query_tokens:
+            seen.append(query_tokens)
+        clues: list[Clue] = []
+        for writer in self.writers:
+            for clue in writer.write(query, memory, history=history):
+                tokens = frozenset(_tokens(clue.text))
+                if not tokens or any(_jaccard(tokens, other) >= NEAR_DUPLICATE for other in seen):
+                    continue
+                seen.append(tokens)
+                clues.append(clue)
+                if self.max_clues is not None and len(clues) >= self.max_clues:
+                    return clues
+        return clues
+
+
+_WRITER_NAMES: dict[str, type[_PromptedClues]] = {
+    "span": SpanClues,
+    "spans": SpanClues,
+    "recall": SpanClues,
+    "surrogate": SurrogateClues,
+    "surrogates": SurrogateClues,
+    "sur": SurrogateClues,
+    "rewrite": SurrogateClues,
+    "answer": DraftAnswerClues,
+    "draft": DraftAnswerClues,
+    "draft_answer": DraftAnswerClues,
+}
+_NONE_NAMES = frozenset({"none", "off", "query"})
+
+
+def make_clue_writer(spec: str | ClueWriter, prompts: PromptSet | None = None) -> ClueWriter:
+    """Build a clue writer from a name ("span", "surrogate", "answer", "none") or a "+"-joined
+    combination ("span+surrogate+answer"); a ``ClueWriter`` instance is returned unchanged."""
+    if not isinstance(spec, str):
+        if isinstance(spec, ClueWriter):
+            return spec
+        raise InputError(
+            f"clue writer must be a name or an object with a write() method, got {spec!r}"
+        )
+    prompts = prompts if prompts is not None else get_prompts()
+    names = [part.strip().lower() for part in re.split(r"[+,]", spec)]
+    names = [name for name in names if name and name not in _NONE_NAMES]
+    if not names:
+        return NoClues()
+    writers: list[ClueWriter] = []
+    chosen: set[type[_PromptedClues]] = set()
+    for name in names:
+        cls = _WRITER_NAMES.get(name)
+        if cls is None:
+            valid = sorted({"span", "surrogate", "answer", "none"})
+            raise InputError(
+                f"unknown clue writer {name!r} in {spec!r}; use one of {valid} "
+                "or a '+'-joined combination such as 'span+surrogate'"
+            )
+        if cls not in chosen:
+            chosen.add(cls)
+            writers.append(cls(prompts=prompts))
+    return writers[0] if len(writers) == 1 else CompositeClueWriter(writers)
+
+
+# --------------------------------------------------------------------------------------------
+# Follow-up questions
+# --------------------------------------------------------------------------------------------
+
+#: Dialogue shown to the rewriter: the last few turns, each cut to a few hundred chars.
+_HISTORY_TURNS = 6
+_HISTORY_TURN_CHARS = 400
+_FALLBACK_WORDS = 8
+
+_STOPWORDS = frozenset(
+    """a about above after again against all also am an and any are as at be been before being
+    below between both but by can could did do does doing done down during each either few for
+    from further get give go had has have having he her here hers herself him himself his how i
+    if in into is it its itself just know let like me more most my myself no nor not now of off
+    on once only or other our ours out over own please same say she should show so some such
+    tell than that the their theirs them then there these they this those through to too under
+    until up us very want was we were what when where which while who whom whose why will with
+    would you your yours yourself explain describe""".split()
+)
+_DEICTIC = frozenset(
+    "he she it they him her them his hers its their theirs this that these those there".split()
+)
+_ZH_DEICTIC = ("他", "她", "它", "这", "那", "其")
+
+
+def _content_words(text: str) -> list[str]:
+    """Words of ``text`` that carry content (not stopwords), in order, case kept."""
+    words: list[str] = []
+    for match in re.finditer(f"[{_CJK_CHAR}]+|[^\\W_][\\w'-]*", text[:MAX_SCAN_CHARS]):
+        word = match.group().strip("'-")
+        if _CJK.match(word):
+            words.append(word)
+        elif len(word) > 1 and word.lower() not in _STOPWORDS:
+            words.append(word)
+    return words
+
+
+def _has_deictic(text: str) -> bool:
+    return bool(_DEICTIC.intersection(_tokens(text))) or any(ch in text for ch in _ZH_DEICTIC)
+
+
+def _render_history(history: Sequence[ChatTurn], prompts: PromptSet) -> str:
+    lines = []
+    for turn in list(history)[-_HISTORY_TURNS:]:
+        if turn.role == "system" or not turn.content.strip():
+            continue
+        label = prompts.user_label if turn.role == "user" else prompts.assistant_label
+        lines.append(f"{label}: {_truncate(' '.join(turn.content.split()), _HISTORY_TURN_CHARS)}")
+    return "\n".join(lines)
+
+
+def _fallback_rewrite(question: str, history: Sequence[ChatTurn]) -> str:
+    """The question plus the content words of the latest user turn that it lacks."""
+    turns = [t for t in history if t.role == "user" and t.content.strip()]
+    turns = turns or [t for t in history if t.role != "system" and t.content.strip()]
+    if not turns:
+        return question
+    present = {w.lower() for w in _content_words(question)}
+    extra: list[str] = []
+    for word in _content_words(turns[-1].content):
+        if word.lower() not in present:
+            present.add(word.lower())
+            extra.append(word)
+        if len(extra) >= _FALLBACK_WORDS:
+            break
+    return f"{question.strip()} {' '.join(extra)}".strip() if extra else question
+
+
+def _usable_rewrite(candidate: str, question: str, prompts: PromptSet) -> bool:
+    if not candidate or _CHATTER.match(candidate):
+        return False
+    if len(candidate) > max(3 * len(question), len(question) + 200):
+        return False
+    norm = _normalised(candidate)
+    if not norm:
+        return False
+    template_echoes = _Echo.build([prompts.resolve_followup.format(history="", question="")])
+    tokens = frozenset(norm.split())
+    if any(echo.matches(norm, tokens) for echo in template_echoes):
+        return False
+    if norm == _normalised(question):
+        # Unchanged: fine for a question that was standalone already, not for "did he eat?".
+        return not _has_deictic(question)
+    # It must still be the same question: keep most of its content words.
+    wanted = {w.lower() for w in _content_words(question)}
+    have = {w.lower() for w in _content_words(candidate)}
+    return not wanted or len(wanted & have) * 2 >= len(wanted)
+
+
+def resolve_followup(
+    question: str,
+    history: Sequence[ChatTurn],
+    generator: TextGenerator,
+    prompts: PromptSet | None = None,
+    *,
+    max_new_tokens: int = 48,
+) -> str:
+    """Rewrite a follow-up ``question`` as a standalone question for retrieval.
+
+    Without history the question is returned unchanged. The generator's rewrite is used when it
+    looks usable (non-empty, not an echo of the prompt, not far longer than the question, still
+    about the question); otherwise the question gets the content words of the latest user turn
+    appended, so "did he eat?" after "Tell me about Victor" still carries "Victor".
+    """
+    prompts = prompts if prompts is not None else get_prompts()
+    rendered = _render_history(history, prompts)
+    if not rendered or not question.strip():
+        return question
+    prompt = prompts.resolve_followup.format(history=rendered, question=question.strip())
+    stop = (f"\n{prompts.user_label}:", f"\n{prompts.assistant_label}:", "\n\n")
+    generation = generator.generate(
+        prompt, max_new_tokens=max_new_tokens, stop=stop, temperature=0.0
+    )
+    lines = parse_clue_lines(generation.text, max_clues=1, min_words=1, max_chars=1000)
+    candidate = lines[0] if lines else ""
+    if _usable_rewrite(candidate, question, prompts):
+        return candidate
+    return _fallback_rewrite(question, history)

@@ -1,0 +1,126 @@
+"""Merge the hit lists of several clues into one ranked list of passages.
+
+``rrf``: weighted reciprocal rank fusion, exactly ``min(k, distinct passages)`` results.
+``union``: upstream MemoRAG's behaviour, the union of each list's top hits in document order.
+Passages are identified by ``passage.id``; the first ``Passage`` object seen is kept, so a
+framework ``payload`` survives fusion untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shared_core.errors import InputError
+from shared_core.inputs import check_k
+from shared_core.types import Clue, Hit, Passage, ScoredPassage
+
+Results = Sequence[tuple[Clue, Sequence[Hit]]]
+FusionMethod = Literal["rrf", "union"]
+
+
+@dataclass
+class _Entry:
+    """Running tally for one passage id."""
+
+    passage: Passage
+    order: int
+    score: float = 0.0
+    best_rank: int = 0
+    found_by: list[Clue] = field(default_factory=list)
+    ranks: list[int] = field(default_factory=list)
+
+    def scored(self) -> ScoredPassage:
+        return ScoredPassage(self.passage, self.score, tuple(self.found_by), tuple(self.ranks))
+
+
+def _tally(results: Results, rrf_k: int, depth: int | None) -> list[_Entry]:
+    """One entry per distinct passage id, in order of first appearance.
+
+    A hit's rank is its position in its list; only the first ``depth`` hits of each list count
+    (all when ``None``), and a passage repeated inside one list counts once, at its best rank.
+    """
+    entries: dict[str, _Entry] = {}
+    for clue, hits in results:
+        if not isinstance(clue, Clue):
+            raise InputError(f"fusion takes (Clue, hits) pairs, got {type(clue).__name__}")
+        if not math.isfinite(clue.weight):
+            raise InputError(f"clue weight must be finite, got {clue.weight!r}")
+        seen_here: set[str] = set()
+        for rank, hit in enumerate(hits if depth is None else list(hits)[:depth]):
+            pid = hit.passage.id
+            if pid in seen_here:
+                continue
+            seen_here.add(pid)
+            entry = entries.get(pid)
+            if entry is None:
+                entry = entries[pid] = _Entry(hit.passage, len(entries), best_rank=rank)
+            entry.score += clue.weight / (rrf_k + rank + 1)
+            entry.best_rank = min(entry.best_rank, rank)
+            entry.found_by.append(clue)
+            entry.ranks.append(rank)
+    return list(entries.values())
+
+
+def _check_rrf_k(rrf_k: object) -> int:
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
+        raise InputError(f"rrf_k must be a non-negative int, got {rrf_k!r}")
+    return rrf_k
+
+
+def reciprocal_rank_fusion(results: Results, k: int, *, rrf_k: int = 60) -> list[ScoredPassage]:
+    """Weighted RRF: ``score(p) = sum(clue.weight / (rrf_k + rank + 1))`` over the lists.
+
+    Returns ``min(k, distinct passages)`` results, best first; ties go to the better single rank,
+    then to the passage seen first.
+    """
+    k = check_k(k)
+    entries = _tally(results, _check_rrf_k(rrf_k), None)
+    entries.sort(key=lambda e: (-e.score, e.best_rank, e.order))
+    return [e.scored() for e in entries[:k]]
+
+
+def union_in_document_order(
+    results: Results, per_query_k: int, *, rrf_k: int = 60
+) -> list[ScoredPassage]:
+    """Upstream MemoRAG: the union of each list's top ``per_query_k`` hits, in document order.
+
+    Passages are sorted by their document (in order of first appearance) then by
+    ``metadata["start"]``; passages without those keep their order of first appearance. The
+    size varies; scores are the RRF scores, for information.
+    """
+    per_query_k = check_k(per_query_k, name="per_query_k")
+    entries = _tally(results, _check_rrf_k(rrf_k), per_query_k)
+    doc_order: dict[Any, int] = {}
+    for entry in entries:
+        doc_order.setdefault(_doc_key(entry), len(doc_order))
+
+    def position(entry: _Entry) -> tuple[int, float, int]:
+        start = entry.passage.metadata.get("start")
+        numeric = isinstance(start, (int, float)) and not isinstance(start, bool)
+        offset = float(start) if numeric and math.isfinite(start) else math.inf
+        return doc_order[_doc_key(entry)], offset, entry.order
+
+    entries.sort(key=position)
+    return [e.scored() for e in entries]
+
+
+def _doc_key(entry: _Entry) -> Any:
+    """The passage's document id, or its own id when it names none."""
+    doc_id = entry.passage.metadata.get("doc_id")
+    try:
+        hash(doc_id)
+    except TypeError:
+        doc_id = None
+    return ("doc", doc_id) if doc_id is not None else ("passage", entry.passage.id)
+
+
+def fuse(results: Results, k: int, method: FusionMethod = "rrf", **kw: Any) -> list[ScoredPassage]:
+    """Dispatch by name: ``"rrf"`` (``k`` results) or ``"union"`` (``k`` per list)."""
+    if method == "rrf":
+        return reciprocal_rank_fusion(results, k, **kw)
+    if method == "union":
+        return union_in_document_order(results, k, **kw)
+    raise InputError(f"unknown fusion method {method!r}: use 'rrf' or 'union'")

@@ -1,0 +1,146 @@
+"""The task types of ``MemoRAG.__call__``: each is one short recipe over the pipeline's steps.
+
+memorag      clues from memory -> retrieval -> answer over the passages
+qa           answer from the memory alone (no retrieval)
+summarize    key points from memory -> retrieval per point -> summary over the passages
+personalize  the memory (a user's history) infers preferences -> retrieval -> recommendation
+dialogue     the follow-up is resolved through memory + history -> retrieval -> answer
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from shared_core.clues import parse_clue_lines
+from shared_core.errors import InputError
+from shared_core.generation import format_passages
+from shared_core.inputs import check_query
+from shared_core.types import ChatTurn, Clue, RetrievalResult
+
+if TYPE_CHECKING:
+    from shared_core.pipeline import Answer, MemoRAG
+
+TaskFn = Callable[..., "Answer"]
+
+
+def _answer(pipe: MemoRAG, task: str, text: str, result: RetrievalResult | None,
+            timings: dict[str, float]) -> Answer:
+    from shared_core.pipeline import Answer
+
+    return Answer(text=text.strip(), task_type=task,
+                  passages=result.passages if result else (),
+                  clues=result.clues if result else (), timings=timings)
+
+
+def _generate(pipe: MemoRAG, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int,
+              timings: dict[str, float]) -> str:
+    started = time.perf_counter()
+    text = pipe.generator.generate(prompt, history=history, max_new_tokens=max_new_tokens).text
+    timings["generation"] = time.perf_counter() - started
+    return text
+
+
+def _fill(template: str | None, default: str, query: str, context: str) -> str:
+    if template is None:
+        return default.format(question=query, context=context)
+    if "{context}" not in template or "{input}" not in template:
+        raise InputError("prompt_template must contain {input} and {context}")
+    return template.replace("{input}", query).replace("{context}", context)
+
+
+def memorag(pipe: MemoRAG, query: str | None, *, k: int, history: Sequence[ChatTurn],
+            prompt_template: str | None, max_new_tokens: int, use_memory_answer: bool,
+            task: str = "memorag") -> Answer:
+    query = check_query(query)
+    result = pipe.retrieve(query, k, history=history)
+    timings = dict(result.timings)
+    context = format_passages(result.passages)
+    if use_memory_answer:
+        draft = pipe.memory.generate(pipe.prompts.draft_answer.format(question=query),
+                                     max_new_tokens=32).text.strip()
+        if draft:
+            context += f"\n\n[memory] The answer might be: {draft}"
+    prompt = _fill(prompt_template, pipe.prompts.answer, query, context)
+    text = _generate(pipe, prompt, history, max_new_tokens, timings)
+    return _answer(pipe, task, text, result, timings)
+
+
+def qa(pipe: MemoRAG, query: str | None, *, max_new_tokens: int, history: Sequence[ChatTurn],
+       **_: object) -> Answer:
+    query = check_query(query)
+    started = time.perf_counter()
+    text = pipe.memory.generate(pipe.prompts.draft_answer.format(question=query),
+                                history=history, max_new_tokens=max_new_tokens).text
+    return _answer(pipe, "qa", text, None, {"generation": time.perf_counter() - started})
+
+
+def _points_then_passages(pipe: MemoRAG, query: str, prompt: str, kind: str, k: int,
+                          timings: dict[str, float]) -> tuple[list[str], RetrievalResult]:
+    started = time.perf_counter()
+    raw = pipe.memory.generate(prompt, max_new_tokens=192).text
+    points = parse_clue_lines(raw, max_clues=8, echo_of=(prompt,))
+    timings["clues"] = time.perf_counter() - started
+    started = time.perf_counter()
+    keys = [Clue(text=query, kind="query", weight=pipe.query_weight)]
+    keys += [Clue(text=p, kind="span") for p in points]  # type: ignore[arg-type]
+    depth = max(k, pipe.ret_hit)
+    lists = pipe.index.search_many([c.text for c in keys], depth)
+    timings["search"] = time.perf_counter() - started
+    result = pipe._fuse(query, k, keys, lists, timings, pipe.index)
+    del kind
+    return points, result
+
+
+def summarize(pipe: MemoRAG, query: str | None, *, k: int, max_new_tokens: int,
+              prompt_template: str | None, **_: object) -> Answer:
+    query = query if query and query.strip() else "Summarize the text."
+    timings: dict[str, float] = {}
+    _, result = _points_then_passages(pipe, query, pipe.prompts.key_points, "span",
+                                      max(k, 5), timings)
+    context = format_passages(result.passages)
+    if prompt_template is not None:
+        prompt = _fill(prompt_template, "", query, context)
+    else:
+        prompt = pipe.prompts.summarize.format(context=context)
+    text = _generate(pipe, prompt, (), max_new_tokens, timings)
+    return _answer(pipe, "summarize", text, result, timings)
+
+
+def personalize(pipe: MemoRAG, query: str | None, *, k: int, max_new_tokens: int,
+                **_: object) -> Answer:
+    query = check_query(query)
+    timings: dict[str, float] = {}
+    preferences, result = _points_then_passages(pipe, query, pipe.prompts.preferences, "span",
+                                                k, timings)
+    prompt = pipe.prompts.recommend.format(
+        question=query, context=format_passages(result.passages),
+        history="\n".join(f"- {p}" for p in preferences) or "(none inferred)",
+    )
+    text = _generate(pipe, prompt, (), max_new_tokens, timings)
+    return _answer(pipe, "personalize", text, result, timings)
+
+
+def dialogue(pipe: MemoRAG, query: str | None, *, history: Sequence[ChatTurn], **kw: object
+             ) -> Answer:
+    if not history:
+        raise InputError("task_type='dialogue' needs the earlier turns: pass history=[...]")
+    return memorag(pipe, query, history=history, task="dialogue", **kw)  # type: ignore[arg-type]
+
+
+TASKS: dict[str, TaskFn] = {
+    "memorag": memorag, "qa": qa, "summarize": summarize, "personalize": personalize,
+    "dialogue": dialogue,
+}
+
+
+def run_task(pipe: MemoRAG, task_type: str, query: str | None, **kw: object) -> Answer:
+    """Dispatch ``task_type`` with a clear error for unknown names."""
+    try:
+        fn = TASKS[task_type]
+    except KeyError:
+        raise InputError(
+            f"unknown task_type {task_type!r}; choose one of {', '.join(TASKS)}"
+        ) from None
+    return fn(pipe, query, **kw)
