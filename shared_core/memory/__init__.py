@@ -33,21 +33,36 @@ def create_memory(
     if backend not in BACKENDS:
         raise InputError(f"unknown memory backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
-        backend = "beacon" if name_or_path and "memorag" in str(name_or_path).lower() else (
-            "compressed_kv")
+        backend = (
+            "beacon"
+            if name_or_path and "memorag" in str(name_or_path).lower()
+            else ("compressed_kv")
+        )
     from shared_core.models import load_causal_lm
 
-    lm = load_causal_lm(name_or_path, cache_dir=cache_dir, access_token=access_token,
-                        device=device, dtype=dtype, load_in_4bit=load_in_4bit,
-                        trust_remote_code=backend == "beacon")
+    lm = load_causal_lm(
+        name_or_path,
+        cache_dir=cache_dir,
+        access_token=access_token,
+        device=device,
+        dtype=dtype,
+        load_in_4bit=load_in_4bit,
+        trust_remote_code=backend == "beacon",
+    )
     frame: dict[str, Any] = {}
     if prompts is not None:
         frame = {"intro": prompts.memory_intro, "ack": prompts.memory_ack}
     if backend == "beacon":
         from shared_core.memory.beacon import NativeBeaconMemory
 
-        return NativeBeaconMemory(lm.model, lm.tokenizer, name=lm.name, revision=lm.revision,
-                                  beacon_ratio=beacon_ratio, **frame)
+        return NativeBeaconMemory(
+            lm.model,
+            lm.tokenizer,
+            name=lm.name,
+            revision=lm.revision,
+            beacon_ratio=beacon_ratio,
+            **frame,
+        )
     if backend == "gist":
         from shared_core.generation import LocalGenerator
         from shared_core.memory.gist import GistMemory
@@ -56,8 +71,15 @@ def create_memory(
         return GistMemory(generator, prompts=prompts, **frame)
     if backend == "full_kv":
         beacon_ratio = 1
-    return CompressedKVMemory(lm.model, lm.tokenizer, name=lm.name, revision=lm.revision,
-                              beacon_ratio=beacon_ratio, **frame, **options)
+    return CompressedKVMemory(
+        lm.model,
+        lm.tokenizer,
+        name=lm.name,
+        revision=lm.revision,
+        beacon_ratio=beacon_ratio,
+        **frame,
+        **options,
+    )
 
 
 __all__ = ["BACKENDS", "CompressedKVMemory", "Memory", "MemoryStats", "create_memory"]

@@ -103,7 +103,6 @@ class Memory(ABC):
         run = self._decoder(prompt, history, max_new_tokens, stop, temperature)
         return run.run()
 
-    @abstractmethod
     def _decoder(
         self,
         prompt: str,
@@ -111,7 +110,9 @@ class Memory(ABC):
         max_new_tokens: int,
         stop: Sequence[str],
         temperature: float,
-    ) -> Any: ...
+    ) -> Any:
+        """A decoding run for ``prompt``; back-ends that decode elsewhere override ``generate``."""
+        raise NotImplementedError
 
     # -- persistence ------------------------------------------------------------------------
     @abstractmethod
@@ -121,6 +122,11 @@ class Memory(ABC):
     @abstractmethod
     def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:
         """Restore from files written by ``write_files`` (already hash-checked)."""
+
+    @property
+    def documents(self) -> tuple[dict[str, Any], ...]:
+        """One record (``doc_id``, ``chars``, ...) per memorized document, in order."""
+        return ()
 
     @property
     @abstractmethod

@@ -67,13 +67,19 @@ class ChatFormat:
         self, intro: str, ack: str, history: Sequence[ChatTurn], prompt: str
     ) -> list[int]:
         """Token ids that follow the memory frame: history turns, the prompt, the reply header."""
+        return self.after_frame(intro, ack, [*history, ChatTurn("user", prompt)], True)
+
+    def after_frame(
+        self, intro: str, ack: str, turns: Sequence[ChatTurn], generation_prompt: bool
+    ) -> list[int]:
+        """Token ids of ``turns`` rendered as the continuation of the memory frame."""
         base = self._base(intro, ack)
-        full = self._render([*base, *history, ChatTurn("user", prompt)], generation_prompt=True)
+        full = self._render([*base, *turns], generation_prompt=generation_prompt)
         head = self._render(base, generation_prompt=False)
         if full.startswith(head):
             tail = full[len(head) :]
         else:  # a template that re-renders earlier turns differently: render the new turns alone
-            tail = self._render([*history, ChatTurn("user", prompt)], generation_prompt=True)
+            tail = self._render(turns, generation_prompt=generation_prompt)
             bos = self.tokenizer.bos_token
             if bos and tail.startswith(bos):
                 tail = tail[len(bos) :]
