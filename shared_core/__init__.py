@@ -1,7 +1,14 @@
 """MemoRAG engine: a compressed global memory in front of dense retrieval, framework-free.
 
 Data flow: memorize -> memory -> clues -> retrieval -> fusion -> generation.
+Heavy names (``MemoRAG``, the memories) import torch/transformers on first use only, so the
+framework adapters can import the plain types cheaply.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from shared_core.errors import (
     IncompatibleMemoryError,
@@ -11,8 +18,6 @@ from shared_core.errors import (
     NoMemoryError,
     PersistenceError,
 )
-from shared_core.memory import CompressedKVMemory, Memory, MemoryStats, create_memory
-from shared_core.pipeline import Answer, MemoRAG
 from shared_core.types import (
     ChatTurn,
     Chunk,
@@ -26,6 +31,22 @@ from shared_core.types import (
 )
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "MemoRAG": "shared_core.pipeline",
+    "Answer": "shared_core.pipeline",
+    "Memory": "shared_core.memory",
+    "MemoryStats": "shared_core.memory",
+    "CompressedKVMemory": "shared_core.memory",
+    "create_memory": "shared_core.memory",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'shared_core' has no attribute {name!r}")
+
 
 __all__ = [
     "Answer",

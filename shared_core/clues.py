@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 from shared_core.errors import InputError
 from shared_core.prompts import PromptSet, get_prompts
-from shared_core.types import ChatTurn, Clue, ClueKind, TextGenerator
+from shared_core.types import ChatTurn, Clue, ClueKind, Generation, TextGenerator
 
 __all__ = [
     "ClueWriter",
@@ -42,30 +42,55 @@ __all__ = [
 MAX_SCAN_CHARS = 16_000
 #: At most this many candidate lines are examined.
 MAX_SCAN_LINES = 200
+#: Longest single line examined (a longer one is cut before cleaning).
+_MAX_LINE_CHARS = 2_000
+#: Lines of each ``echo_of`` text compared against (besides the whole text).
+_MAX_ECHO_LINES = 64
 #: Jaccard similarity of normalised token sets at or above which two lines are duplicates.
 NEAR_DUPLICATE = 0.8
+#: A line whose content words are all in an echo and cover this share of it is an echo.
+ECHO_COVERAGE = 0.8
+#: A line is cut where a run of this many words starts repeating (a decoding loop).
+_LOOP_NGRAM = 5
 
 _CJK_CHAR = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK = re.compile(f"[{_CJK_CHAR}]")
 _TOKEN = re.compile(f"[{_CJK_CHAR}]|[^\\W_]+")
 _WORD = re.compile(f"[{_CJK_CHAR}]|[^\\s{_CJK_CHAR}]+")
 
+_STOPWORDS = frozenset(
+    """a about above after again against all also am an and any are as at be been before being
+    below between both but by can could did do does doing done down during each either few for
+    from further get give go had has have having he her here hers herself him himself his how i
+    if in into is it its itself just know let like me more most my myself no nor not now of off
+    on once only or other our ours out over own please same say she should show so some such
+    tell than that the their theirs them then there these they this those through to too under
+    until up us very want was we were what when where which while who whom whose why will with
+    would yes you your yours yourself explain describe""".split()
+)
+
 # Leading list markers: bullets, "1.", "1)", "(1)", "[1]", "1、", "#", ">".
 _MARKER = re.compile(
     r"^\s*(?:[-*•·‣▪●○◦–—>#]+\s*|\(?\[?\d{1,3}[.)\]、:：]\s*(?!\d)|\(\d{1,3}\)\s*)+"
 )
-# Leading labels such as "Clue:", "Question 2:", "Surrogate question 1 -", "答案：".
+# Leading labels such as "Clue:", "Question 2:", "Surrogate question 1:", "答案：".
 _LABEL = re.compile(
     r"^\s*(?:\*\*)?(?:(?:text\s+)?spans?|clues?|evidence|(?:surrogate\s+|search\s+|clue\s+|"
-    r"rewritten\s+|standalone\s+|last\s+|new\s+|sub-?)?(?:questions?|query|queries)|q|a|(?:draft\s+|short\s+)?"
-    r"answer|facts?|key\s+points?|points?|sentences?|线索|问题|答案|证据|要点|句子)"
+    r"rewritten\s+|standalone\s+|last\s+|new\s+|sub-?)?(?:questions?|query|queries)|q|a|"
+    r"(?:draft\s+|short\s+)?answer|facts?|key\s+points?|points?|sentences?|"
+    r"线索|问题|答案|证据|要点|句子)"
     r"\s*\d{0,3}\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?\s*",
     re.IGNORECASE,
 )
 # Lead-ins that carry no content but precede content worth keeping.
 _LEAD_IN = re.compile(
     r"^\s*(?:(?:according\s+to|based\s+on|from|in)\s+the\s+(?:article|text|passage|document|"
-    r"story|context)\s*,\s*|根据(?:文章|文本|原文|段落)[，,]\s*)",
+    r"story|context)\s*,\s*|"
+    r"(?:the|this)\s+(?:article|text|passage|document|story)\s+(?:also\s+)?(?:says|states|"
+    r"mentions|notes|explains|describes|tells\s+us|provides\s+details\s+about)(?:\s+that)?"
+    r"\s*[:,]?\s*|"
+    r"the\s+answer(?:\s+to\s+(?:the|this|your)\s+question)?\s+is\s*:\s*|"
+    r"根据(?:文章|文本|原文|段落)[，,]\s*|(?:文章|文本|原文)(?:中)?(?:提到|指出)[：:，,]?\s*)",
     re.IGNORECASE,
 )
 # Whole lines that are chatter, not content.
@@ -92,6 +117,11 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+def _content(tokens: Iterable[str]) -> frozenset[str]:
+    """The tokens that carry content: CJK characters and non-stopwords of 2+ characters."""
+    return frozenset(t for t in tokens if _CJK.match(t) or (len(t) > 1 and t not in _STOPWORDS))
+
+
 def _word_count(text: str) -> int:
     """Whitespace words, with every CJK character counted as one word."""
     return len(_WORD.findall(text))
@@ -105,13 +135,15 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 def _split_inline_numbering(line: str) -> list[str]:
     """Split "1. foo 2. bar 3. baz" into items; only when the numbers run 1, 2, 3, ..."""
-    if not re.match(r"\s*\(?1[.)、]\s", line):
+    if not re.match(r"\s*\(?1(?:[.)]\s|、)", line):
         return [line]
     parts: list[str] = []
     start = 0
     number = 2
     while number < 100:
-        match = re.search(rf"(?:(?<=\s)|(?<=[.?!;,]))\(?{number}[.)、]\s", line[start + 1 :])
+        match = re.search(
+            rf"(?:(?<=\s)|(?<=[.?!;,。？！；，]))\(?{number}(?:[.)]\s|、)", line[start + 1 :]
+        )
         if match is None:
             break
         cut = start + 1 + match.start()
@@ -122,15 +154,28 @@ def _split_inline_numbering(line: str) -> list[str]:
     return parts
 
 
+def _cut_loop(line: str) -> str:
+    """Cut ``line`` where a run of ``_LOOP_NGRAM`` words starts repeating (a decoding loop)."""
+    words = list(_WORD.finditer(line))
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(words) - _LOOP_NGRAM + 1):
+        gram = tuple(m.group().lower() for m in words[i : i + _LOOP_NGRAM])
+        if gram in seen:
+            return line[: words[i].start()].rstrip()
+        seen.add(gram)
+    return line
+
+
 def _clean(line: str) -> str:
     """Strip markers, labels, lead-ins, markdown emphasis and surrounding quotes."""
-    previous = None
-    while previous != line:
+    for _ in range(8):
         previous = line
         line = _MARKER.sub("", line, count=1)
         line = _LABEL.sub("", line, count=1)
         line = _LEAD_IN.sub("", line, count=1)
         line = line.strip(_EDGE_PUNCT)
+        if line == previous:
+            break
     return " ".join(line.split())
 
 
@@ -154,20 +199,28 @@ class _Echo:
 
     text: str
     tokens: frozenset[str]
+    content: frozenset[str]
 
     @classmethod
     def build(cls, texts: Iterable[str]) -> list[_Echo]:
         echoes: list[_Echo] = []
         for text in texts:
-            pieces = [text[:MAX_SCAN_CHARS], *text[:MAX_SCAN_CHARS].splitlines()]
-            for piece in pieces:
+            head = text[:MAX_SCAN_CHARS]
+            for piece in [head, *head.splitlines()[:_MAX_ECHO_LINES]]:
                 norm = _normalised(piece)
                 if norm:
-                    echoes.append(cls(f" {norm} ", frozenset(norm.split())))
+                    tokens = frozenset(norm.split())
+                    echoes.append(cls(f" {norm} ", tokens, _content(tokens)))
         return echoes
 
-    def matches(self, norm: str, tokens: frozenset[str]) -> bool:
-        return f" {norm} " in self.text or _jaccard(tokens, self.tokens) >= NEAR_DUPLICATE
+    def matches(self, norm: str, tokens: frozenset[str], content: frozenset[str]) -> bool:
+        """True if the line is nearly equal to this echo, or restates it (call it only for a
+        line that has no content word outside the echoes)."""
+        if _jaccard(tokens, self.tokens) >= NEAR_DUPLICATE or f" {norm} " in self.text:
+            return True
+        return bool(self.content) and len(content & self.content) >= ECHO_COVERAGE * len(
+            self.content
+        )
 
 
 def parse_clue_lines(
@@ -180,25 +233,28 @@ def parse_clue_lines(
 ) -> list[str]:
     """Turn a model's free-form output into at most ``max_clues`` clean, distinct clue lines.
 
-    Splits on newlines (and "1. a 2. b" numbering), strips bullets, numbering, labels and
-    quotes, and drops short lines (< ``min_words``; a CJK character counts as a word), echoes
-    of ``echo_of`` (the prompt, the question), chatter and near-duplicates. Each line is cut to
-    ``max_chars`` at a word boundary. Only the first ``MAX_SCAN_CHARS`` are read.
+    Splits on newlines (and "1. a 2. b" numbering), strips bullets, numbering, labels, lead-ins
+    ("According to the text,") and quotes, cuts decoding loops, and drops: lines shorter than
+    ``min_words`` (a CJK character counts as a word), lines without a content word, chatter,
+    echoes of ``echo_of`` (inside it, near-equal to it, or restating it with no new content
+    word) and near-duplicates (token Jaccard >= 0.8). Each line is cut to ``max_chars`` at a
+    word boundary. Only the first ``MAX_SCAN_CHARS`` are read, so any input is cheap.
     """
     if max_chars < 1:
         raise InputError(f"max_chars must be >= 1, got {max_chars}")
     if max_clues <= 0 or not text:
         return []
     echoes = _Echo.build(echo_of)
+    echo_content = frozenset().union(*(echo.content for echo in echoes))
     kept: list[str] = []
     kept_tokens: list[frozenset[str]] = []
     examined = 0
     for raw in text[:MAX_SCAN_CHARS].splitlines():
-        for item in _split_inline_numbering(raw):
-            cleaned = _clean(item)
+        for item in _split_inline_numbering(raw[:_MAX_LINE_CHARS]):
+            cleaned = _cut_loop(_clean(item))
             if not cleaned:
                 continue
-            # A long line is usually several sentences (or a loop): judge them one by one.
+            # A long line is usually several sentences: judge them one by one.
             pieces = _SENTENCE_END.split(cleaned) if len(cleaned) > max_chars else [cleaned]
             for piece in pieces:
                 examined += 1
@@ -211,7 +267,14 @@ def parse_clue_lines(
                     continue
                 norm = _normalised(clue)
                 tokens = frozenset(norm.split())
-                if not tokens or any(echo.matches(norm, tokens) for echo in echoes):
+                content = _content(tokens)
+                if not content:
+                    continue
+                if any(_jaccard(tokens, echo.tokens) >= NEAR_DUPLICATE for echo in echoes):
+                    continue
+                if not (content - echo_content) and any(
+                    echo.matches(norm, tokens, content) for echo in echoes
+                ):
                     continue
                 if any(_jaccard(tokens, other) >= NEAR_DUPLICATE for other in kept_tokens):
                     continue
@@ -239,6 +302,14 @@ class ClueWriter(Protocol):
 #: Cuts a small model off when it starts a new section or signs off instead of listing clues.
 _LIST_STOPS: tuple[str, ...] = ("\n\n\n", "\nNote:", "\nI hope", "\nQuestion:", "\n问题：")
 _ANSWER_STOPS: tuple[str, ...] = ("\n\n", "\nQuestion:", "\n问题：")
+
+
+def _drop_cut_line(generation: Generation) -> str:
+    """The output without its last line when decoding hit the token limit mid-line."""
+    text = generation.text
+    if generation.finish_reason != "length" or text.endswith("\n") or "\n" not in text.strip():
+        return text
+    return text.rstrip().rsplit("\n", 1)[0]
 
 
 @dataclass
@@ -292,7 +363,7 @@ class _PromptedClues:
             stop=self.stop,
             temperature=0.0,
         )
-        lines = self._lines(generation.text, query, prompt)
+        lines = self._lines(_drop_cut_line(generation), query, prompt)
         return [Clue(text=line, kind=self.kind, weight=self.weight) for line in lines]
 
 
@@ -445,16 +516,6 @@ _HISTORY_TURNS = 6
 _HISTORY_TURN_CHARS = 400
 _FALLBACK_WORDS = 8
 
-_STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be been before being
-    below between both but by can could did do does doing done down during each either few for
-    from further get give go had has have having he her here hers herself him himself his how i
-    if in into is it its itself just know let like me more most my myself no nor not now of off
-    on once only or other our ours out over own please same say she should show so some such
-    tell than that the their theirs them then there these they this those through to too under
-    until up us very want was we were what when where which while who whom whose why will with
-    would you your yours yourself explain describe""".split()
-)
 _DEICTIC = frozenset(
     "he she it they him her them his hers its their theirs this that these those there".split()
 )
@@ -466,9 +527,7 @@ def _content_words(text: str) -> list[str]:
     words: list[str] = []
     for match in re.finditer(f"[{_CJK_CHAR}]+|[^\\W_][\\w'-]*", text[:MAX_SCAN_CHARS]):
         word = match.group().strip("'-")
-        if _CJK.match(word):
-            words.append(word)
-        elif len(word) > 1 and word.lower() not in _STOPWORDS:
+        if _CJK.match(word) or (len(word) > 1 and word.lower() not in _STOPWORDS):
             words.append(word)
     return words
 
@@ -512,10 +571,6 @@ def _usable_rewrite(candidate: str, question: str, prompts: PromptSet) -> bool:
     norm = _normalised(candidate)
     if not norm:
         return False
-    template_echoes = _Echo.build([prompts.resolve_followup.format(history="", question="")])
-    tokens = frozenset(norm.split())
-    if any(echo.matches(norm, tokens) for echo in template_echoes):
-        return False
     if norm == _normalised(question):
         # Unchanged: fine for a question that was standalone already, not for "did he eat?".
         return not _has_deictic(question)
@@ -549,7 +604,10 @@ def resolve_followup(
     generation = generator.generate(
         prompt, max_new_tokens=max_new_tokens, stop=stop, temperature=0.0
     )
-    lines = parse_clue_lines(generation.text, max_clues=1, min_words=1, max_chars=1000)
+    instructions = prompts.resolve_followup.format(history="", question="")
+    lines = parse_clue_lines(
+        generation.text, max_clues=1, min_words=1, max_chars=1000, echo_of=(instructions,)
+    )
     candidate = lines[0] if lines else ""
     if _usable_rewrite(candidate, question, prompts):
         return candidate

@@ -3,6 +3,10 @@
 Saved as two plain files, no pickle and no faiss format: ``index.safetensors`` (the float32
 vectors under ``"vectors"``) and ``chunks.json`` (the chunks, the embedder name, dim and count).
 Loading checks every field, every size and (when given) every sha256 before trusting a byte.
+
+Thread safety: one index may be searched from many threads while another thread adds to it.
+faiss is not safe to search while it grows, so a short lock guards the faiss index and the
+chunk list together; query embedding (the slow part) runs outside it, in parallel.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,9 @@ class DenseIndex:
         self._chunks: list[Chunk] = []
         self._positions: dict[str, int] = {}
         self._index: faiss.IndexFlatIP | None = None
+        # Guards _index, _chunks and _positions together: readers never see vectors without
+        # their chunks, and faiss never searches while it grows.
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ contents
 
@@ -53,12 +61,14 @@ class DenseIndex:
     @property
     def chunks(self) -> tuple[Chunk, ...]:
         """Every chunk, in insertion order."""
-        return tuple(self._chunks)
+        with self._lock:
+            return tuple(self._chunks)
 
     def get(self, chunk_id: str) -> Chunk | None:
         """The chunk with this id, or ``None``."""
-        pos = self._positions.get(chunk_id)
-        return None if pos is None else self._chunks[pos]
+        with self._lock:
+            pos = self._positions.get(chunk_id)
+            return None if pos is None else self._chunks[pos]
 
     def add(self, chunks: Sequence[Chunk], *, show_progress: bool = False) -> None:
         """Embed and append chunks; ids must be new and unique (else ``InputError``)."""
@@ -80,23 +90,29 @@ class DenseIndex:
 
     def _append(self, items: list[Chunk], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape[0] != len(items) or vectors.ndim != 2:
+        if vectors.ndim != 2 or vectors.shape[0] != len(items):
             raise ValueError(
                 f"expected {len(items)} vectors, got an array of shape {vectors.shape}"
             )
-        if self._index is None:
-            self._index = faiss.IndexFlatIP(int(vectors.shape[1]))
-        elif vectors.shape[1] != self._index.d:
-            raise ValueError(
-                f"vectors of dim {vectors.shape[1]} for an index of dim {self._index.d}"
-            )
-        self._index.add(vectors)
-        for item in items:
-            self._positions[item.chunk_id] = len(self._chunks)
-            self._chunks.append(item)
+        with self._lock:
+            self._check_new(items)  # again: another thread may have added them meanwhile
+            if self._index is None:
+                self._index = faiss.IndexFlatIP(int(vectors.shape[1]))
+            elif vectors.shape[1] != self._index.d:
+                raise ValueError(
+                    f"vectors of dim {vectors.shape[1]} for an index of dim {self._index.d}"
+                )
+            self._index.add(vectors)
+            for item in items:
+                self._positions[item.chunk_id] = len(self._chunks)
+                self._chunks.append(item)
 
     def vectors(self) -> np.ndarray:
         """A copy of the stored vectors, shape ``(len(self), dim)``."""
+        with self._lock:
+            return self._vectors()
+
+    def _vectors(self) -> np.ndarray:
         if self._index is None:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
         return np.ascontiguousarray(self._index.reconstruct_n(0, self._index.ntotal))
@@ -113,17 +129,24 @@ class DenseIndex:
             raise InputError("search_many takes a list of query strings, not a single str")
         k = check_k(k)
         texts = [check_query(q) for q in queries]
+        self._check_not_empty()
+        if not texts:
+            return []
+        queries = self.embedder.embed_queries(texts)  # outside the lock: runs in parallel
+        with self._lock:
+            self._check_not_empty()
+            top = min(k, len(self._chunks))
+            scores, ids = self._index.search(queries, top)  # type: ignore[union-attr]
+            return [
+                self._hits(row_scores, row_ids)
+                for row_scores, row_ids in zip(scores, ids, strict=True)
+            ]
+
+    def _check_not_empty(self) -> None:
         if self._index is None or not self._chunks:
             raise NoMemoryError(
                 "the index is empty: add documents (memorize a context) before searching"
             )
-        if not texts:
-            return []
-        top = min(k, len(self._chunks))
-        scores, ids = self._index.search(self.embedder.embed_queries(texts), top)
-        return [
-            self._hits(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids, strict=True)
-        ]
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
         hits: list[Hit] = []
@@ -143,15 +166,17 @@ class DenseIndex:
         folder = Path(directory)
         if not folder.is_dir():
             raise PersistenceError(f"cannot save the index: {folder} is not an existing directory")
-        vectors = self.vectors()
+        with self._lock:  # one consistent snapshot even if another thread adds meanwhile
+            vectors = self._vectors()
+            chunks = list(self._chunks)
         dim = int(vectors.shape[1])
         record = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "embedder": self.embedder.name,
             "dim": dim,
-            "count": len(self._chunks),
-            "chunks": [_chunk_record(c) for c in self._chunks],
+            "count": len(chunks),
+            "chunks": [_chunk_record(c) for c in chunks],
         }
         try:
             chunks_bytes = json.dumps(record, ensure_ascii=False).encode("utf-8")
@@ -164,7 +189,7 @@ class DenseIndex:
         for name, data in ((VECTORS_FILE, vector_bytes), (CHUNKS_FILE, chunks_bytes)):
             (folder / name).write_bytes(data)
             files[name] = hashlib.sha256(data).hexdigest()
-        return {"files": files, "embedder": self.embedder.name, "dim": dim, "count": len(self)}
+        return {"files": files, "embedder": self.embedder.name, "dim": dim, "count": len(chunks)}
 
     @classmethod
     def load(
@@ -184,7 +209,8 @@ class DenseIndex:
         if not folder.is_dir():
             raise PersistenceError(f"no saved index: {folder} is not a directory")
         hashes = _expected_hashes(expected)
-        record = _read_chunks(_read_file(folder / CHUNKS_FILE, hashes.get(CHUNKS_FILE)))
+        chunks_path = folder / CHUNKS_FILE
+        record = _read_chunks(_read_file(chunks_path, hashes.get(CHUNKS_FILE)), chunks_path)
         _check_expected(record, expected)
         if record["embedder"] != embedder.name:
             raise IncompatibleMemoryError(
@@ -268,11 +294,10 @@ def _read_file(path: Path, sha256: str | None) -> bytes:
     return data
 
 
-def _read_chunks(data: bytes) -> dict[str, Any]:
-    where = CHUNKS_FILE
+def _read_chunks(data: bytes, where: Path | str = CHUNKS_FILE) -> dict[str, Any]:
     try:
         record = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also 5000-digit ints
         raise PersistenceError(f"{where}: not valid UTF-8 JSON ({exc})") from None
     except RecursionError:
         raise PersistenceError(f"{where}: JSON nested too deeply") from None
@@ -292,15 +317,15 @@ def _read_chunks(data: bytes) -> dict[str, Any]:
         raise PersistenceError(f"{where}: 'count' must be a non-negative integer, got {count!r}")
     if not isinstance(items, list) or len(items) != count:
         raise PersistenceError(f"{where}: 'chunks' must be a list of 'count' ({count}) records")
-    record["chunks"] = [_chunk_from_record(item, i) for i, item in enumerate(items)]
+    record["chunks"] = [_chunk_from_record(item, i, where) for i, item in enumerate(items)]
     ids = {c.chunk_id for c in record["chunks"]}
     if len(ids) != count:
         raise PersistenceError(f"{where}: chunk ids are not unique")
     return record
 
 
-def _chunk_from_record(item: object, i: int) -> Chunk:
-    where = f"{CHUNKS_FILE}: chunk {i}"
+def _chunk_from_record(item: object, i: int, source: Path | str = CHUNKS_FILE) -> Chunk:
+    where = f"{source}: chunk {i}"
     if not isinstance(item, dict):
         raise PersistenceError(f"{where} is not a JSON object")
     for key in ("chunk_id", "doc_id", "text"):
@@ -332,7 +357,7 @@ def _read_vectors(path: Path, data: bytes, record: dict[str, Any]) -> np.ndarray
         )
     try:
         header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise PersistenceError(f"{path}: malformed safetensors header (not JSON)") from None
     info = _vectors_entry(path, header)
     shape, (begin, stop) = info["shape"], info["data_offsets"]

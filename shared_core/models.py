@@ -142,6 +142,9 @@ def load_causal_lm(
             load_in_4bit=True, bnb_4bit_compute_dtype=dtype
         )
         kwargs["device_map"] = {"": 0}
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in users' output
     tokenizer = AutoTokenizer.from_pretrained(path, **common)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not load_in_4bit:

@@ -10,6 +10,7 @@ to the embedded offline models.
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import time
 import warnings
@@ -27,7 +28,13 @@ from shared_core.generation import LocalGenerator, as_generator
 from shared_core.index import DenseIndex
 from shared_core.inputs import ContextInput, as_documents, check_k, check_query
 from shared_core.memory import Memory, create_memory
-from shared_core.persistence import SaveDir, read_json, write_manifest
+from shared_core.persistence import (
+    SaveDir,
+    check_memory_fields,
+    read_json,
+    saved_settings,
+    write_manifest,
+)
 from shared_core.prompts import PromptSet, detect_language, get_prompts
 from shared_core.types import (
     AsyncSearchBackend,
@@ -64,6 +71,9 @@ class Answer:
 
 class MemoRAG:
     """A global memory in front of dense retrieval, with a generator behind it."""
+
+    #: Cap on the clues one query gets from the clue writer (each clue costs a search).
+    max_clues: int = 16
 
     def __init__(
         self,
@@ -117,7 +127,10 @@ class MemoRAG:
         self._prompts: PromptSet | None = None
         self._clue_writer: ClueWriter | None = None
         self._load_lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        # Reliability: re-entrant so add() on an empty pipeline can memorize() and save()
+        # under the same lock (two concurrent first add() calls cannot both memorize).
+        self._write_lock = threading.RLock()
+        self._chunk_tokenizer: Any = None
 
     # -- lazy parts -------------------------------------------------------------------------
     @property
@@ -183,10 +196,23 @@ class MemoRAG:
     @property
     def chunker(self) -> TokenChunker:
         size = min(self.retrieval_chunk_size, self.embedder.max_tokens or self.retrieval_chunk_size)
+        # Reliability: chunking counts tokens with its own copy of the embedder's tokenizer. A
+        # HF fast tokenizer keeps truncation/padding state; chunking (no truncation) and query
+        # embedding (truncation) on one object from two threads broke both.
+        embedder = self.embedder
+        with self._load_lock:
+            if self._chunk_tokenizer is None:
+                self._chunk_tokenizer = copy.deepcopy(embedder.tokenizer)
         return TokenChunker.from_tokenizer(
-            self.embedder.tokenizer, chunk_tokens=size,
+            self._chunk_tokenizer, chunk_tokens=size,
             overlap_tokens=self.chunk_overlap,
         )
+
+    def _text_caps(self) -> dict[str, Any]:
+        """The memory's caps on one call's text, checked before any chunking or embedding."""
+        memory = self.memory
+        return {"max_documents": getattr(memory, "max_documents", None),
+                "max_chars": getattr(memory, "max_chars", None)}
 
     # -- memorize ---------------------------------------------------------------------------
     def memorize(
@@ -198,7 +224,7 @@ class MemoRAG:
         overwrite: bool = False,
     ) -> MemoRAG:
         """Read ``context`` (a text or documents) into the memory and the index."""
-        docs = as_documents(context)
+        docs = as_documents(context, **self._text_caps())  # limits refused before any compute
         if self.language == "auto" and self._prompts is None:
             self._prompts = get_prompts(detect_language(docs[0].text))
         with self._write_lock:
@@ -214,10 +240,11 @@ class MemoRAG:
 
     def add(self, context: ContextInput, save_dir: str | Path | None = None) -> MemoRAG:
         """Read more documents on top of the memory and the index (nothing is re-read)."""
-        if self._index is None:
-            return self.memorize(context, save_dir)
         with self._write_lock:
-            docs = as_documents(context, start_index=len(self.memory.documents))
+            if self._index is None:
+                return self.memorize(context, save_dir)
+            docs = as_documents(context, start_index=len(self.memory.documents),
+                                **self._text_caps())
             chunks = self.chunker.split(docs)
             self.memory.add(docs)
             self.index.add(chunks)
@@ -230,7 +257,7 @@ class MemoRAG:
         """The memory's retrieval clues for ``query`` (the query itself not included)."""
         check_query(query)
         standalone = self._standalone(query, history)
-        clues = self.clue_writer.write(standalone, self.memory)
+        clues = list(self.clue_writer.write(standalone, self.memory))[: self.max_clues]
         if standalone != query:
             clues.insert(0, Clue(text=standalone, kind="history", weight=self.query_weight))
         return clues
@@ -274,8 +301,12 @@ class MemoRAG:
         search: SearchBackend | None = None,
         extra_queries: Sequence[str] = (),
         history: Sequence[ChatTurn] = (),
+        search_k: int | None = None,
     ) -> RetrievalResult:
-        """Clues from the memory, one search per clue and the query, RRF into exactly ``k``."""
+        """Clues from the memory, one search per clue and the query, RRF into exactly ``k``.
+
+        ``search_k`` is the depth of each search (default ``max(k, ret_hit)``).
+        """
         check_query(query)
         check_k(k)
         backend = search if search is not None else self.index
@@ -284,7 +315,7 @@ class MemoRAG:
         keys = self._keys(query, self.clues(query, history=history), extra_queries)
         timings["clues"] = time.perf_counter() - started
         started = time.perf_counter()
-        depth = max(k, self.ret_hit)
+        depth = check_k(search_k, name="search_k") if search_k else max(k, self.ret_hit)
         if hasattr(backend, "search_many"):
             lists = backend.search_many([c.text for c in keys], depth)  # type: ignore[union-attr]
         else:
@@ -300,6 +331,7 @@ class MemoRAG:
         search: SearchBackend | AsyncSearchBackend | None = None,
         extra_queries: Sequence[str] = (),
         history: Sequence[ChatTurn] = (),
+        search_k: int | None = None,
     ) -> RetrievalResult:
         """``retrieve`` without blocking the event loop (model work runs in a thread)."""
         check_query(query)
@@ -311,7 +343,7 @@ class MemoRAG:
         keys = self._keys(query, clues, extra_queries)
         timings["clues"] = time.perf_counter() - started
         started = time.perf_counter()
-        depth = max(k, self.ret_hit)
+        depth = check_k(search_k, name="search_k") if search_k else max(k, self.ret_hit)
         texts = [c.text for c in keys]
         if isinstance(backend, AsyncSearchBackend):
             lists = await asyncio.gather(*(backend.asearch(t, depth) for t in texts))
@@ -425,7 +457,10 @@ class MemoRAG:
 
     def load(self, save_dir: str | Path) -> MemoRAG:
         """Restore memory and index from ``save_dir``, refusing mismatched parts."""
-        folder, manifest = SaveDir(save_dir).require()
+        # Reliability: SaveDir.read starts again if a concurrent save replaces the snapshot.
+        return SaveDir(save_dir).read(self._load_snapshot)
+
+    def _load_snapshot(self, folder: Path, manifest: dict[str, Any]) -> MemoRAG:
         where = folder / "manifest.json"
         if manifest.get("kind") != "memorag":
             raise PersistenceError(f"{where} holds a {manifest.get('kind')!r}, not a MemoRAG save")
@@ -439,8 +474,13 @@ class MemoRAG:
         index = DenseIndex.load(folder, self.embedder, expected=manifest["index"])
         doc_ids = pipeline.get("documents")
         chunk_docs = {c.doc_id for c in index.chunks}
-        if not isinstance(doc_ids, list) or set(doc_ids) != chunk_docs:
+        if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids):
+            raise PersistenceError(f"{where}: pipeline.documents must be a list of doc ids")
+        if set(doc_ids) != chunk_docs:
             raise PersistenceError(f"{where}: the index and the memory hold different documents")
+        check_memory_fields(where, manifest["memory"])
+        if [d["doc_id"] for d in manifest["memory"]["documents"]] != doc_ids:
+            raise PersistenceError(f"{where}: the memory section lists other documents")
         with self._write_lock:
             self.memory.read_files(folder, manifest["memory"])
             self._index = index
@@ -453,17 +493,9 @@ class MemoRAG:
         pipeline = manifest.get("pipeline")
         if not isinstance(pipeline, dict):
             raise PersistenceError(f"{folder / 'manifest.json'} is not a MemoRAG save")
-        options = pipeline.get("memory_options") if isinstance(
-            pipeline.get("memory_options"), dict) else {}
-        settings: dict[str, Any] = {
-            "mem_model_name_or_path": pipeline.get("mem_model_name_or_path"),
-            "ret_model_name_or_path": pipeline.get("ret_model_name_or_path"),
-            "retrieval_chunk_size": pipeline.get("retrieval_chunk_size", 512),
-            "chunk_overlap": pipeline.get("chunk_overlap", 32),
-            "memory_backend": pipeline.get("memory_backend", "auto"),
-            **{k: v for k, v in options.items() if k in ("beacon_ratio", "window", "scorer")},
-        }
-        settings.update(kwargs)
+        # Reliability: every saved setting is type-checked, and a save cannot make this load
+        # run code shipped with a model (trust_remote_code) unless the caller names the model.
+        settings = saved_settings(folder / "manifest.json", pipeline, kwargs)
         return cls(**settings).load(save_dir)
 
     # -- stats ------------------------------------------------------------------------------

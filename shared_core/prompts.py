@@ -102,11 +102,7 @@ ENGLISH = PromptSet(
     language="en",
     memory_intro="Read this text carefully. I will ask you questions about it later.\n\n",
     memory_ack="I have read the text.",
-    span=(
-        "Question: {question}\n"
-        "Copy the sentences from the text that help answer this question. "
-        "One sentence per line."
-    ),
+    span="Which facts in the text matter for this question: {question}\nList them, one per line.",
     surrogate=(
         "Question: {question}\n"
         "Write 2 or 3 short search questions that would find the facts needed to answer it. "
@@ -148,7 +144,7 @@ CHINESE = PromptSet(
     language="zh",
     memory_intro="请仔细阅读下面的文本，稍后我会就它提问。\n\n",
     memory_ack="我已读完这段文本。",
-    span="问题：{question}\n请从文本中摘出有助于回答这个问题的原句，每行一句。",
+    span="文本中哪些事实与这个问题有关：{question}\n请逐条列出，每行一条。",
     surrogate=(
         "问题：{question}\n"
         "请写出2到3个简短的检索问题，用来查找回答它所需的事实，每个问题写明涉及的人物、地点或事物，"

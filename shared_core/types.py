@@ -164,6 +164,7 @@ class RetrievalEngine(Protocol):
         search: SearchBackend | None = None,
         extra_queries: Sequence[str] = (),
         history: Sequence[ChatTurn] = (),
+        search_k: int | None = None,
     ) -> RetrievalResult: ...
 
     async def aretrieve(
@@ -174,6 +175,7 @@ class RetrievalEngine(Protocol):
         search: SearchBackend | AsyncSearchBackend | None = None,
         extra_queries: Sequence[str] = (),
         history: Sequence[ChatTurn] = (),
+        search_k: int | None = None,
     ) -> RetrievalResult: ...
 
     def chat(

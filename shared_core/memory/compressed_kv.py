@@ -232,18 +232,25 @@ class CompressedKVMemory(Memory):
         return self.stats()
 
     def add(self, context: ContextInput, *, show_progress: bool | None = None) -> MemoryStats:
-        if self._state is None:
-            return self.memorize(context, show_progress=show_progress)
-        start = len(self._state.documents)
-        docs = as_documents(
-            context, start_index=start, max_documents=self.max_documents, max_chars=self.max_chars
-        )
-        known = {d["doc_id"] for d in self._state.documents}
-        for doc in docs:
-            if doc.doc_id in known:
-                raise InputError(f"document {doc.doc_id!r} is already in the memory")
+        # Reliability: numbering, the duplicate check and the read all happen under the write
+        # lock, so two concurrent add() calls cannot both build on the same state (one lost).
         with self._write_lock:
-            self._state = self._read(self._state, docs, show_progress)
+            base = self._state
+            start = len(base.documents) if base is not None else 0
+            docs = as_documents(
+                context,
+                start_index=start,
+                max_documents=self.max_documents,
+                max_chars=self.max_chars,
+            )
+            known = {d["doc_id"] for d in base.documents} if base is not None else set()
+            for doc in docs:
+                if doc.doc_id in known:
+                    raise InputError(f"document {doc.doc_id!r} is already in the memory")
+            state = self._read(base, docs, show_progress)
+            if base is None:  # add() on an empty memory is memorize(): a new lineage
+                self._lineage = uuid.uuid4().hex
+            self._state = state
         return self.stats()
 
     def _read(self, base: _State | None, docs: Sequence[Any], show: bool | None) -> _State:
@@ -425,7 +432,7 @@ class CompressedKVMemory(Memory):
             self.model,
             self.tokenizer,
             ids,
-            cache=_cache_of(state.keys, state.values),
+            cache=_cache_of(state.keys, state.values, room=len(ids) + max_new_tokens + 1),
             start_position=state.next_position,
             max_new_tokens=max_new_tokens,
             stop=stop,
@@ -536,7 +543,11 @@ class CompressedKVMemory(Memory):
     def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:
         from safetensors import safe_open
 
-        from shared_core.persistence import check_safetensors_header
+        from shared_core.persistence import (
+            check_kv_layout,
+            check_memory_fields,
+            check_safetensors_header,
+        )
 
         where = folder / "manifest.json"
         if section.get("backend") != self.backend:
@@ -571,20 +582,23 @@ class CompressedKVMemory(Memory):
             raise PersistenceError(f"{where}: position_mode {mode!r} is not absolute/compact")
         if numbers["next_position"] > self.max_positions:
             raise PersistenceError(f"{where}: next_position is past the model's positions")
-        documents = section.get("documents")
-        if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
-            raise PersistenceError(f"{where}: documents must be a list of objects")
+        # Reliability: documents, seconds, ... and the tensor layout (names, rank, dtype, heads,
+        # entries) are checked before a byte of tensor data is read; a lying file is refused.
+        check_memory_fields(where, section)
+        documents = section["documents"]
         path = folder / _TENSORS
         header = check_safetensors_header(path)
         cfg = self.model.config
         n_layers = int(cfg.num_hidden_layers)
-        expected = {f"{t}.{i}" for i in range(n_layers) for t in "kvp"}
-        if set(header) - {"__metadata__"} != expected:
-            raise PersistenceError(f"{path}: tensor names do not match a {n_layers}-layer memory")
         entries = numbers["entries"]
-        for name, info in header.items():
-            if name != "__metadata__" and info["shape"][-1 if name[0] == "p" else -2] != entries:
-                raise PersistenceError(f"{path}: tensor {name} does not hold {entries} entries")
+        kv_heads = getattr(cfg, "num_key_value_heads", None)
+        check_kv_layout(
+            path,
+            header,
+            layers=n_layers,
+            entries=entries,
+            kv_heads=kv_heads if isinstance(kv_heads, int) else None,
+        )
         device = self.model.device
         keys, values, positions = [], [], []
         with safe_open(str(path), framework="pt") as f:
@@ -616,12 +630,47 @@ def _shown(value: Any) -> Any:
     return f"{len(value)} token ids" if isinstance(value, list) else value
 
 
-def _cache_of(keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> DynamicCache:
-    """A cache whose layers *point at* ``keys``/``values``; appending makes new tensors."""
+def _cache_of(
+    keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor], *, room: int = 0
+) -> DynamicCache:
+    """A cache whose layers start from ``keys``/``values`` without writing them.
+
+    With ``room`` > 0 each layer copies the memory once into a buffer with space for ``room``
+    more entries, so decoding appends in place instead of re-copying the memory every token.
+    """
     cache = DynamicCache()
     for k, v in zip(keys, values, strict=True):
-        layer = DynamicLayer()
-        layer.lazy_initialization(k, v)
-        layer.keys, layer.values = k, v
+        layer = _ForkLayer(k, v, room) if room > 0 else DynamicLayer()
+        if room <= 0:
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
         cache.layers.append(layer)
     return cache
+
+
+class _ForkLayer(DynamicLayer):
+    """A cache layer over a memory's tensors that grows inside its own preallocated buffer."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self.keys, self.values = keys, values
+        self._room = room
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        used, extra = self.keys.shape[-2], key_states.shape[-2]
+        if self._buffers is None or used + extra > self._buffers[0].shape[-2]:
+            size = used + extra + self._room
+            k_buf = self.keys.new_empty((*self.keys.shape[:-2], size, self.keys.shape[-1]))
+            v_buf = self.values.new_empty((*self.values.shape[:-2], size, self.values.shape[-1]))
+            k_buf[..., :used, :] = self.keys
+            v_buf[..., :used, :] = self.values
+            self._buffers = (k_buf, v_buf)
+        k_buf, v_buf = self._buffers
+        k_buf[..., used : used + extra, :] = key_states
+        v_buf[..., used : used + extra, :] = value_states
+        self.keys, self.values = k_buf[..., : used + extra, :], v_buf[..., : used + extra, :]
+        return self.keys, self.values

@@ -1,0 +1,21 @@
+"""MemoRAG for LlamaIndex: a clue-driven retriever, a memory-backed LLM and a query transform.
+
+Imports only ``llama_index.core`` and ``shared_core``; models load only when an engine is built.
+"""
+
+from llamaindex_memorag.llms import MemoryLLM
+from llamaindex_memorag.query_engine import memorag_query_engine, memorag_query_engine_tool
+from llamaindex_memorag.query_transforms import MemoRAGQueryTransform
+from llamaindex_memorag.retrievers import MEMORAG_METADATA_KEYS, MemoRAGRetriever
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MEMORAG_METADATA_KEYS",
+    "MemoRAGQueryTransform",
+    "MemoRAGRetriever",
+    "MemoryLLM",
+    "__version__",
+    "memorag_query_engine",
+    "memorag_query_engine_tool",
+]

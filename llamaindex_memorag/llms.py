@@ -1,0 +1,214 @@
+"""``MemoryLLM``: a MemoRAG engine answering as a LlamaIndex chat LLM.
+
+Every prompt is answered *against the memory* by ``engine.chat``: the whole message list is
+passed on (system prompt and earlier turns become the dialogue history), so query engines and
+chat engines keep their multi-turn context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+
+from shared_core.types import ChatTurn, Generation, RetrievalEngine, Role
+
+_ROLES: dict[str, Role] = {
+    MessageRole.SYSTEM.value: "system",
+    MessageRole.DEVELOPER.value: "system",
+    MessageRole.USER.value: "user",
+    MessageRole.ASSISTANT.value: "assistant",
+    MessageRole.CHATBOT.value: "assistant",
+    MessageRole.MODEL.value: "assistant",
+    # tool / function results are information handed to the model, as a user turn would be
+    MessageRole.TOOL.value: "user",
+    MessageRole.FUNCTION.value: "user",
+}
+
+
+def to_chat_turns(messages: Sequence[ChatMessage]) -> list[ChatTurn]:
+    """Translate LlamaIndex ``ChatMessage``s into engine ``ChatTurn``s (text content only)."""
+    turns = []
+    for message in messages:
+        role = message.role.value if isinstance(message.role, MessageRole) else message.role
+        if role not in _ROLES:
+            raise ValueError(f"MemoryLLM cannot handle a message with role {role!r}")
+        turns.append(ChatTurn(role=_ROLES[role], content=message.content or ""))
+    return turns
+
+
+def _raw(generation: Generation) -> dict[str, Any]:
+    """The ``raw`` payload LlamaIndex's token counter reads (``raw["usage"]``)."""
+    return {
+        "usage": {
+            "prompt_tokens": generation.prompt_tokens,
+            "completion_tokens": generation.completion_tokens,
+            "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+        },
+        "finish_reason": generation.finish_reason,
+    }
+
+
+class MemoryLLM(CustomLLM):
+    """A chat LLM whose answers come from a MemoRAG memory (``engine.chat``).
+
+    Construction is cheap: ``MemoryLLM(engine=MemoRAG(...).memorize(...))``. Generation
+    options can be overridden per call with ``max_tokens=``, ``stop=`` and ``temperature=``.
+    """
+
+    context_window: int = Field(default=8192, gt=0, description="Tokens the model can read.")
+    num_output: int = Field(default=256, gt=0, description="Default new tokens per answer.")
+    model_name: str = Field(default="memorag", description="Name reported in metadata.")
+    temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature.")
+
+    _engine: RetrievalEngine | None = PrivateAttr(default=None)
+
+    def __init__(self, *, engine: RetrievalEngine | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._engine = engine
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "MemoryLLM"
+
+    @property
+    def engine(self) -> RetrievalEngine:
+        """The engine answering; a clear error if none was given."""
+        if self._engine is None:
+            raise RuntimeError(
+                "MemoryLLM has no engine: create it as MemoryLLM(engine=MemoRAG(...)) with an "
+                "engine that has memorized your text"
+            )
+        return self._engine
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(
+            context_window=self.context_window,
+            num_output=self.num_output,
+            is_chat_model=True,
+            is_function_calling_model=False,
+            model_name=self.model_name,
+        )
+
+    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        stop = kwargs.get("stop") or ()
+        temperature = kwargs.get("temperature")
+        return {
+            "max_new_tokens": int(kwargs.get("max_tokens") or self.num_output),
+            "stop": (stop,) if isinstance(stop, str) else tuple(stop),
+            "temperature": float(self.temperature if temperature is None else temperature),
+        }
+
+    @staticmethod
+    def _user(prompt: str) -> list[ChatTurn]:
+        return [ChatTurn(role="user", content=prompt)]
+
+    # -- completion ---------------------------------------------------------------------------
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        generation = self.engine.chat(self._user(prompt), **self._options(kwargs))
+        return CompletionResponse(text=generation.text, raw=_raw(generation))
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        pieces = self.engine.stream_chat(self._user(prompt), **self._options(kwargs))
+
+        def gen() -> Iterator[CompletionResponse]:
+            text = ""
+            for piece in pieces:
+                text += piece
+                yield CompletionResponse(text=text, delta=piece)
+
+        return gen()
+
+    @llm_completion_callback()
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        generation = await asyncio.to_thread(
+            self.engine.chat, self._user(prompt), **self._options(kwargs)
+        )
+        return CompletionResponse(text=generation.text, raw=_raw(generation))
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        pieces = self.engine.astream_chat(self._user(prompt), **self._options(kwargs))
+
+        async def gen() -> AsyncIterator[CompletionResponse]:
+            text = ""
+            async for piece in pieces:
+                text += piece
+                yield CompletionResponse(text=text, delta=piece)
+
+        return gen()
+
+    # -- chat ---------------------------------------------------------------------------------
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        generation = self.engine.chat(to_chat_turns(messages), **self._options(kwargs))
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=generation.text),
+            raw=_raw(generation),
+        )
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        pieces = self.engine.stream_chat(to_chat_turns(messages), **self._options(kwargs))
+
+        def gen() -> Iterator[ChatResponse]:
+            text = ""
+            for piece in pieces:
+                text += piece
+                yield ChatResponse(
+                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece
+                )
+
+        return gen()
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        generation = await asyncio.to_thread(
+            self.engine.chat, to_chat_turns(messages), **self._options(kwargs)
+        )
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=generation.text),
+            raw=_raw(generation),
+        )
+
+    @llm_chat_callback()
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        pieces = self.engine.astream_chat(to_chat_turns(messages), **self._options(kwargs))
+
+        async def gen() -> AsyncIterator[ChatResponse]:
+            text = ""
+            async for piece in pieces:
+                text += piece
+                yield ChatResponse(
+                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece
+                )
+
+        return gen()

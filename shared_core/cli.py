@@ -1,0 +1,364 @@
+"""``memorag``: memorize text files into a saved memory, then ask, retrieve and inspect it.
+
+    memorag memorize book.txt notes.txt --save-dir mem/        # progress bars, then stats
+    memorag ask mem/ "Who is the narrator writing to?"
+    memorag retrieve mem/ "Who is the narrator writing to?" -k 5
+    memorag stats mem/ --json
+
+Every command takes ``--json`` (one JSON object on stdout). Errors print ``error: ...`` on
+stderr and exit with status 2; set ``MEMORAG_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from shared_core.errors import InputError, MemoRAGError
+from shared_core.inputs import check_text
+from shared_core.pipeline import TASK_TYPES, Answer, MemoRAG, read_save_info
+from shared_core.types import ChatTurn, Document, Generation, RetrievalResult, TextGenerator
+
+PREVIEW_CHARS = 100
+
+
+def _build_pipeline(save_dir: str | Path | None = None, **kwargs: Any) -> MemoRAG:
+    """Every pipeline the CLI uses comes from here (tests patch it to inject tiny models).
+
+    With ``save_dir`` the pipeline is loaded from that save (``MemoRAG.from_dir``); otherwise a
+    new one is built from ``kwargs``.
+    """
+    if save_dir is not None:
+        return MemoRAG.from_dir(save_dir, **kwargs)
+    return MemoRAG(**kwargs)
+
+
+# -- argument parsing -------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memorag",
+        description="MemoRAG from the command line: a memory model reads your text once; "
+        "questions are answered over passages found by the memory's clues.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        return p
+
+    p = command("memorize", "read text files into a new memory and save it")
+    p.add_argument("files", nargs="+", metavar="FILE", help="UTF-8 text files")
+    p.add_argument("--save-dir", required=True, type=_non_empty, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a memory already saved in DIR")
+    p.add_argument("--beacon-ratio", type=_positive_int, default=4, metavar="N",
+                   help="keep 1 KV entry per N text tokens (default 4; 1 keeps all)")
+    p.add_argument("--mem-model", type=_non_empty, metavar="NAME",
+                   help="memory model (hub id or folder; default: embedded SmolLM2-135M)")
+    p.add_argument("--ret-model", type=_non_empty, metavar="NAME",
+                   help="embedding model (default: embedded all-MiniLM-L6-v2)")
+    p.set_defaults(func=_memorize)
+
+    p = command("ask", "answer a question over a saved memory")
+    p.add_argument("save_dir", metavar="DIR")
+    p.add_argument("question", metavar="QUESTION")
+    p.add_argument("--task-type", choices=TASK_TYPES, default="memorag")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=256, metavar="N")
+    p.add_argument("-k", type=_positive_int, default=None, metavar="N",
+                   help="passages to answer over (default: the save's ret_hit, 3)")
+    p.add_argument("--stream", action="store_true", help="print the answer as it is written")
+    p.set_defaults(func=_ask)
+
+    p = command("retrieve", "show the memory's clues and the passages they retrieve")
+    p.add_argument("save_dir", metavar="DIR")
+    p.add_argument("question", metavar="QUESTION")
+    p.add_argument("-k", type=_positive_int, default=3, metavar="N")
+    p.set_defaults(func=_retrieve)
+
+    p = command("stats", "describe a saved memory")
+    p.add_argument("save_dir", metavar="DIR")
+    p.set_defaults(func=_stats)
+    return parser
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _read_text(path: Path) -> str:
+    """A file's text, or an ``InputError`` saying why it cannot be memorized."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a text file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); "
+            "is it a binary file? convert it to plain text first"
+        ) from None
+    return check_text(text, what=str(path))
+
+
+def _documents(paths: Sequence[str]) -> list[Document]:
+    """One document per file, id = file name (the path where names repeat)."""
+    files = [Path(p) for p in paths]
+    texts = [_read_text(f) for f in files]
+    names = [f.name for f in files]
+    docs = []
+    for file, text in zip(files, texts, strict=True):
+        doc_id = file.name if names.count(file.name) == 1 else str(file)
+        docs.append(Document(text, doc_id=doc_id, metadata={"source": str(file)}))
+    if len({d.doc_id for d in docs}) != len(docs):
+        raise InputError("the same file is given more than once")
+    return docs
+
+
+def _check_target(save_dir: Path, overwrite: bool) -> None:
+    """Refuse a save dir that would be refused after memorizing, before the slow part."""
+    if not save_dir.exists():
+        return
+    if not save_dir.is_dir():
+        raise InputError(f"--save-dir {save_dir} is a file, not a directory")
+    if overwrite:
+        return
+    if (save_dir / "CURRENT").is_file():
+        raise InputError(
+            f"{save_dir} already holds a saved memory; pass --overwrite to replace it"
+        )
+    if any(not p.name.startswith(".") for p in save_dir.iterdir()):
+        raise InputError(
+            f"{save_dir} is not empty and holds no memory; pick an empty directory "
+            "or pass --overwrite"
+        )
+
+
+def _emit(data: dict[str, Any]) -> None:
+    print(json.dumps(data, ensure_ascii=False, default=str))
+
+
+def _preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _passages(result: RetrievalResult | Answer) -> list[dict[str, Any]]:
+    rows = []
+    for rank, scored in enumerate(result.passages, start=1):
+        meta = scored.passage.metadata
+        rows.append({
+            "rank": rank,
+            "id": scored.passage.id,
+            "doc_id": meta.get("doc_id"),
+            "start": meta.get("start"),
+            "end": meta.get("end"),
+            "score": round(scored.score, 6),
+            "found_by": sorted({c.kind for c in scored.found_by}),
+            "text": scored.passage.text,
+        })
+    return rows
+
+
+def _clues(result: RetrievalResult | Answer) -> list[dict[str, Any]]:
+    return [{"kind": c.kind, "weight": c.weight, "text": c.text} for c in result.clues]
+
+
+def _print_passages(rows: list[dict[str, Any]], out: TextIO) -> None:
+    for row in rows:
+        where = f"[{row['start']}:{row['end']}]" if row["start"] is not None else ""
+        print(f"  {row['rank']}. {row['doc_id']} {where}  score {row['score']:.4f}  "
+              f"found by {', '.join(row['found_by'])}", file=out)
+        print(f"     {_preview(row['text'])}", file=out)
+
+
+def _timings(timings: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+
+
+class _Echo:
+    """A ``TextGenerator`` that writes its inner generator's reply to ``out`` as it streams."""
+
+    def __init__(self, inner: TextGenerator, out: TextIO) -> None:
+        self.inner = inner
+        self.out = out
+
+    def stream(self, prompt: str, *, history: Sequence[ChatTurn] = (),
+               max_new_tokens: int = 256, stop: Sequence[str] = (),
+               temperature: float = 0.0) -> Iterator[str]:
+        for piece in self.inner.stream(prompt, history=history, max_new_tokens=max_new_tokens,
+                                       stop=stop, temperature=temperature):
+            self.out.write(piece)
+            self.out.flush()
+            yield piece
+
+    def generate(self, prompt: str, *, history: Sequence[ChatTurn] = (),
+                 max_new_tokens: int = 256, stop: Sequence[str] = (),
+                 temperature: float = 0.0) -> Generation:
+        pieces = list(self.stream(prompt, history=history, max_new_tokens=max_new_tokens,
+                                  stop=stop, temperature=temperature))
+        text = "".join(pieces)
+        return Generation(text=text, prompt_tokens=0, completion_tokens=len(pieces))
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _memorize(args: argparse.Namespace) -> int:
+    docs = _documents(args.files)  # every file is checked before anything is loaded
+    save_dir = Path(args.save_dir)
+    _check_target(save_dir, args.overwrite)
+    pipe = _build_pipeline(mem_model_name_or_path=args.mem_model,
+                           ret_model_name_or_path=args.ret_model, beacon_ratio=args.beacon_ratio)
+    started = time.perf_counter()
+    # Progress bars go to stderr; with --json the stats text goes there too.
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with quiet:
+        pipe.memorize(docs, save_dir=save_dir, print_stats=True, overwrite=args.overwrite)
+    seconds = time.perf_counter() - started
+    stats = pipe.stats()
+    if args.json:
+        _emit({"save_dir": str(save_dir), "documents": [d.doc_id for d in docs],
+               "chunks": stats["chunks"], "seconds": round(seconds, 3),
+               "memory": stats["memory"]})
+    else:
+        print(f"saved {len(docs)} document(s), {stats['chunks']} chunks to {save_dir} "
+              f"in {seconds:.1f} s")
+    return 0
+
+
+def _load(save_dir: str) -> tuple[dict[str, Any], MemoRAG]:
+    info = read_save_info(save_dir)  # a clear error before any model is loaded
+    return info, _build_pipeline(save_dir=save_dir)
+
+
+def _ask(args: argparse.Namespace) -> int:
+    if args.stream and args.json:
+        raise InputError("--stream and --json cannot be combined (JSON is printed at the end)")
+    _, pipe = _load(args.save_dir)
+    if args.stream and args.task_type == "qa":
+        prompt = pipe.prompts.draft_answer.format(question=args.question)
+        for piece in pipe.memory.stream(prompt, max_new_tokens=args.max_new_tokens):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        print()
+        return 0
+    if args.stream:
+        pipe._generator = _Echo(pipe.generator, sys.stdout)  # no public hook for this yet
+    answer = pipe.answer(args.question, task_type=args.task_type, k=args.k,
+                         max_new_tokens=args.max_new_tokens)
+    if args.json:
+        _emit({"question": args.question, "task_type": answer.task_type, "answer": answer.text,
+               "clues": _clues(answer), "passages": _passages(answer),
+               "timings": answer.timings})
+        return 0
+    if args.stream:
+        print()
+    else:
+        print(answer.text)
+    if answer.passages:
+        print("\nsources:")
+        _print_passages(_passages(answer), sys.stdout)
+    print(f"\ntime: {_timings(answer.timings)}")
+    return 0
+
+
+def _retrieve(args: argparse.Namespace) -> int:
+    _, pipe = _load(args.save_dir)
+    result = pipe.retrieve(args.question, args.k)
+    if args.json:
+        _emit({"question": args.question, "k": args.k, "clues": _clues(result),
+               "passages": _passages(result), "timings": dict(result.timings)})
+        return 0
+    print("clues:")
+    for clue in result.clues:
+        print(f"  {clue.kind:<10} x{clue.weight:g}  {clue.text}")
+    print("passages:")
+    _print_passages(_passages(result), sys.stdout)
+    print(f"time: {_timings(dict(result.timings))}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    info, pipe = _load(args.save_dir)
+    stats = pipe.stats()
+    pipeline = info.get("pipeline", {})
+    if args.json:
+        _emit({"save_dir": args.save_dir, "snapshot": info.get("snapshot"),
+               "lineage": info.get("lineage"), "format_version": info.get("format_version"),
+               "documents": pipeline.get("documents"), "pipeline": pipeline,
+               "index": info.get("index"), "chunks": stats["chunks"],
+               "memory": stats["memory"]})
+        return 0
+    documents = pipeline.get("documents") or []
+    print(f"save:              {args.save_dir} ({info.get('snapshot')})")
+    print(f"memory model:      {pipeline.get('mem_model_name_or_path') or 'embedded default'}")
+    print(f"embedder:          {pipeline.get('embedder')}")
+    shown = ", ".join(map(str, documents[:5])) + (" ..." if len(documents) > 5 else "")
+    print(f"documents:         {len(documents)} ({shown})")
+    print(pipe.stats_text())
+    return 0
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings (e.g. "k is more than the passages") as one ``warning:`` line on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``memorag`` command line; returns the exit status (0 ok, 2 error)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help exits 0, usage errors 2
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args))
+    except (MemoRAGError, OSError, ValueError, ImportError) as exc:
+        if os.environ.get("MEMORAG_DEBUG"):
+            raise
+        message = str(exc) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

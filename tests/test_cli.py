@@ -1,0 +1,289 @@
+"""The ``memorag`` command line: argument handling, refusals, and a real round trip.
+
+Pipelines are built through ``shared_core.cli._build_pipeline``; tests patch it to inject a
+scripted memory (fast, for fuzzing) or a tiny real memory model (for the round trip).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scripted import SPAN, ScriptedGenerator, ScriptedMemory, shared_embedder
+
+from shared_core import cli
+from shared_core.memory.compressed_kv import CompressedKVMemory
+from shared_core.pipeline import MemoRAG
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = (
+    "The ship's doctor aboard the Gull was a quiet man named Halloran.\n\n"
+    "Halloran rents a small room above the bakery on Wick Lane.\n\n"
+    "The Gull carries timber and salt between the northern ports each summer.\n\n"
+    "Old Tobiah repairs clocks in a narrow shop behind the chapel.\n"
+)
+QUESTION = "Where does the ship's doctor live?"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def scripted_factory(save_dir=None, **kwargs):
+    """A stand-in for ``cli._build_pipeline``: scripted memory, real MiniLM embedder."""
+    parts = {
+        "memory": ScriptedMemory({SPAN: "Halloran rents a small room above the bakery."}),
+        "embedder": shared_embedder(),
+        "generator": ScriptedGenerator("Above the bakery."),
+        "retrieval_chunk_size": 32,
+        "chunk_overlap": 0,
+    }
+    if save_dir is not None:
+        return MemoRAG.from_dir(save_dir, **parts, **kwargs)
+    return MemoRAG(**parts, **kwargs)
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    monkeypatch.setattr(cli, "_build_pipeline", scripted_factory)
+
+
+@pytest.fixture
+def text_file(tmp_path) -> Path:
+    path = tmp_path / "story.txt"
+    path.write_text(TEXT, "utf-8")
+    return path
+
+
+def run(capsys, *argv: str | Path) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- argument handling ------------------------------------------------------------------------
+
+
+def test_help_exits_zero(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "memorize" in out and "retrieve" in out
+    for command in ("memorize", "ask", "retrieve", "stats"):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and f"memorag {command}" in out
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["frobnicate"],
+    ["memorize"],
+    ["memorize", "a.txt"],  # --save-dir is required
+    ["memorize", "a.txt", "--save-dir", ""],
+    ["memorize", "a.txt", "--save-dir", "d", "--beacon-ratio", "0"],
+    ["memorize", "a.txt", "--save-dir", "d", "--beacon-ratio", "x"],
+    ["ask", "d"],
+    ["ask", "d", "q", "--task-type", "rag"],
+    ["ask", "d", "q", "--max-new-tokens", "-3"],
+    ["retrieve", "d", "q", "-k", "0"],
+    ["stats"],
+])
+def test_usage_errors_exit_2(capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and "usage: memorag" in err
+
+
+def test_a_missing_save_dir_is_refused(capsys, scripted, tmp_path):
+    for argv in (["ask", tmp_path / "nope", "q"], ["retrieve", tmp_path / "nope", "q"],
+                 ["stats", tmp_path / "nope"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == ""
+        assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
+    code, _, err = run(capsys, "stats", tmp_path)
+    assert code == 2 and "no saved memory" in err
+
+
+@pytest.mark.parametrize("content", [
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00",
+    b"caf\xe9 au lait",  # latin-1, not UTF-8
+    b"text with a NUL\x00 inside",
+    b"   \n\t ",
+])
+def test_a_binary_or_empty_file_is_refused_and_nothing_written(capsys, scripted, tmp_path,
+                                                                text_file, content):
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(content)
+    code, out, err = run(capsys, "memorize", text_file, bad, "--save-dir", tmp_path / "mem")
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and "bad.bin" in err
+    assert not (tmp_path / "mem").exists()
+
+
+def test_a_missing_file_is_refused(capsys, scripted, tmp_path, text_file):
+    code, _, err = run(capsys, "memorize", text_file, tmp_path / "gone.txt",
+                       "--save-dir", tmp_path / "mem")
+    assert code == 2 and "gone.txt: no such file" in err
+    code, _, err = run(capsys, "memorize", tmp_path, "--save-dir", tmp_path / "mem")
+    assert code == 2 and "is a directory" in err
+    assert not (tmp_path / "mem").exists()
+
+
+def test_memorize_refuses_a_dir_holding_another_memory_unless_overwrite(capsys, scripted,
+                                                                        tmp_path, text_file):
+    mem = tmp_path / "mem"
+    assert run(capsys, "memorize", text_file, "--save-dir", mem)[0] == 0
+    code, _, err = run(capsys, "memorize", text_file, "--save-dir", mem)
+    assert code == 2 and "--overwrite" in err
+    assert run(capsys, "memorize", text_file, "--save-dir", mem, "--overwrite")[0] == 0
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    code, _, err = run(capsys, "memorize", text_file, "--save-dir", tmp_path / "notes")
+    assert code == 2 and "not empty" in err
+
+
+def test_stream_and_json_together_are_refused(capsys, scripted, tmp_path, text_file):
+    run(capsys, "memorize", text_file, "--save-dir", tmp_path / "mem")
+    code, out, err = run(capsys, "ask", tmp_path / "mem", "q", "--stream", "--json")
+    assert code == 2 and out == "" and "cannot be combined" in err
+
+
+def test_json_outputs_are_single_objects(capsys, scripted, tmp_path, text_file):
+    mem = tmp_path / "mem"
+    code, out, err = run(capsys, "memorize", text_file, "--save-dir", mem, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["documents"] == ["story.txt"] and data["chunks"] >= 2
+    assert "tokens read" in err  # the stats text goes to stderr under --json
+
+    code, out, err = run(capsys, "retrieve", mem, QUESTION, "-k", "2", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert len(data["passages"]) == 2
+    first = data["passages"][0]
+    assert first["doc_id"] == "story.txt" and first["id"].startswith("story.txt#")
+    assert TEXT[first["start"]:first["end"]] == first["text"]
+    assert "span" in first["found_by"]
+    assert [c["kind"] for c in data["clues"]] == ["query", "span"]
+
+    code, out, err = run(capsys, "ask", mem, QUESTION, "-k", "5", "--json")
+    assert code == 0, err
+    assert "warning: k=5 is more than the" in err and "Traceback" not in err
+    data = json.loads(out)
+    assert data["answer"] == "Above the bakery." and data["passages"]
+
+    code, out, err = run(capsys, "stats", mem, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["documents"] == ["story.txt"]
+    assert data["memory"]["backend"] == "scripted" and data["chunks"] >= 2
+
+
+def test_text_outputs(capsys, scripted, tmp_path, text_file):
+    mem = tmp_path / "mem"
+    code, out, _ = run(capsys, "memorize", text_file, "--save-dir", mem)
+    assert code == 0 and "tokens read" in out and f"to {mem}" in out
+    code, out, _ = run(capsys, "retrieve", mem, QUESTION, "-k", "2")
+    assert code == 0 and out.startswith("clues:\n  query") and "found by" in out
+    assert "story.txt [" in out
+    code, out, _ = run(capsys, "ask", mem, QUESTION, "--stream")
+    assert code == 0 and out.startswith("Above the bakery.\n") and "sources:" in out
+    code, out, _ = run(capsys, "ask", mem, QUESTION, "--task-type", "dialogue")
+    assert code == 2
+    code, out, _ = run(capsys, "stats", mem)
+    assert code == 0 and "documents:         1 (story.txt)" in out
+
+
+# -- fuzzing ----------------------------------------------------------------------------------
+
+WORDS = ["memorize", "ask", "retrieve", "stats", "--save-dir", "--overwrite", "--beacon-ratio",
+         "--mem-model", "--ret-model", "--json", "--task-type", "--max-new-tokens", "--stream",
+         "-k", "-h", "--", "-", "0", "-1", "2", "x", "qa", "memorag", "summarize", "dialogue",
+         "Where?", "", "SAVED", "MISSING", "TEXT", "BINARY", "FRESH"]
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(argv=st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=12)), max_size=8))
+def test_fuzzed_argv_never_raises(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_build_pipeline", scripted_factory)
+    monkeypatch.chdir(tmp_path)  # relative paths in argv land here
+    if not (tmp_path / "SAVED").exists():
+        Path("TEXT").write_text(TEXT, "utf-8")
+        Path("BINARY").write_bytes(b"\x00\x01\x02\xff" * 8)
+        assert cli.main(["memorize", "TEXT", "--save-dir", "SAVED"]) == 0
+        capsys.readouterr()
+    argv = [str(tmp_path / "FRESH" / os.urandom(4).hex()) if a == "FRESH" else a for a in argv]
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert code in (0, 2), (argv, err)
+    assert "Traceback" not in err
+    if code == 2 and argv and not any(a in ("-h", "--help") for a in argv):
+        assert "error" in err
+    if code == 0 and "--json" in argv and not any(a in ("-h", "--help") for a in argv):
+        assert isinstance(json.loads(out), dict)
+
+
+# -- a real round trip ------------------------------------------------------------------------
+
+
+def test_round_trip_on_a_tiny_memory_model(capsys, monkeypatch, tmp_path, text_file, llama,
+                                           tokenizer):
+    made = []
+
+    def tiny_factory(save_dir=None, **kwargs):
+        memory = CompressedKVMemory(llama, tokenizer, beacon_ratio=kwargs.pop("beacon_ratio", 4),
+                                    window=64, reserve_tokens=64, show_progress=False)
+        made.append(memory)
+        kw = {"memory": memory, "embedder": shared_embedder(), "retrieval_chunk_size": 32,
+              "chunk_overlap": 0}
+        if save_dir is not None:
+            return MemoRAG.from_dir(save_dir, **kw)
+        return MemoRAG(**kw, **kwargs)
+
+    monkeypatch.setattr(cli, "_build_pipeline", tiny_factory)
+    mem = tmp_path / "mem"
+    code, out, err = run(capsys, "memorize", text_file, "--save-dir", mem, "--beacon-ratio", "4",
+                         "--json")
+    assert code == 0, err
+    memorized = json.loads(out)
+    assert memorized["memory"]["backend"] == "compressed_kv"
+    assert memorized["memory"]["beacon_ratio"] == 4
+    assert memorized["memory"]["kv_entries"] < memorized["memory"]["tokens_read"]
+
+    code, out, err = run(capsys, "retrieve", mem, QUESTION, "-k", "2", "--json")
+    assert code == 0, err
+    retrieved = json.loads(out)
+    assert len(retrieved["passages"]) == 2 and retrieved["clues"][0]["kind"] == "query"
+
+    code, out, err = run(capsys, "stats", mem, "--json")
+    assert code == 0, err
+    stats = json.loads(out)
+    assert stats["memory"]["kv_entries"] == memorized["memory"]["kv_entries"]
+    assert stats["pipeline"]["memory_backend"] == "compressed_kv"
+
+    code, out, err = run(capsys, "ask", mem, QUESTION, "--max-new-tokens", "6", "-k", "2",
+                         "--json")
+    assert code == 0, err
+    asked = json.loads(out)
+    assert isinstance(asked["answer"], str) and len(asked["passages"]) == 2
+    code, out, err = run(capsys, "ask", mem, QUESTION, "--max-new-tokens", "6", "--stream",
+                         "--task-type", "qa")
+    assert code == 0, err
+    assert len(made) == 5
+
+
+def test_console_script_entry_point():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "shared_core.cli", "stats", "/nonexistent/x"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: /nonexistent/x does not exist"
