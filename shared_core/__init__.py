@@ -19,6 +19,7 @@ from shared_core.errors import (
     PersistenceError,
 )
 from shared_core.types import (
+    Answer,
     ChatTurn,
     Chunk,
     Clue,
@@ -34,7 +35,6 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "MemoRAG": "shared_core.pipeline",
-    "Answer": "shared_core.pipeline",
     "Memory": "shared_core.memory",
     "MemoryStats": "shared_core.memory",
     "CompressedKVMemory": "shared_core.memory",

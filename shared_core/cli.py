@@ -76,14 +76,26 @@ def _parser() -> argparse.ArgumentParser:
     p = command("memorize", "read text files into a new memory and save it")
     p.add_argument("files", nargs="+", metavar="FILE", help="UTF-8 text files")
     p.add_argument("--save-dir", required=True, type=_non_empty, metavar="DIR")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a memory already saved in DIR")
-    p.add_argument("--beacon-ratio", type=_positive_int, default=4, metavar="N",
-                   help="keep 1 KV entry per N text tokens (default 4; 1 keeps all)")
-    p.add_argument("--mem-model", type=_non_empty, metavar="NAME",
-                   help="memory model (hub id or folder; default: embedded SmolLM2-135M)")
-    p.add_argument("--ret-model", type=_non_empty, metavar="NAME",
-                   help="embedding model (default: embedded all-MiniLM-L6-v2)")
+    p.add_argument("--overwrite", action="store_true", help="replace a memory already saved in DIR")
+    p.add_argument(
+        "--beacon-ratio",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="keep 1 KV entry per N text tokens (default 4; 1 keeps all)",
+    )
+    p.add_argument(
+        "--mem-model",
+        type=_non_empty,
+        metavar="NAME",
+        help="memory model (hub id or folder; default: embedded SmolLM2-135M)",
+    )
+    p.add_argument(
+        "--ret-model",
+        type=_non_empty,
+        metavar="NAME",
+        help="embedding model (default: embedded all-MiniLM-L6-v2)",
+    )
     p.set_defaults(func=_memorize)
 
     p = command("ask", "answer a question over a saved memory")
@@ -91,8 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("question", metavar="QUESTION")
     p.add_argument("--task-type", choices=TASK_TYPES, default="memorag")
     p.add_argument("--max-new-tokens", type=_positive_int, default=256, metavar="N")
-    p.add_argument("-k", type=_positive_int, default=None, metavar="N",
-                   help="passages to answer over (default: the save's ret_hit, 3)")
+    p.add_argument(
+        "-k",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="passages to answer over (default: the save's ret_hit, 3)",
+    )
     p.add_argument("--stream", action="store_true", help="print the answer as it is written")
     p.set_defaults(func=_ask)
 
@@ -154,9 +171,7 @@ def _check_target(save_dir: Path, overwrite: bool) -> None:
     if overwrite:
         return
     if (save_dir / "CURRENT").is_file():
-        raise InputError(
-            f"{save_dir} already holds a saved memory; pass --overwrite to replace it"
-        )
+        raise InputError(f"{save_dir} already holds a saved memory; pass --overwrite to replace it")
     if any(not p.name.startswith(".") for p in save_dir.iterdir()):
         raise InputError(
             f"{save_dir} is not empty and holds no memory; pick an empty directory "
@@ -177,16 +192,18 @@ def _passages(result: RetrievalResult | Answer) -> list[dict[str, Any]]:
     rows = []
     for rank, scored in enumerate(result.passages, start=1):
         meta = scored.passage.metadata
-        rows.append({
-            "rank": rank,
-            "id": scored.passage.id,
-            "doc_id": meta.get("doc_id"),
-            "start": meta.get("start"),
-            "end": meta.get("end"),
-            "score": round(scored.score, 6),
-            "found_by": sorted({c.kind for c in scored.found_by}),
-            "text": scored.passage.text,
-        })
+        rows.append(
+            {
+                "rank": rank,
+                "id": scored.passage.id,
+                "doc_id": meta.get("doc_id"),
+                "start": meta.get("start"),
+                "end": meta.get("end"),
+                "score": round(scored.score, 6),
+                "found_by": sorted({c.kind for c in scored.found_by}),
+                "text": scored.passage.text,
+            }
+        )
     return rows
 
 
@@ -197,8 +214,11 @@ def _clues(result: RetrievalResult | Answer) -> list[dict[str, Any]]:
 def _print_passages(rows: list[dict[str, Any]], out: TextIO) -> None:
     for row in rows:
         where = f"[{row['start']}:{row['end']}]" if row["start"] is not None else ""
-        print(f"  {row['rank']}. {row['doc_id']} {where}  score {row['score']:.4f}  "
-              f"found by {', '.join(row['found_by'])}", file=out)
+        print(
+            f"  {row['rank']}. {row['doc_id']} {where}  score {row['score']:.4f}  "
+            f"found by {', '.join(row['found_by'])}",
+            file=out,
+        )
         print(f"     {_preview(row['text'])}", file=out)
 
 
@@ -213,20 +233,44 @@ class _Echo:
         self.inner = inner
         self.out = out
 
-    def stream(self, prompt: str, *, history: Sequence[ChatTurn] = (),
-               max_new_tokens: int = 256, stop: Sequence[str] = (),
-               temperature: float = 0.0) -> Iterator[str]:
-        for piece in self.inner.stream(prompt, history=history, max_new_tokens=max_new_tokens,
-                                       stop=stop, temperature=temperature):
+    def stream(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Iterator[str]:
+        for piece in self.inner.stream(
+            prompt,
+            history=history,
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            temperature=temperature,
+        ):
             self.out.write(piece)
             self.out.flush()
             yield piece
 
-    def generate(self, prompt: str, *, history: Sequence[ChatTurn] = (),
-                 max_new_tokens: int = 256, stop: Sequence[str] = (),
-                 temperature: float = 0.0) -> Generation:
-        pieces = list(self.stream(prompt, history=history, max_new_tokens=max_new_tokens,
-                                  stop=stop, temperature=temperature))
+    def generate(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Generation:
+        pieces = list(
+            self.stream(
+                prompt,
+                history=history,
+                max_new_tokens=max_new_tokens,
+                stop=stop,
+                temperature=temperature,
+            )
+        )
         text = "".join(pieces)
         return Generation(text=text, prompt_tokens=0, completion_tokens=len(pieces))
 
@@ -238,8 +282,11 @@ def _memorize(args: argparse.Namespace) -> int:
     docs = _documents(args.files)  # every file is checked before anything is loaded
     save_dir = Path(args.save_dir)
     _check_target(save_dir, args.overwrite)
-    pipe = _build_pipeline(mem_model_name_or_path=args.mem_model,
-                           ret_model_name_or_path=args.ret_model, beacon_ratio=args.beacon_ratio)
+    pipe = _build_pipeline(
+        mem_model_name_or_path=args.mem_model,
+        ret_model_name_or_path=args.ret_model,
+        beacon_ratio=args.beacon_ratio,
+    )
     started = time.perf_counter()
     # Progress bars go to stderr; with --json the stats text goes there too.
     quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
@@ -248,12 +295,20 @@ def _memorize(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     stats = pipe.stats()
     if args.json:
-        _emit({"save_dir": str(save_dir), "documents": [d.doc_id for d in docs],
-               "chunks": stats["chunks"], "seconds": round(seconds, 3),
-               "memory": stats["memory"]})
+        _emit(
+            {
+                "save_dir": str(save_dir),
+                "documents": [d.doc_id for d in docs],
+                "chunks": stats["chunks"],
+                "seconds": round(seconds, 3),
+                "memory": stats["memory"],
+            }
+        )
     else:
-        print(f"saved {len(docs)} document(s), {stats['chunks']} chunks to {save_dir} "
-              f"in {seconds:.1f} s")
+        print(
+            f"saved {len(docs)} document(s), {stats['chunks']} chunks to {save_dir} "
+            f"in {seconds:.1f} s"
+        )
     return 0
 
 
@@ -275,12 +330,20 @@ def _ask(args: argparse.Namespace) -> int:
         return 0
     if args.stream:
         pipe._generator = _Echo(pipe.generator, sys.stdout)  # no public hook for this yet
-    answer = pipe.answer(args.question, task_type=args.task_type, k=args.k,
-                         max_new_tokens=args.max_new_tokens)
+    answer = pipe.answer(
+        args.question, task_type=args.task_type, k=args.k, max_new_tokens=args.max_new_tokens
+    )
     if args.json:
-        _emit({"question": args.question, "task_type": answer.task_type, "answer": answer.text,
-               "clues": _clues(answer), "passages": _passages(answer),
-               "timings": answer.timings})
+        _emit(
+            {
+                "question": args.question,
+                "task_type": answer.task_type,
+                "answer": answer.text,
+                "clues": _clues(answer),
+                "passages": _passages(answer),
+                "timings": answer.timings,
+            }
+        )
         return 0
     if args.stream:
         print()
@@ -297,8 +360,15 @@ def _retrieve(args: argparse.Namespace) -> int:
     _, pipe = _load(args.save_dir)
     result = pipe.retrieve(args.question, args.k)
     if args.json:
-        _emit({"question": args.question, "k": args.k, "clues": _clues(result),
-               "passages": _passages(result), "timings": dict(result.timings)})
+        _emit(
+            {
+                "question": args.question,
+                "k": args.k,
+                "clues": _clues(result),
+                "passages": _passages(result),
+                "timings": dict(result.timings),
+            }
+        )
         return 0
     print("clues:")
     for clue in result.clues:
@@ -314,11 +384,19 @@ def _stats(args: argparse.Namespace) -> int:
     stats = pipe.stats()
     pipeline = info.get("pipeline", {})
     if args.json:
-        _emit({"save_dir": args.save_dir, "snapshot": info.get("snapshot"),
-               "lineage": info.get("lineage"), "format_version": info.get("format_version"),
-               "documents": pipeline.get("documents"), "pipeline": pipeline,
-               "index": info.get("index"), "chunks": stats["chunks"],
-               "memory": stats["memory"]})
+        _emit(
+            {
+                "save_dir": args.save_dir,
+                "snapshot": info.get("snapshot"),
+                "lineage": info.get("lineage"),
+                "format_version": info.get("format_version"),
+                "documents": pipeline.get("documents"),
+                "pipeline": pipeline,
+                "index": info.get("index"),
+                "chunks": stats["chunks"],
+                "memory": stats["memory"],
+            }
+        )
         return 0
     documents = pipeline.get("documents") or []
     print(f"save:              {args.save_dir} ({info.get('snapshot')})")

@@ -89,7 +89,7 @@ _LEAD_IN = re.compile(
     r"(?:the|this)\s+(?:article|text|passage|document|story)\s+(?:also\s+)?(?:says|states|"
     r"mentions|notes|explains|describes|tells\s+us|provides\s+details\s+about)(?:\s+that)?"
     r"\s*[:,]?\s*|"
-    r"the\s+answer(?:\s+to\s+(?:the|this|your)\s+question)?\s+is\s*:\s*|"
+    r"the\s+answer(?:\s+to\s+(?:the|this|your)\s+question)?\s+is\s*(?::\s*|(?=[\"“«']))|"
     r"根据(?:文章|文本|原文|段落)[，,]\s*|(?:文章|文本|原文)(?:中)?(?:提到|指出)[：:，,]?\s*)",
     re.IGNORECASE,
 )
@@ -109,7 +109,11 @@ _CHATTER = re.compile(
     r"文(?:章|本)(?:到此|结束))",
     re.IGNORECASE,
 )
-_EDGE_PUNCT = " \t\"'`“”‘’«»「」『』*_~|"
+_EDGE_PUNCT = " \t*_~|"
+_DOUBLE_QUOTES = '"“”«»「」『』`'
+_QUOTES = _DOUBLE_QUOTES + "'‘’"
+#: Trailing characters left when decoding stops mid-phrase.
+_DANGLING = " \t,;:([{-–—"
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
 
 
@@ -166,6 +170,20 @@ def _cut_loop(line: str) -> str:
     return line
 
 
+def _strip_quotes(line: str) -> str:
+    """Drop quotes wrapping the whole line, or one unpaired quote at either end."""
+    if len(line) >= 2 and line[0] in _QUOTES and line[-1] in _QUOTES:
+        inner = line[1:-1]
+        if not any(ch in _DOUBLE_QUOTES for ch in inner):
+            return inner.strip()
+    if sum(ch in _DOUBLE_QUOTES for ch in line) % 2:
+        if line[:1] in _DOUBLE_QUOTES:
+            return line[1:].strip()
+        if line[-1:] in _DOUBLE_QUOTES:
+            return line[:-1].strip()
+    return line
+
+
 def _clean(line: str) -> str:
     """Strip markers, labels, lead-ins, markdown emphasis and surrounding quotes."""
     for _ in range(8):
@@ -173,7 +191,7 @@ def _clean(line: str) -> str:
         line = _MARKER.sub("", line, count=1)
         line = _LABEL.sub("", line, count=1)
         line = _LEAD_IN.sub("", line, count=1)
-        line = line.strip(_EDGE_PUNCT)
+        line = _strip_quotes(line.strip(_EDGE_PUNCT).rstrip(_DANGLING))
         if line == previous:
             break
     return " ".join(line.split())
@@ -206,7 +224,9 @@ class _Echo:
         echoes: list[_Echo] = []
         for text in texts:
             head = text[:MAX_SCAN_CHARS]
-            for piece in [head, *head.splitlines()[:_MAX_ECHO_LINES]]:
+            lines = head.splitlines()[:_MAX_ECHO_LINES]
+            sentences = [s for line in lines for s in _SENTENCE_END.split(line)][:_MAX_ECHO_LINES]
+            for piece in dict.fromkeys([head, *lines, *sentences]):
                 norm = _normalised(piece)
                 if norm:
                     tokens = frozenset(norm.split())
@@ -250,7 +270,7 @@ def parse_clue_lines(
     kept_tokens: list[frozenset[str]] = []
     examined = 0
     for raw in text[:MAX_SCAN_CHARS].splitlines():
-        for item in _split_inline_numbering(raw[:_MAX_LINE_CHARS]):
+        for item in _split_inline_numbering(_truncate(raw, _MAX_LINE_CHARS)):
             cleaned = _cut_loop(_clean(item))
             if not cleaned:
                 continue
@@ -299,8 +319,17 @@ class ClueWriter(Protocol):
     ) -> list[Clue]: ...
 
 
-#: Cuts a small model off when it starts a new section or signs off instead of listing clues.
-_LIST_STOPS: tuple[str, ...] = ("\n\n\n", "\nNote:", "\nI hope", "\nQuestion:", "\n问题：")
+#: Cut a small model off when it starts a new section or signs off instead of listing clues
+#: (decoding is the slow part, so stopping early also saves time).
+_LIST_STOPS: tuple[str, ...] = (
+    "\n\n\n",
+    "\n\nQuestion:",
+    "\n\nAnswer:",
+    "\nNote:",
+    "\nI hope",
+    "\n\n问题：",
+    "\n\n答案：",
+)
 _ANSWER_STOPS: tuple[str, ...] = ("\n\n", "\nQuestion:", "\n问题：")
 
 

@@ -1,6 +1,8 @@
 """Merge the hit lists of several clues into one ranked list of passages.
 
 ``rrf``: weighted reciprocal rank fusion, exactly ``min(k, distinct passages)`` results.
+``interleave``: round-robin over the lists (heaviest first): every list's best hit is taken
+before any list's second, so a passage only one clue finds still gets a slot.
 ``union``: upstream MemoRAG's behaviour, the union of each list's top hits in document order.
 Passages are identified by ``passage.id``; the first ``Passage`` object seen is kept, so a
 framework ``payload`` survives fusion untouched.
@@ -18,7 +20,7 @@ from shared_core.inputs import check_k
 from shared_core.types import Clue, Hit, Passage, ScoredPassage
 
 Results = Sequence[tuple[Clue, Sequence[Hit]]]
-FusionMethod = Literal["rrf", "union"]
+FusionMethod = Literal["rrf", "interleave", "union"]
 
 
 @dataclass
@@ -82,6 +84,29 @@ def reciprocal_rank_fusion(results: Results, k: int, *, rrf_k: int = 60) -> list
     return [e.scored() for e in entries[:k]]
 
 
+def interleave(results: Results, k: int, *, rrf_k: int = 60) -> list[ScoredPassage]:
+    """Round-robin by rank over the lists, heavier clues first within a round.
+
+    Returns ``min(k, distinct passages)`` results; scores are the RRF scores (for information),
+    and ``found_by`` lists every clue whose list holds the passage.
+    """
+    k = check_k(k)
+    entries = {e.passage.id: e for e in _tally(results, _check_rrf_k(rrf_k), None)}
+    order = sorted(range(len(results)), key=lambda i: -results[i][0].weight)
+    picked: list[_Entry] = []
+    taken: set[str] = set()
+    depth = max((len(hits) for _, hits in results), default=0)
+    for rank in range(depth):
+        for i in order:
+            hits = results[i][1]
+            if rank < len(hits) and hits[rank].passage.id not in taken:
+                taken.add(hits[rank].passage.id)
+                picked.append(entries[hits[rank].passage.id])
+                if len(picked) == k:
+                    return [e.scored() for e in picked]
+    return [e.scored() for e in picked]
+
+
 def union_in_document_order(
     results: Results, per_query_k: int, *, rrf_k: int = 60
 ) -> list[ScoredPassage]:
@@ -118,9 +143,11 @@ def _doc_key(entry: _Entry) -> Any:
 
 
 def fuse(results: Results, k: int, method: FusionMethod = "rrf", **kw: Any) -> list[ScoredPassage]:
-    """Dispatch by name: ``"rrf"`` (``k`` results) or ``"union"`` (``k`` per list)."""
+    """Dispatch by name: ``rrf`` / ``interleave`` (``k`` results) or ``union`` (``k`` per list)."""
     if method == "rrf":
         return reciprocal_rank_fusion(results, k, **kw)
+    if method == "interleave":
+        return interleave(results, k, **kw)
     if method == "union":
         return union_in_document_order(results, k, **kw)
-    raise InputError(f"unknown fusion method {method!r}: use 'rrf' or 'union'")
+    raise InputError(f"unknown fusion method {method!r}: use 'rrf', 'interleave' or 'union'")

@@ -22,8 +22,9 @@ from shared_core.types import ChatTurn, Generation, Passage, ScoredPassage, Text
 class LocalGenerator:
     """A ``TextGenerator`` over a local causal LM, with a fresh cache per call."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str | None = None,
-                 max_new_tokens_cap: int = 4096) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, name: str | None = None, max_new_tokens_cap: int = 4096
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name or str(getattr(model.config, "name_or_path", "") or "model")
@@ -32,27 +33,56 @@ class LocalGenerator:
         self.max_new_tokens_cap = max_new_tokens_cap
         self._stop_ids = eos_ids(model, tokenizer)
 
-    def _decoder(self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int,
-                 stop: Sequence[str], temperature: float) -> Decoder:
+    def _decoder(
+        self,
+        prompt: str,
+        history: Sequence[ChatTurn],
+        max_new_tokens: int,
+        stop: Sequence[str],
+        temperature: float,
+    ) -> Decoder:
         check_query(prompt)
         if not 0 <= max_new_tokens <= self.max_new_tokens_cap:
-            raise LimitError(f"max_new_tokens={max_new_tokens} is outside 0..{self.max_new_tokens_cap}")
+            cap = self.max_new_tokens_cap
+            raise LimitError(f"max_new_tokens={max_new_tokens} is outside 0..{cap}")
         ids = self.format.plain(history, prompt)
         if len(ids) + max_new_tokens > self.max_positions:
             raise LimitError(
                 f"the prompt is {len(ids):,} tokens plus {max_new_tokens:,} to generate, over "
                 f"{self.name}'s {self.max_positions:,} positions; retrieve fewer passages"
             )
-        return Decoder(self.model, self.tokenizer, ids, cache=DynamicCache(), start_position=0,
-                       max_new_tokens=max_new_tokens, stop=stop, temperature=temperature,
-                       stop_ids=self._stop_ids)
+        return Decoder(
+            self.model,
+            self.tokenizer,
+            ids,
+            cache=DynamicCache(),
+            start_position=0,
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            temperature=temperature,
+            stop_ids=self._stop_ids,
+        )
 
-    def generate(self, prompt: str, *, history: Sequence[ChatTurn] = (), max_new_tokens: int = 256,
-                 stop: Sequence[str] = (), temperature: float = 0.0) -> Generation:
+    def generate(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Generation:
         return self._decoder(prompt, history, max_new_tokens, stop, temperature).run()
 
-    def stream(self, prompt: str, *, history: Sequence[ChatTurn] = (), max_new_tokens: int = 256,
-               stop: Sequence[str] = (), temperature: float = 0.0) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Iterator[str]:
         yield from self._decoder(prompt, history, max_new_tokens, stop, temperature)
 
     def count_tokens(self, text: str) -> int:
@@ -65,11 +95,18 @@ class CallableGenerator:
 
     def __init__(self, client: Any) -> None:
         if not callable(getattr(client, "generate", None)):
-            raise InputError("customized_gen_model needs a .generate(prompt, max_new_tokens) method")
+            raise InputError("customized_gen_model needs .generate(prompt, max_new_tokens)")
         self.client = client
 
-    def generate(self, prompt: str, *, history: Sequence[ChatTurn] = (), max_new_tokens: int = 256,
-                 stop: Sequence[str] = (), temperature: float = 0.0) -> Generation:
+    def generate(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Generation:
         text = prompt
         if history:
             turns = "\n".join(f"{t.role}: {t.content}" for t in history)
@@ -80,11 +117,19 @@ class CallableGenerator:
         for s in stop:
             if s and s in reply:
                 reply = reply[: reply.index(s)]
-        return Generation(text=reply, prompt_tokens=len(text.split()),
-                          completion_tokens=len(reply.split()))
+        return Generation(
+            text=reply, prompt_tokens=len(text.split()), completion_tokens=len(reply.split())
+        )
 
-    def stream(self, prompt: str, *, history: Sequence[ChatTurn] = (), max_new_tokens: int = 256,
-               stop: Sequence[str] = (), temperature: float = 0.0) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Iterator[str]:
         yield self.generate(prompt, history=history, max_new_tokens=max_new_tokens, stop=stop).text
 
 

@@ -137,32 +137,39 @@ class SaveDir:
         snap = self.current()
         if snap is None:
             raise PersistenceError(f"{self.root} holds no saved memory (no {_POINTER} file)")
-        manifest = read_manifest(snap)
-        verify_files(snap, manifest)
+        try:
+            manifest = read_manifest(snap)
+            verify_files(snap, manifest)
+        except PersistenceError:
+            raise
+        except OSError as exc:  # e.g. a concurrent save removed this snapshot meanwhile
+            raise PersistenceError(f"{snap} cannot be read: {exc}") from None
         return snap, manifest
 
     def read(self, loader: Callable[[Path, dict[str, Any]], T]) -> T:
         """``loader(snapshot, manifest)`` on the live snapshot, verified first.
 
-        A save committed by another process while ``loader`` runs deletes the snapshot being
-        read (files go missing, never change); the read then starts again on the new live
+        A save committed by another process while we read deletes the snapshot being read
+        (its files go missing, never change); the read then starts again on the new live
         snapshot, so a load sees one whole save, never a mix. ``loader`` must not keep state
         from a failed attempt.
         """
         for attempt in range(_READ_ATTEMPTS):
-            snap, manifest = self.require()
+            live = self._live()
             try:
+                snap, manifest = self.require()
                 return loader(snap, manifest)
             except PersistenceError:
-                if attempt + 1 == _READ_ATTEMPTS or self._unchanged(snap):
+                moved = self._live() != live or (live is not None and not live.is_dir())
+                if attempt + 1 == _READ_ATTEMPTS or not moved:
                     raise
         raise AssertionError("unreachable")
 
-    def _unchanged(self, snap: Path) -> bool:
+    def _live(self) -> Path | None:
         try:
-            return self.current() == snap and snap.is_dir()
+            return self.current()
         except PersistenceError:
-            return True
+            return None
 
     # -- writing ----------------------------------------------------------------------------
     @contextlib.contextmanager

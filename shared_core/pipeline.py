@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,42 +31,24 @@ from shared_core.memory import Memory, create_memory
 from shared_core.persistence import (
     SaveDir,
     check_memory_fields,
-    read_json,
     saved_settings,
     write_manifest,
 )
 from shared_core.prompts import PromptSet, detect_language, get_prompts
+from shared_core.tasks import TASKS, run_task
 from shared_core.types import (
+    Answer,
     AsyncSearchBackend,
     ChatTurn,
     Clue,
     Generation,
     Hit,
     RetrievalResult,
-    ScoredPassage,
     SearchBackend,
     TextGenerator,
 )
 
-TASK_TYPES = ("memorag", "qa", "summarize", "personalize", "dialogue")
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A generated answer with the passages and clues behind it."""
-
-    text: str
-    task_type: str
-    passages: tuple[ScoredPassage, ...] = ()
-    clues: tuple[Clue, ...] = ()
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return self.text
-
-    @property
-    def sources(self) -> list[str]:
-        return [str(p.passage.metadata.get("doc_id", p.passage.id)) for p in self.passages]
+TASK_TYPES = tuple(TASKS)
 
 
 class MemoRAG:
@@ -100,6 +82,7 @@ class MemoRAG:
         clue_strategy: str | ClueWriter = "span+surrogate",
         query_weight: float = 2.0,
         fusion: str = "rrf",
+        rrf_k: int = 60,
         language: str = "auto",
         enable_flash_attn: bool = False,
         **memory_kwargs: Any,
@@ -108,16 +91,27 @@ class MemoRAG:
         self.mem_model_name_or_path = mem_model_name_or_path
         self.ret_model_name_or_path = ret_model_name_or_path
         self.gen_model_name_or_path = gen_model_name_or_path
-        self.model_kwargs = {"cache_dir": cache_dir, "access_token": access_token,
-                             "device": device, "dtype": dtype, "load_in_4bit": load_in_4bit}
-        self.memory_options = {"beacon_ratio": beacon_ratio, "window": window, "scorer": scorer,
-                               "backend": memory_backend, **memory_kwargs}
+        self.model_kwargs = {
+            "cache_dir": cache_dir,
+            "access_token": access_token,
+            "device": device,
+            "dtype": dtype,
+            "load_in_4bit": load_in_4bit,
+        }
+        self.memory_options = {
+            "beacon_ratio": beacon_ratio,
+            "window": window,
+            "scorer": scorer,
+            "backend": memory_backend,
+            **memory_kwargs,
+        }
         self.ret_hit = check_k(ret_hit, name="ret_hit")
         self.retrieval_chunk_size = retrieval_chunk_size
         self.chunk_overlap = chunk_overlap
         self.clue_strategy = clue_strategy
         self.query_weight = query_weight
         self.fusion = fusion
+        self.rrf_k = rrf_k
         self.language = language
         self._memory = memory
         self._embedder = embedder
@@ -138,7 +132,9 @@ class MemoRAG:
         with self._load_lock:
             if self._memory is None:
                 self._memory = create_memory(
-                    self.mem_model_name_or_path, **self.model_kwargs, **self.memory_options,
+                    self.mem_model_name_or_path,
+                    **self.model_kwargs,
+                    **self.memory_options,
                     prompts=self.prompts,
                 )
         return self._memory
@@ -204,15 +200,18 @@ class MemoRAG:
             if self._chunk_tokenizer is None:
                 self._chunk_tokenizer = copy.deepcopy(embedder.tokenizer)
         return TokenChunker.from_tokenizer(
-            self._chunk_tokenizer, chunk_tokens=size,
+            self._chunk_tokenizer,
+            chunk_tokens=size,
             overlap_tokens=self.chunk_overlap,
         )
 
     def _text_caps(self) -> dict[str, Any]:
         """The memory's caps on one call's text, checked before any chunking or embedding."""
         memory = self.memory
-        return {"max_documents": getattr(memory, "max_documents", None),
-                "max_chars": getattr(memory, "max_chars", None)}
+        return {
+            "max_documents": getattr(memory, "max_documents", None),
+            "max_chars": getattr(memory, "max_chars", None),
+        }
 
     # -- memorize ---------------------------------------------------------------------------
     def memorize(
@@ -243,8 +242,9 @@ class MemoRAG:
         with self._write_lock:
             if self._index is None:
                 return self.memorize(context, save_dir)
-            docs = as_documents(context, start_index=len(self.memory.documents),
-                                **self._text_caps())
+            docs = as_documents(
+                context, start_index=len(self.memory.documents), **self._text_caps()
+            )
             chunks = self.chunker.split(docs)
             self.memory.add(docs)
             self.index.add(chunks)
@@ -280,18 +280,28 @@ class MemoRAG:
                 unique.append(key)
         return unique
 
-    def _fuse(self, query: str, k: int, keys: Sequence[Clue], lists: Sequence[Sequence[Hit]],
-              timings: dict[str, float], backend: object) -> RetrievalResult:
+    def _fuse(
+        self,
+        query: str,
+        k: int,
+        keys: Sequence[Clue],
+        lists: Sequence[Sequence[Hit]],
+        timings: dict[str, float],
+        backend: object,
+    ) -> RetrievalResult:
         started = time.perf_counter()
         pairs = list(zip(keys, lists, strict=True))
-        fused = fuse(pairs, self.ret_hit if self.fusion == "union" else k, method=self.fusion)
+        size = self.ret_hit if self.fusion == "union" else k
+        fused = fuse(pairs, size, method=self.fusion, rrf_k=self.rrf_k)
         timings["fusion"] = time.perf_counter() - started
         size = len(backend) if hasattr(backend, "__len__") else None  # type: ignore[arg-type]
         if size is not None and k > size:
-            warnings.warn(f"k={k} is more than the {size} passages in the corpus; returning all",
-                          stacklevel=3)
-        return RetrievalResult(query=query, clues=tuple(keys), passages=tuple(fused),
-                               timings=dict(timings))
+            warnings.warn(
+                f"k={k} is more than the {size} passages in the corpus; returning all", stacklevel=3
+            )
+        return RetrievalResult(
+            query=query, clues=tuple(keys), passages=tuple(fused), timings=dict(timings)
+        )
 
     def retrieve(
         self,
@@ -354,6 +364,22 @@ class MemoRAG:
         timings["search"] = time.perf_counter() - started
         return self._fuse(query, k, keys, lists, timings, backend)
 
+    def retrieve_with(
+        self, query: str, k: int, clues: Sequence[Clue], *, query_weight: float | None = None
+    ) -> RetrievalResult:
+        """Search the index with caller-written ``clues`` (and ``query`` unless its weight is 0)."""
+        check_query(query)
+        check_k(k)
+        keys = self._keys(query, clues, ())
+        weight = self.query_weight if query_weight is None else query_weight
+        keys = [replace(c, weight=weight) if c.kind == "query" else c for c in keys]
+        keys = [c for c in keys if c.weight > 0] or keys
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        lists = self.index.search_many([c.text for c in keys], max(k, self.ret_hit))
+        timings["search"] = time.perf_counter() - started
+        return self._fuse(query, k, keys, lists, timings, self.index)
+
     # -- chat against the memory ------------------------------------------------------------
     @staticmethod
     def _split(messages: Sequence[ChatTurn]) -> tuple[list[ChatTurn], str]:
@@ -362,25 +388,53 @@ class MemoRAG:
         *history, last = messages
         return list(history), last.content
 
-    def chat(self, messages: Sequence[ChatTurn], *, max_new_tokens: int = 256,
-             stop: Sequence[str] = (), temperature: float = 0.0) -> Generation:
+    def chat(
+        self,
+        messages: Sequence[ChatTurn],
+        *,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Generation:
         """Answer the last message against the memory; earlier turns are the history."""
         history, prompt = self._split(messages)
-        return self.memory.generate(prompt, history=history, max_new_tokens=max_new_tokens,
-                                    stop=stop, temperature=temperature)
+        return self.memory.generate(
+            prompt,
+            history=history,
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            temperature=temperature,
+        )
 
-    def stream_chat(self, messages: Sequence[ChatTurn], *, max_new_tokens: int = 256,
-                    stop: Sequence[str] = (), temperature: float = 0.0) -> Iterator[str]:
+    def stream_chat(
+        self,
+        messages: Sequence[ChatTurn],
+        *,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Iterator[str]:
         history, prompt = self._split(messages)
-        yield from self.memory.stream(prompt, history=history, max_new_tokens=max_new_tokens,
-                                      stop=stop, temperature=temperature)
+        yield from self.memory.stream(
+            prompt,
+            history=history,
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            temperature=temperature,
+        )
 
-    async def astream_chat(self, messages: Sequence[ChatTurn], *, max_new_tokens: int = 256,
-                           stop: Sequence[str] = (), temperature: float = 0.0
-                           ) -> AsyncIterator[str]:
+    async def astream_chat(
+        self,
+        messages: Sequence[ChatTurn],
+        *,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> AsyncIterator[str]:
         """Stream in a worker thread, handing pieces to the event loop as they come."""
-        iterator = self.stream_chat(messages, max_new_tokens=max_new_tokens, stop=stop,
-                                    temperature=temperature)
+        iterator = self.stream_chat(
+            messages, max_new_tokens=max_new_tokens, stop=stop, temperature=temperature
+        )
         done = object()
         while True:
             piece = await asyncio.to_thread(next, iterator, done)
@@ -401,11 +455,16 @@ class MemoRAG:
         use_memory_answer: bool = False,
     ) -> Answer:
         """Run one task and return the answer with its passages, clues and timings."""
-        from shared_core.tasks import run_task
-
-        return run_task(self, task_type, query, k=k or self.ret_hit, history=history,
-                        prompt_template=prompt_template, max_new_tokens=max_new_tokens,
-                        use_memory_answer=use_memory_answer)
+        return run_task(
+            self,
+            task_type,
+            query,
+            k=k or self.ret_hit,
+            history=history,
+            prompt_template=prompt_template,
+            max_new_tokens=max_new_tokens,
+            use_memory_answer=use_memory_answer,
+        )
 
     def __call__(
         self,
@@ -423,9 +482,15 @@ class MemoRAG:
         """Upstream-style call: memorize ``context`` if given (or nothing is held), answer."""
         if context is not None and (reset_each_call or self._index is None):
             self.memorize(context)
-        return self.answer(query, task_type=task_type, k=k, history=history,
-                           prompt_template=prompt_template, max_new_tokens=max_new_tokens,
-                           use_memory_answer=use_memory_answer).text
+        return self.answer(
+            query,
+            task_type=task_type,
+            k=k,
+            history=history,
+            prompt_template=prompt_template,
+            max_new_tokens=max_new_tokens,
+            use_memory_answer=use_memory_answer,
+        ).text
 
     # -- persistence ------------------------------------------------------------------------
     def _section(self) -> dict[str, Any]:
@@ -434,8 +499,11 @@ class MemoRAG:
             "mem_model_name_or_path": self.mem_model_name_or_path,
             "ret_model_name_or_path": self.ret_model_name_or_path,
             "embedder": self.embedder.name,
-            "memory_options": {k: v for k, v in options.items()
-                               if isinstance(v, (str, int, float, bool, type(None)))},
+            "memory_options": {
+                k: v
+                for k, v in options.items()
+                if isinstance(v, (str, int, float, bool, type(None)))
+            },
             "memory_backend": self.memory.backend,
             "retrieval_chunk_size": self.retrieval_chunk_size,
             "chunk_overlap": self.chunk_overlap,
@@ -447,13 +515,22 @@ class MemoRAG:
         """Atomically save memory + index + settings to ``save_dir`` (safetensors + JSON)."""
         index = self.index
         memory = self.memory
-        with self._write_lock, SaveDir(save_dir).stage(lineage=memory.lineage,
-                                                       overwrite=overwrite) as folder:
+        with (
+            self._write_lock,
+            SaveDir(save_dir).stage(lineage=memory.lineage, overwrite=overwrite) as folder,
+        ):
             section = memory.write_files(folder)
             index_section = index.save(folder)
-            write_manifest(folder, {"kind": "memorag", "lineage": memory.lineage,
-                                    "memory": section, "index": index_section,
-                                    "pipeline": self._section()})
+            write_manifest(
+                folder,
+                {
+                    "kind": "memorag",
+                    "lineage": memory.lineage,
+                    "memory": section,
+                    "index": index_section,
+                    "pipeline": self._section(),
+                },
+            )
 
     def load(self, save_dir: str | Path) -> MemoRAG:
         """Restore memory and index from ``save_dir``, refusing mismatched parts."""
@@ -502,13 +579,18 @@ class MemoRAG:
     def stats(self) -> dict[str, Any]:
         memory = self.memory.stats().as_dict()
         chunks = len(self._index) if self._index is not None else 0
-        return {"memory": memory, "chunks": chunks,
-                "embedder": self._embedder.name if self._embedder else None}
+        return {
+            "memory": memory,
+            "chunks": chunks,
+            "embedder": self._embedder.name if self._embedder else None,
+        }
 
     def stats_text(self) -> str:
         chunks = len(self._index) if self._index is not None else 0
-        return (f"{self.memory.stats().summary()}\n"
-                f"retrieval corpus:  {chunks:,} chunks of <= {self.retrieval_chunk_size} tokens")
+        return (
+            f"{self.memory.stats().summary()}\n"
+            f"retrieval corpus:  {chunks:,} chunks of <= {self.retrieval_chunk_size} tokens"
+        )
 
 
 def read_save_info(save_dir: str | Path) -> dict[str, Any]:
@@ -520,4 +602,4 @@ def read_save_info(save_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-__all__ = ["TASK_TYPES", "Answer", "MemoRAG", "read_json", "read_save_info"]
+__all__ = ["TASK_TYPES", "Answer", "MemoRAG", "read_save_info"]

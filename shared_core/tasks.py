@@ -11,31 +11,55 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from shared_core.clues import parse_clue_lines
 from shared_core.errors import InputError
 from shared_core.generation import format_passages
 from shared_core.inputs import check_query
-from shared_core.types import ChatTurn, Clue, RetrievalResult
-
-if TYPE_CHECKING:
-    from shared_core.pipeline import Answer, MemoRAG
-
-TaskFn = Callable[..., "Answer"]
+from shared_core.memory.base import Memory
+from shared_core.prompts import PromptSet
+from shared_core.types import Answer, ChatTurn, Clue, RetrievalResult, TextGenerator
 
 
-def _answer(pipe: MemoRAG, task: str, text: str, result: RetrievalResult | None,
-            timings: dict[str, float]) -> Answer:
-    from shared_core.pipeline import Answer
+class Pipeline(Protocol):
+    """What a task needs from ``MemoRAG``."""
 
-    return Answer(text=text.strip(), task_type=task,
-                  passages=result.passages if result else (),
-                  clues=result.clues if result else (), timings=timings)
+    memory: Memory
+    generator: TextGenerator
+    prompts: PromptSet
+
+    def retrieve(
+        self, query: str, k: int, *, history: Sequence[ChatTurn] = ()
+    ) -> RetrievalResult: ...
+
+    def retrieve_with(
+        self, query: str, k: int, clues: Sequence[Clue], *, query_weight: float | None = None
+    ) -> RetrievalResult: ...
 
 
-def _generate(pipe: MemoRAG, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int,
-              timings: dict[str, float]) -> str:
+TaskFn = Callable[..., Answer]
+
+
+def _answer(
+    pipe: Pipeline, task: str, text: str, result: RetrievalResult | None, timings: dict[str, float]
+) -> Answer:
+    return Answer(
+        text=text.strip(),
+        task_type=task,
+        passages=result.passages if result else (),
+        clues=result.clues if result else (),
+        timings=timings,
+    )
+
+
+def _generate(
+    pipe: Pipeline,
+    prompt: str,
+    history: Sequence[ChatTurn],
+    max_new_tokens: int,
+    timings: dict[str, float],
+) -> str:
     started = time.perf_counter()
     text = pipe.generator.generate(prompt, history=history, max_new_tokens=max_new_tokens).text
     timings["generation"] = time.perf_counter() - started
@@ -50,16 +74,25 @@ def _fill(template: str | None, default: str, query: str, context: str) -> str:
     return template.replace("{input}", query).replace("{context}", context)
 
 
-def memorag(pipe: MemoRAG, query: str | None, *, k: int, history: Sequence[ChatTurn],
-            prompt_template: str | None, max_new_tokens: int, use_memory_answer: bool,
-            task: str = "memorag") -> Answer:
+def memorag(
+    pipe: Pipeline,
+    query: str | None,
+    *,
+    k: int,
+    history: Sequence[ChatTurn],
+    prompt_template: str | None,
+    max_new_tokens: int,
+    use_memory_answer: bool,
+    task: str = "memorag",
+) -> Answer:
     query = check_query(query)
     result = pipe.retrieve(query, k, history=history)
     timings = dict(result.timings)
     context = format_passages(result.passages)
     if use_memory_answer:
-        draft = pipe.memory.generate(pipe.prompts.draft_answer.format(question=query),
-                                     max_new_tokens=32).text.strip()
+        draft = pipe.memory.generate(
+            pipe.prompts.draft_answer.format(question=query), max_new_tokens=32
+        ).text.strip()
         if draft:
             context += f"\n\n[memory] The answer might be: {draft}"
     prompt = _fill(prompt_template, pipe.prompts.answer, query, context)
@@ -67,38 +100,60 @@ def memorag(pipe: MemoRAG, query: str | None, *, k: int, history: Sequence[ChatT
     return _answer(pipe, task, text, result, timings)
 
 
-def qa(pipe: MemoRAG, query: str | None, *, max_new_tokens: int, history: Sequence[ChatTurn],
-       **_: object) -> Answer:
+def qa(
+    pipe: Pipeline,
+    query: str | None,
+    *,
+    max_new_tokens: int,
+    history: Sequence[ChatTurn],
+    **_: object,
+) -> Answer:
     query = check_query(query)
     started = time.perf_counter()
-    text = pipe.memory.generate(pipe.prompts.draft_answer.format(question=query),
-                                history=history, max_new_tokens=max_new_tokens).text
+    text = pipe.memory.generate(
+        pipe.prompts.draft_answer.format(question=query),
+        history=history,
+        max_new_tokens=max_new_tokens,
+    ).text
     return _answer(pipe, "qa", text, None, {"generation": time.perf_counter() - started})
 
 
-def _points_then_passages(pipe: MemoRAG, query: str, prompt: str, kind: str, k: int,
-                          timings: dict[str, float]) -> tuple[list[str], RetrievalResult]:
+def _points_then_passages(
+    pipe: Pipeline,
+    query: str,
+    prompt: str,
+    k: int,
+    timings: dict[str, float],
+    *,
+    generic: bool = False,
+) -> tuple[list[str], RetrievalResult]:
+    """Lines the memory writes for ``prompt`` become clues for one fused retrieval."""
     started = time.perf_counter()
     raw = pipe.memory.generate(prompt, max_new_tokens=192).text
     points = parse_clue_lines(raw, max_clues=8, echo_of=(prompt,))
     timings["clues"] = time.perf_counter() - started
-    started = time.perf_counter()
-    keys = [Clue(text=query, kind="query", weight=pipe.query_weight)]
-    keys += [Clue(text=p, kind="span") for p in points]  # type: ignore[arg-type]
-    depth = max(k, pipe.ret_hit)
-    lists = pipe.index.search_many([c.text for c in keys], depth)
-    timings["search"] = time.perf_counter() - started
-    result = pipe._fuse(query, k, keys, lists, timings, pipe.index)
-    del kind
+    # a generic request ("Summarize the text.") must not outvote the memory's own points
+    clues = [Clue(text=p, kind="span") for p in points]
+    result = pipe.retrieve_with(query, k, clues, query_weight=0.0 if generic else None)
+    timings.update(result.timings)
     return points, result
 
 
-def summarize(pipe: MemoRAG, query: str | None, *, k: int, max_new_tokens: int,
-              prompt_template: str | None, **_: object) -> Answer:
-    query = query if query and query.strip() else "Summarize the text."
+def summarize(
+    pipe: Pipeline,
+    query: str | None,
+    *,
+    k: int,
+    max_new_tokens: int,
+    prompt_template: str | None,
+    **_: object,
+) -> Answer:
+    generic = not (query and query.strip())
+    query = "Summarize the text." if generic else query
     timings: dict[str, float] = {}
-    _, result = _points_then_passages(pipe, query, pipe.prompts.key_points, "span",
-                                      max(k, 5), timings)
+    _, result = _points_then_passages(
+        pipe, query, pipe.prompts.key_points, max(k, 5), timings, generic=generic
+    )
     context = format_passages(result.passages)
     if prompt_template is not None:
         prompt = _fill(prompt_template, "", query, context)
@@ -108,34 +163,39 @@ def summarize(pipe: MemoRAG, query: str | None, *, k: int, max_new_tokens: int,
     return _answer(pipe, "summarize", text, result, timings)
 
 
-def personalize(pipe: MemoRAG, query: str | None, *, k: int, max_new_tokens: int,
-                **_: object) -> Answer:
+def personalize(
+    pipe: Pipeline, query: str | None, *, k: int, max_new_tokens: int, **_: object
+) -> Answer:
     query = check_query(query)
     timings: dict[str, float] = {}
-    preferences, result = _points_then_passages(pipe, query, pipe.prompts.preferences, "span",
-                                                k, timings)
+    preferences, result = _points_then_passages(pipe, query, pipe.prompts.preferences, k, timings)
     prompt = pipe.prompts.recommend.format(
-        question=query, context=format_passages(result.passages),
+        question=query,
+        context=format_passages(result.passages),
         history="\n".join(f"- {p}" for p in preferences) or "(none inferred)",
     )
     text = _generate(pipe, prompt, (), max_new_tokens, timings)
     return _answer(pipe, "personalize", text, result, timings)
 
 
-def dialogue(pipe: MemoRAG, query: str | None, *, history: Sequence[ChatTurn], **kw: object
-             ) -> Answer:
+def dialogue(
+    pipe: Pipeline, query: str | None, *, history: Sequence[ChatTurn], **kw: object
+) -> Answer:
     if not history:
         raise InputError("task_type='dialogue' needs the earlier turns: pass history=[...]")
     return memorag(pipe, query, history=history, task="dialogue", **kw)  # type: ignore[arg-type]
 
 
 TASKS: dict[str, TaskFn] = {
-    "memorag": memorag, "qa": qa, "summarize": summarize, "personalize": personalize,
+    "memorag": memorag,
+    "qa": qa,
+    "summarize": summarize,
+    "personalize": personalize,
     "dialogue": dialogue,
 }
 
 
-def run_task(pipe: MemoRAG, task_type: str, query: str | None, **kw: object) -> Answer:
+def run_task(pipe: Pipeline, task_type: str, query: str | None, **kw: object) -> Answer:
     """Dispatch ``task_type`` with a clear error for unknown names."""
     try:
         fn = TASKS[task_type]

@@ -206,3 +206,22 @@ class RetrievalEngine(Protocol):
     ) -> AsyncIterator[str]: ...
 
     def save(self, save_dir: str, *, overwrite: bool = False) -> None: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A generated answer with the passages and clues behind it (the end of the data flow)."""
+
+    text: str
+    task_type: str
+    passages: tuple[ScoredPassage, ...] = ()
+    clues: tuple[Clue, ...] = ()
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def sources(self) -> list[str]:
+        """The document id of each passage, in rank order."""
+        return [str(p.passage.metadata.get("doc_id", p.passage.id)) for p in self.passages]

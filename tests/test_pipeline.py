@@ -150,8 +150,9 @@ def test_retrieval_uses_the_clues(embedder):
     "list (shared_core/pipeline.py _fuse -> fusion.fuse default rrf_k=60)",
 )
 def test_a_verbatim_clue_puts_its_passage_in_the_top_k(embedder):
-    pipe, _, _ = make(embedder, {SPAN: "Halloran rents a small room above the bakery."},
-                      clue_strategy="span")
+    pipe, _, _ = make(
+        embedder, {SPAN: "Halloran rents a small room above the bakery."}, clue_strategy="span"
+    )
     hits = pipe.index.search("Halloran rents a small room above the bakery.", 1)
     assert hits[0].passage.id == EVIDENCE  # the clue's own search ranks the evidence first
     assert EVIDENCE in ids(pipe.retrieve(QUERY, 3))
@@ -254,9 +255,12 @@ def test_summarize_task_retrieves_by_the_memorys_key_points(embedder):
     pipe, memory, generator = make(embedder, {KEY_POINTS: points}, reply="A harbour story.")
     answer = pipe.answer(task_type="summarize", k=2)  # no query needed
     assert answer.text == "A harbour story." and answer.task_type == "summarize"
-    assert [c.kind for c in answer.clues] == ["query", "span", "span"]
-    assert [c.text for c in answer.clues[1:]] == [
-        "The Gull carries timber and salt.", "Halloran lives above a bakery."]
+    # with no query, the placeholder request is not searched: only the memory's points are
+    assert [c.kind for c in answer.clues] == ["span", "span"]
+    assert [c.text for c in answer.clues] == [
+        "The Gull carries timber and salt.",
+        "Halloran lives above a bakery.",
+    ]
     assert len(answer.passages) == 5  # summaries read at least 5 passages
     assert "doc-10#0" in {p.passage.id for p in answer.passages}
     assert [c.prompt for c in memory.calls] == [pipe.prompts.key_points]
@@ -264,12 +268,6 @@ def test_summarize_task_retrieves_by_the_memorys_key_points(embedder):
     assert call.prompt.startswith("Passages:\n[1] ") and "Summarize" in call.prompt
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: summarize searches its placeholder query 'Summarize the text.' at weight 2 "
-    "(shared_core/tasks.py _points_then_passages), which outvotes a key point's own best "
-    "passage under RRF",
-)
 def test_summarize_keeps_each_key_points_best_passage(embedder):
     points = "1. The Gull carries timber and salt.\n2. Halloran lives above a bakery."
     pipe, _, _ = make(embedder, {KEY_POINTS: points})
@@ -302,8 +300,11 @@ RESOLVED = "Did Halloran live above a bakery?"
 
 
 def test_dialogue_task_resolves_the_follow_up_before_retrieval(embedder):
-    rules = {FOLLOWUP: RESOLVED, (SPAN, RESOLVED): SPAN_REPLY,
-             (SURROGATE, RESOLVED): SURROGATE_REPLY}
+    rules = {
+        FOLLOWUP: RESOLVED,
+        (SPAN, RESOLVED): SPAN_REPLY,
+        (SURROGATE, RESOLVED): SURROGATE_REPLY,
+    }
     pipe, memory, generator = make(embedder, rules, reply="Yes, on Wick Lane.")
     answer = pipe.answer(FOLLOW_UP, task_type="dialogue", history=HISTORY, k=3)
     assert answer.text == "Yes, on Wick Lane." and answer.task_type == "dialogue"
@@ -435,12 +436,14 @@ def test_save_and_from_dir_restore_identical_retrieval(embedder, tmp_path):
 
     info = read_save_info(tmp_path / "mem")
     assert info["kind"] == "memorag" and info["pipeline"]["documents"] == [
-        f"doc-{i}" for i in range(16)]
+        f"doc-{i}" for i in range(16)
+    ]
     assert info["index"]["count"] == 16 and info["memory"]["backend"] == "scripted"
 
     restored = ScriptedMemory(RULES)
-    pipe2 = MemoRAG.from_dir(tmp_path / "mem", memory=restored, embedder=embedder,
-                             generator=ScriptedGenerator(REPLY))
+    pipe2 = MemoRAG.from_dir(
+        tmp_path / "mem", memory=restored, embedder=embedder, generator=ScriptedGenerator(REPLY)
+    )
     after = pipe2.retrieve(QUERY, 4)
     assert after.clues == before.clues and ids(after) == ids(before)
     assert [p.score for p in after.passages] == pytest.approx([p.score for p in before.passages])
@@ -527,8 +530,9 @@ def test_from_dir_of_a_missing_or_empty_dir_is_a_clear_error(embedder, tmp_path)
 
 
 def _tiny_memory(model, tokenizer) -> CompressedKVMemory:
-    return CompressedKVMemory(model, tokenizer, beacon_ratio=4, window=128, reserve_tokens=64,
-                              show_progress=False)
+    return CompressedKVMemory(
+        model, tokenizer, beacon_ratio=4, window=128, reserve_tokens=64, show_progress=False
+    )
 
 
 def test_end_to_end_on_a_tiny_compressed_kv_memory(embedder, llama, tokenizer, tmp_path):
@@ -550,8 +554,9 @@ def test_end_to_end_on_a_tiny_compressed_kv_memory(embedder, llama, tokenizer, t
     assert isinstance(answer.text, str) and len(answer.passages) == 2
     assert answer.timings["generation"] > 0
 
-    pipe2 = MemoRAG.from_dir(tmp_path / "mem", memory=_tiny_memory(llama, tokenizer),
-                             embedder=embedder)
+    pipe2 = MemoRAG.from_dir(
+        tmp_path / "mem", memory=_tiny_memory(llama, tokenizer), embedder=embedder
+    )
     again = pipe2.retrieve(QUERY, 3)
     assert again.clues == result.clues and ids(again) == ids(result)
     assert pipe2.memory.stats().kv_entries == stats.kv_entries
