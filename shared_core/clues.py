@@ -66,7 +66,7 @@ _STOPWORDS = frozenset(
     on once only or other our ours out over own please same say she should show so some such
     tell than that the their theirs them then there these they this those through to too under
     until up us very want was we were what when where which while who whom whose why will with
-    would yes you your yours yourself explain describe""".split()
+    would yes you your yours yourself explain describe hi hello hey thanks ok okay""".split()
 )
 
 # Leading list markers: bullets, "1.", "1)", "(1)", "[1]", "1、", "#", ">".
@@ -90,6 +90,7 @@ _LEAD_IN = re.compile(
     r"mentions|notes|explains|describes|tells\s+us|provides\s+details\s+about)(?:\s+that)?"
     r"\s*[:,]?\s*|"
     r"the\s+answer(?:\s+to\s+(?:the|this|your)\s+question)?\s+is\s*(?::\s*|(?=[\"“«']))|"
+    r"the\s+(?:next\s+|new\s+|rewritten\s+|standalone\s+)?question\s+is\s*(?::\s*|(?=[\"“«']))|"
     r"根据(?:文章|文本|原文|段落)[，,]\s*|(?:文章|文本|原文)(?:中)?(?:提到|指出)[：:，,]?\s*)",
     re.IGNORECASE,
 )
@@ -575,6 +576,11 @@ def _render_history(history: Sequence[ChatTurn], prompts: PromptSet) -> str:
     return "\n".join(lines)
 
 
+def _looks_standalone(question: str) -> bool:
+    """No pronoun to resolve and enough content words to stand on its own."""
+    return not _has_deictic(question) and len(_content_words(question)) >= 2
+
+
 def _fallback_rewrite(question: str, history: Sequence[ChatTurn]) -> str:
     """The question plus the content words of the latest user turn that it lacks."""
     turns = [t for t in history if t.role == "user" and t.content.strip()]
@@ -592,7 +598,8 @@ def _fallback_rewrite(question: str, history: Sequence[ChatTurn]) -> str:
     return f"{question.strip()} {' '.join(extra)}".strip() if extra else question
 
 
-def _usable_rewrite(candidate: str, question: str, prompts: PromptSet) -> bool:
+def _usable_rewrite(candidate: str, question: str) -> bool:
+    """Whether a model rewrite can replace ``question`` for retrieval."""
     if not candidate or _CHATTER.match(candidate):
         return False
     if len(candidate) > max(3 * len(question), len(question) + 200):
@@ -603,10 +610,15 @@ def _usable_rewrite(candidate: str, question: str, prompts: PromptSet) -> bool:
     if norm == _normalised(question):
         # Unchanged: fine for a question that was standalone already, not for "did he eat?".
         return not _has_deictic(question)
-    # It must still be the same question: keep most of its content words.
+    # It must still be the same question: keep most of its content words ...
     wanted = {w.lower() for w in _content_words(question)}
     have = {w.lower() for w in _content_words(candidate)}
-    return not wanted or len(wanted & have) * 2 >= len(wanted)
+    if wanted and len(wanted & have) * 2 < len(wanted):
+        return False
+    # ... and a pronoun must have been resolved: some name from the dialogue must come in.
+    if _has_deictic(question):
+        return bool(have - wanted)
+    return True
 
 
 def resolve_followup(
@@ -638,6 +650,6 @@ def resolve_followup(
         generation.text, max_clues=1, min_words=1, max_chars=1000, echo_of=(instructions,)
     )
     candidate = lines[0] if lines else ""
-    if _usable_rewrite(candidate, question, prompts):
+    if _usable_rewrite(candidate, question):
         return candidate
-    return _fallback_rewrite(question, history)
+    return question if _looks_standalone(question) else _fallback_rewrite(question, history)

@@ -23,7 +23,7 @@ import re
 import shutil
 import struct
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -159,10 +159,13 @@ class SaveDir:
             try:
                 snap, manifest = self.require()
                 return loader(snap, manifest)
-            except PersistenceError:
+            except OSError as exc:  # PersistenceError included; raw ones: file vanished
                 moved = self._live() != live or (live is not None and not live.is_dir())
-                if attempt + 1 == _READ_ATTEMPTS or not moved:
+                if attempt + 1 < _READ_ATTEMPTS and moved:
+                    continue
+                if isinstance(exc, PersistenceError):
                     raise
+                raise PersistenceError(f"{live or self.root} cannot be read: {exc}") from exc
         raise AssertionError("unreachable")
 
     def _live(self) -> Path | None:
@@ -494,7 +497,7 @@ def check_memory_fields(where: Path, section: Mapping[str, Any]) -> None:
 
 
 def saved_settings(
-    where: Path, section: Mapping[str, Any], given: Mapping[str, Any]
+    where: Path, section: Mapping[str, Any], given: Mapping[str, Any], backends: Sequence[str]
 ) -> dict[str, Any]:
     """The ``MemoRAG`` settings a save's ``pipeline`` section names, each checked.
 
@@ -502,8 +505,6 @@ def saved_settings(
     not used. A save may not make ``from_dir`` run code shipped with a model
     (``trust_remote_code``, the native beacon back-end) unless the caller names that model.
     """
-    from shared_core.memory import BACKENDS
-
     # With memory= given, the saved memory settings are not used (its back-end may be custom).
     unused = set(given) | (
         {"mem_model_name_or_path", "memory_backend", "beacon_ratio", "window", "scorer"}
@@ -535,8 +536,8 @@ def saved_settings(
         "memory_backend": pick(
             "memory_backend",
             "auto",
-            lambda v: isinstance(v, str) and v in BACKENDS,
-            f"one of {BACKENDS}",
+            lambda v: isinstance(v, str) and v in backends,
+            f"one of {tuple(backends)}",
         ),
     }
     options = section.get("memory_options", {})

@@ -27,7 +27,7 @@ from shared_core.fusion import fuse
 from shared_core.generation import LocalGenerator, as_generator
 from shared_core.index import DenseIndex
 from shared_core.inputs import ContextInput, as_documents, check_k, check_query
-from shared_core.memory import Memory, create_memory
+from shared_core.memory import BACKENDS, Memory, create_memory
 from shared_core.persistence import (
     SaveDir,
     check_memory_fields,
@@ -572,7 +572,7 @@ class MemoRAG:
             raise PersistenceError(f"{folder / 'manifest.json'} is not a MemoRAG save")
         # Reliability: every saved setting is type-checked, and a save cannot make this load
         # run code shipped with a model (trust_remote_code) unless the caller names the model.
-        settings = saved_settings(folder / "manifest.json", pipeline, kwargs)
+        settings = saved_settings(folder / "manifest.json", pipeline, kwargs, BACKENDS)
         return cls(**settings).load(save_dir)
 
     # -- stats ------------------------------------------------------------------------------

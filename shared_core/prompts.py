@@ -115,10 +115,9 @@ ENGLISH = PromptSet(
         "One item per line."
     ),
     resolve_followup=(
-        "Conversation:\n{history}\n\n"
-        "Last question: {question}\n"
-        "Rewrite the last question so it makes sense without the conversation: "
-        "replace pronouns with the names they refer to. Output only the question."
+        "Rewrite the question below so it can be understood on its own. Replace words like "
+        "he, she, it or they with the names they refer to.\n\n"
+        "Conversation:\n{history}\n\nQuestion: {question}\nRewritten question:"
     ),
     answer=(
         "Passages:\n{context}\n\n"
@@ -154,9 +153,8 @@ CHINESE = PromptSet(
     key_points="请列出这段文本的要点，每行一句。",
     preferences="这段文本是某位用户的历史记录。请列出这位用户的喜好或兴趣，每行一项。",
     resolve_followup=(
-        "对话：\n{history}\n\n"
-        "最后的问题：{question}\n"
-        "请改写最后的问题，使其脱离对话也能看懂：把代词换成所指的名称。只输出改写后的问题。"
+        "请改写下面的问题，使其脱离对话也能看懂：把他、她、它、他们等代词换成所指的名称。\n\n"
+        "对话：\n{history}\n\n问题：{question}\n改写后的问题："
     ),
     answer=(
         "段落：\n{context}\n\n"

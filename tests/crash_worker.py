@@ -58,7 +58,7 @@ class RawClues:
     the retrieved passages) would change.
     """
 
-    def __init__(self, max_new_tokens: int = 12) -> None:
+    def __init__(self, max_new_tokens: int = 8) -> None:
         self.max_new_tokens = max_new_tokens
 
     def write(self, query: str, memory: Any, *, history: Any = ()) -> list[Clue]:
