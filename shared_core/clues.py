@@ -631,12 +631,22 @@ def resolve_followup(
 ) -> str:
     """Rewrite a follow-up ``question`` as a standalone question for retrieval.
 
+    ``history`` holds the earlier turns (a last user turn equal to ``question`` is ignored).
     Without history the question is returned unchanged. The generator's rewrite is used when it
     looks usable (non-empty, not an echo of the prompt, not far longer than the question, still
     about the question); otherwise the question gets the content words of the latest user turn
-    appended, so "did he eat?" after "Tell me about Victor" still carries "Victor".
+    appended, so "did he eat?" after "Tell me about Victor" still carries "Victor" (a question
+    with no pronoun and two or more content words is kept as it is).
     """
     prompts = prompts if prompts is not None else get_prompts()
+    history = list(history)
+    last = history[-1] if history else None
+    if (
+        last is not None
+        and last.role == "user"
+        and _normalised(last.content) == _normalised(question)
+    ):
+        history.pop()  # the caller passed the question itself as the last turn
     rendered = _render_history(history, prompts)
     if not rendered or not question.strip():
         return question

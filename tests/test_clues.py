@@ -419,8 +419,16 @@ def test_resolve_without_history_returns_question_unchanged() -> None:
     assert generator.calls == []
 
 
-def test_resolve_uses_the_model_rewrite() -> None:
-    generator = ScriptedGenerator(["Rewritten question: Did Victor eat?"])
+@pytest.mark.parametrize(
+    "output",
+    [
+        "Did Victor eat?",
+        "Rewritten question: Did Victor eat?",
+        'The next question is: "Did Victor eat?"',
+    ],
+)
+def test_resolve_uses_the_model_rewrite(output: str) -> None:
+    generator = ScriptedGenerator([output])
     assert resolve_followup("did he eat?", HISTORY, generator, EN) == "Did Victor eat?"
     (call,) = generator.calls
     assert "Tell me about Victor" in call["prompt"]
@@ -435,6 +443,8 @@ def test_resolve_uses_the_model_rewrite() -> None:
         "   \n",
         "Rewrite the last question so it makes sense without the conversation",
         "did he eat?",
+        "did she eat?",
+        "User: Tell me about Victor",
         "Did Victor eat " + " ".join(f"word{i}" for i in range(300)),
         "Victor lives in Lyon and is a chef.",
         "Sure, here is the question:",
@@ -445,9 +455,17 @@ def test_resolve_falls_back_on_unusable_output(output: str) -> None:
     assert resolve_followup("did he eat?", HISTORY, generator, EN) == "did he eat? Victor"
 
 
-def test_resolve_keeps_an_unchanged_standalone_question() -> None:
-    generator = ScriptedGenerator(["Where is Lyon?"])
-    assert resolve_followup("Where is Lyon?", HISTORY, generator, EN) == "Where is Lyon?"
+@pytest.mark.parametrize("output", ["What is the capital of France?", "", "Hello! How can I help?"])
+def test_resolve_keeps_a_standalone_question(output: str) -> None:
+    generator = ScriptedGenerator([output])
+    question = "What is the capital of France?"
+    assert resolve_followup(question, HISTORY, generator, EN) == question
+
+
+def test_resolve_fallback_for_an_elliptical_question() -> None:
+    generator = ScriptedGenerator([""])
+    assert resolve_followup("And his age?", HISTORY, generator, EN) == "And his age? Victor"
+    assert resolve_followup("Why?", HISTORY, generator, EN) == "Why? Victor"
 
 
 def test_resolve_fallback_uses_the_latest_user_turn() -> None:
@@ -463,6 +481,15 @@ def test_resolve_fallback_uses_the_latest_user_turn() -> None:
         resolve_followup("where was she born?", history, generator, EN)
         == "where was she born? Katherine Applegate"
     )
+
+
+def test_resolve_ignores_the_question_repeated_as_last_turn() -> None:
+    generator = ScriptedGenerator([""])
+    history = (*HISTORY, ChatTurn("user", "did he eat?"))
+    assert resolve_followup("did he eat?", history, generator, EN) == "did he eat? Victor"
+    assert generator.prompts[0].count("did he eat?") == 1
+    only = (ChatTurn("user", "did he eat?"),)
+    assert resolve_followup("did he eat?", only, ScriptedGenerator([""]), EN) == "did he eat?"
 
 
 def test_resolve_chinese() -> None:
