@@ -36,10 +36,21 @@ def history_documents(path: Path) -> list[Document]:
         if not line.strip():
             continue
         entry = json.loads(line)
-        text = (f"{entry['date']}, {entry['kind']}: {entry['title']} by {entry['creator']}, "
-                f"rated {entry['rating']}/5. {entry['note']}")
-        docs.append(Document(text, doc_id=f"entry-{number:02d}", metadata={
-            "title": entry["title"], "kind": entry["kind"], "rating": entry["rating"]}))
+        text = (
+            f"{entry['date']}, {entry['kind']}: {entry['title']} by {entry['creator']}, "
+            f"rated {entry['rating']}/5. {entry['note']}"
+        )
+        docs.append(
+            Document(
+                text,
+                doc_id=f"entry-{number:02d}",
+                metadata={
+                    "title": entry["title"],
+                    "kind": entry["kind"],
+                    "rating": entry["rating"],
+                },
+            )
+        )
     return docs
 
 
@@ -57,8 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipe = new_pipeline()
         pipe.memorize(docs)
         print(f"memorized {len(docs)} log entries in {time.perf_counter() - started:.1f} s")
-        answer = pipe.answer(args.question, task_type="personalize", k=args.k,
-                             max_new_tokens=args.max_new_tokens)
+        answer = pipe.answer(
+            args.question, task_type="personalize", k=args.k, max_new_tokens=args.max_new_tokens
+        )
     except (MemoRAGError, OSError, ValueError, KeyError) as exc:
         print(f"error: {exc!s}", file=sys.stderr)
         return 2
@@ -70,8 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for scored in answer.passages:
         meta = scored.passage.metadata
         kinds = ", ".join(sorted({c.kind for c in scored.found_by}))
-        print(f"  {meta['doc_id']}  {meta.get('title')} ({meta.get('kind')}, "
-              f"{meta.get('rating')}/5)  found by {kinds}")
+        print(
+            f"  {meta['doc_id']}  {meta.get('title')} ({meta.get('kind')}, "
+            f"{meta.get('rating')}/5)  found by {kinds}"
+        )
     print(f"\n{args.question}\n{answer.text}")
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in answer.timings.items())
     print(f"\ntime: {timings}; total {time.perf_counter() - started:.1f} s")

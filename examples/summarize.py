@@ -62,8 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = first_letters(DATA.read_text("utf-8"), args.letters)
             pipe = new_pipeline()
             pipe.memorize(Document(text, doc_id=f"letters-1-{args.letters}"))
-            print(f"memorized Letters 1-{args.letters} ({len(text):,} chars) "
-                  f"in {time.perf_counter() - started:.1f} s")
+            print(
+                f"memorized Letters 1-{args.letters} ({len(text):,} chars) "
+                f"in {time.perf_counter() - started:.1f} s"
+            )
         answer = pipe.answer(task_type="summarize", k=args.k, max_new_tokens=args.max_new_tokens)
     except (MemoRAGError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -75,8 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\npassages summarized:")
     for scored in answer.passages:
         meta = scored.passage.metadata
-        print(f"  {meta.get('doc_id')} [{meta.get('start')}:{meta.get('end')}] "
-              f"{' '.join(scored.passage.text.split())[:80]}...")
+        print(
+            f"  {meta.get('doc_id')} [{meta.get('start')}:{meta.get('end')}] "
+            f"{' '.join(scored.passage.text.split())[:80]}..."
+        )
     print(f"\nsummary:\n{answer.text}")
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in answer.timings.items())
     print(f"\ntime: {timings}; total {time.perf_counter() - started:.1f} s")

@@ -118,6 +118,14 @@ _DANGLING = " \t,;:([{-–—"
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
 
 
+#: A clue that ends on a function word was cut off before saying anything.
+_UNFINISHED = re.compile(
+    r"\b(?:a|an|the|is|are|was|were|be|of|in|on|at|to|for|from|by|with|and|or|that|as|"
+    r"about|include|includes|following)\W*$",
+    re.IGNORECASE,
+)
+
+
 def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
@@ -289,7 +297,7 @@ def parse_clue_lines(
                 norm = _normalised(clue)
                 tokens = frozenset(norm.split())
                 content = _content(tokens)
-                if not content:
+                if not content or (min_words > 1 and len(content) < 2 and not _CJK.search(clue)):
                     continue
                 if any(_jaccard(tokens, echo.tokens) >= NEAR_DUPLICATE for echo in echoes):
                     continue
@@ -297,6 +305,8 @@ def parse_clue_lines(
                     echo.matches(norm, tokens, content) for echo in echoes
                 ):
                     continue
+                if _UNFINISHED.search(clue) and not (content - echo_content):
+                    continue  # a lead-in cut off before any new word: "The facts that matter are"
                 if any(_jaccard(tokens, other) >= NEAR_DUPLICATE for other in kept_tokens):
                     continue
                 kept.append(clue)

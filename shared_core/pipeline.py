@@ -190,6 +190,11 @@ class MemoRAG:
         return self._index
 
     @property
+    def corpus_size(self) -> int:
+        """How many passages the engine's own index holds (0 before ``memorize``)."""
+        return len(self._index) if self._index is not None else 0
+
+    @property
     def chunker(self) -> TokenChunker:
         size = min(self.retrieval_chunk_size, self.embedder.max_tokens or self.retrieval_chunk_size)
         # Reliability: chunking counts tokens with its own copy of the embedder's tokenizer. A

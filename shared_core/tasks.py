@@ -28,6 +28,7 @@ class Pipeline(Protocol):
     memory: Memory
     generator: TextGenerator
     prompts: PromptSet
+    corpus_size: int
 
     def retrieve(
         self, query: str, k: int, *, history: Sequence[ChatTurn] = ()
@@ -152,7 +153,12 @@ def summarize(
     query = "Summarize the text." if generic else query
     timings: dict[str, float] = {}
     _, result = _points_then_passages(
-        pipe, query, pipe.prompts.key_points, max(k, 5), timings, generic=generic
+        pipe,
+        query,
+        pipe.prompts.key_points,
+        max(k, min(5, pipe.corpus_size)),
+        timings,
+        generic=generic,
     )
     context = format_passages(result.passages)
     if prompt_template is not None:

@@ -93,8 +93,9 @@ class _Recorder:
         self.calls: list[Call] = []
         self._calls_lock = threading.Lock()
 
-    def _record(self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int,
-                stop: Sequence[str]) -> None:
+    def _record(
+        self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int, stop: Sequence[str]
+    ) -> None:
         with self._calls_lock:
             self.calls.append(Call(prompt, tuple(history), max_new_tokens, tuple(stop)))
 
@@ -114,9 +115,12 @@ class _Run:
         self.text, self.prompt, self.reason = text, prompt, reason
 
     def run(self) -> Generation:
-        return Generation(text=self.text, prompt_tokens=len(self.prompt.split()),
-                          completion_tokens=len(self.text.split()),
-                          finish_reason=self.reason)  # type: ignore[arg-type]
+        return Generation(
+            text=self.text,
+            prompt_tokens=len(self.prompt.split()),
+            completion_tokens=len(self.text.split()),
+            finish_reason=self.reason,
+        )  # type: ignore[arg-type]
 
 
 class ScriptedMemory(_Recorder, Memory):
@@ -129,8 +133,9 @@ class ScriptedMemory(_Recorder, Memory):
 
     backend = "scripted"
 
-    def __init__(self, rules: Rules | None = None, *, default: str = "",
-                 name: str = "scripted") -> None:
+    def __init__(
+        self, rules: Rules | None = None, *, default: str = "", name: str = "scripted"
+    ) -> None:
         _Recorder.__init__(self)
         items = rules.items() if isinstance(rules, Mapping) else (rules or ())
         self.rules: list[tuple[tuple[str, ...], str]] = [
@@ -166,8 +171,10 @@ class ScriptedMemory(_Recorder, Memory):
 
     @property
     def documents(self) -> tuple[dict[str, Any], ...]:
-        return tuple({"doc_id": d.doc_id, "chars": len(d.text),
-                      "metadata_keys": sorted(d.metadata)} for d in self._docs)
+        return tuple(
+            {"doc_id": d.doc_id, "chars": len(d.text), "metadata_keys": sorted(d.metadata)}
+            for d in self._docs
+        )
 
     @property
     def texts(self) -> list[str]:
@@ -179,8 +186,14 @@ class ScriptedMemory(_Recorder, Memory):
 
     def stats(self) -> MemoryStats:
         words = sum(len(d.text.split()) for d in self._docs)
-        return MemoryStats(backend=self.backend, tokens_read=words, documents=len(self._docs),
-                           windows=len(self._docs), kv_entries=words, extra={"model": self.name})
+        return MemoryStats(
+            backend=self.backend,
+            tokens_read=words,
+            documents=len(self._docs),
+            windows=len(self._docs),
+            kv_entries=words,
+            extra={"model": self.name},
+        )
 
     # -- prompting --------------------------------------------------------------------------
     def reply_for(self, prompt: str) -> str:
@@ -190,8 +203,14 @@ class ScriptedMemory(_Recorder, Memory):
                 return reply
         return self.default
 
-    def _decoder(self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int,
-                 stop: Sequence[str], temperature: float) -> _Run:
+    def _decoder(
+        self,
+        prompt: str,
+        history: Sequence[ChatTurn],
+        max_new_tokens: int,
+        stop: Sequence[str],
+        temperature: float,
+    ) -> _Run:
         if self.is_empty:
             raise NoMemoryError("this memory is empty: call memorize(text) first")
         check_query(prompt)
@@ -199,8 +218,15 @@ class ScriptedMemory(_Recorder, Memory):
         text, reason = _cut(self.reply_for(prompt), max_new_tokens, stop)
         return _Run(text, prompt, reason)
 
-    def stream(self, prompt: str, *, history: Sequence[ChatTurn] = (), max_new_tokens: int = 256,
-               stop: Sequence[str] = (), temperature: float = 0.0) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Iterator[str]:
         run = self._decoder(prompt, history, max_new_tokens, stop, temperature)
         yield from _pieces(run.text)
 
@@ -208,18 +234,24 @@ class ScriptedMemory(_Recorder, Memory):
     def write_files(self, folder: Path) -> dict[str, Any]:
         if self.is_empty:
             raise NoMemoryError("nothing to save: this memory is empty")
-        docs = [{"doc_id": d.doc_id, "text": d.text, "metadata": dict(d.metadata)}
-                for d in self._docs]
+        docs = [
+            {"doc_id": d.doc_id, "text": d.text, "metadata": dict(d.metadata)} for d in self._docs
+        ]
         (folder / _FILE).write_text(json.dumps({"documents": docs}), "utf-8")
-        return {"backend": self.backend, "name": self.name, "lineage": self._lineage,
-                "documents": list(self.documents)}
+        return {
+            "backend": self.backend,
+            "name": self.name,
+            "lineage": self._lineage,
+            "documents": list(self.documents),
+        }
 
     def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:
         where = folder / "manifest.json"
         if section.get("backend") != self.backend:
             raise IncompatibleMemoryError(
                 f"{where}: the memory was written by back-end {section.get('backend')!r}, "
-                f"not {self.backend!r}")
+                f"not {self.backend!r}"
+            )
         data = read_json(folder / _FILE)
         if not isinstance(data, dict) or not isinstance(data.get("documents"), list):
             raise PersistenceError(f"{folder / _FILE}: 'documents' must be a list")
@@ -240,8 +272,9 @@ class CachingEmbedder(Embedder):
         keys = [f"{prefix}\x00{t}" if isinstance(t, str) else None for t in texts]
         missing = [i for i, key in enumerate(keys) if key is None or key not in self._memo]
         if missing:
-            fresh = super()._encode([texts[i] for i in missing], prefix=prefix,
-                                    show_progress=show_progress)
+            fresh = super()._encode(
+                [texts[i] for i in missing], prefix=prefix, show_progress=show_progress
+            )
             for i, vector in zip(missing, fresh, strict=True):
                 self._memo[keys[i]] = vector  # type: ignore[index]
         if not keys:
@@ -265,22 +298,35 @@ class ScriptedGenerator(_Recorder):
         self.reply = reply
         self.name = "scripted-generator"
 
-    def _text(self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int,
-              stop: Sequence[str]) -> tuple[str, str]:
+    def _text(
+        self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int, stop: Sequence[str]
+    ) -> tuple[str, str]:
         check_query(prompt)
         self._record(prompt, history, max_new_tokens, stop)
         reply = self.reply(prompt) if callable(self.reply) else self.reply
         return _cut(reply, max_new_tokens, stop)
 
-    def generate(self, prompt: str, *, history: Sequence[ChatTurn] = (),
-                 max_new_tokens: int = 256, stop: Sequence[str] = (),
-                 temperature: float = 0.0) -> Generation:
+    def generate(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Generation:
         text, reason = self._text(prompt, history, max_new_tokens, stop)
         return _Run(text, prompt, reason).run()
 
-    def stream(self, prompt: str, *, history: Sequence[ChatTurn] = (),
-               max_new_tokens: int = 256, stop: Sequence[str] = (),
-               temperature: float = 0.0) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Iterator[str]:
         text, _ = self._text(prompt, history, max_new_tokens, stop)
         yield from _pieces(text)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from scripted import SPAN, ScriptedGenerator, ScriptedMemory, shared_embedder
 
@@ -83,28 +83,34 @@ def test_help_exits_zero(capsys):
         assert code == 0 and f"memorag {command}" in out
 
 
-@pytest.mark.parametrize("argv", [
-    [],
-    ["frobnicate"],
-    ["memorize"],
-    ["memorize", "a.txt"],  # --save-dir is required
-    ["memorize", "a.txt", "--save-dir", ""],
-    ["memorize", "a.txt", "--save-dir", "d", "--beacon-ratio", "0"],
-    ["memorize", "a.txt", "--save-dir", "d", "--beacon-ratio", "x"],
-    ["ask", "d"],
-    ["ask", "d", "q", "--task-type", "rag"],
-    ["ask", "d", "q", "--max-new-tokens", "-3"],
-    ["retrieve", "d", "q", "-k", "0"],
-    ["stats"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["memorize"],
+        ["memorize", "a.txt"],  # --save-dir is required
+        ["memorize", "a.txt", "--save-dir", ""],
+        ["memorize", "a.txt", "--save-dir", "d", "--beacon-ratio", "0"],
+        ["memorize", "a.txt", "--save-dir", "d", "--beacon-ratio", "x"],
+        ["ask", "d"],
+        ["ask", "d", "q", "--task-type", "rag"],
+        ["ask", "d", "q", "--max-new-tokens", "-3"],
+        ["retrieve", "d", "q", "-k", "0"],
+        ["stats"],
+    ],
+)
 def test_usage_errors_exit_2(capsys, argv):
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == "" and "usage: memorag" in err
 
 
 def test_a_missing_save_dir_is_refused(capsys, scripted, tmp_path):
-    for argv in (["ask", tmp_path / "nope", "q"], ["retrieve", tmp_path / "nope", "q"],
-                 ["stats", tmp_path / "nope"]):
+    for argv in (
+        ["ask", tmp_path / "nope", "q"],
+        ["retrieve", tmp_path / "nope", "q"],
+        ["stats", tmp_path / "nope"],
+    ):
         code, out, err = run(capsys, *argv)
         assert code == 2 and out == ""
         assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
@@ -112,14 +118,18 @@ def test_a_missing_save_dir_is_refused(capsys, scripted, tmp_path):
     assert code == 2 and "no saved memory" in err
 
 
-@pytest.mark.parametrize("content", [
-    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00",
-    b"caf\xe9 au lait",  # latin-1, not UTF-8
-    b"text with a NUL\x00 inside",
-    b"   \n\t ",
-])
-def test_a_binary_or_empty_file_is_refused_and_nothing_written(capsys, scripted, tmp_path,
-                                                                text_file, content):
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00",
+        b"caf\xe9 au lait",  # latin-1, not UTF-8
+        b"text with a NUL\x00 inside",
+        b"   \n\t ",
+    ],
+)
+def test_a_binary_or_empty_file_is_refused_and_nothing_written(
+    capsys, scripted, tmp_path, text_file, content
+):
     bad = tmp_path / "bad.bin"
     bad.write_bytes(content)
     code, out, err = run(capsys, "memorize", text_file, bad, "--save-dir", tmp_path / "mem")
@@ -129,16 +139,18 @@ def test_a_binary_or_empty_file_is_refused_and_nothing_written(capsys, scripted,
 
 
 def test_a_missing_file_is_refused(capsys, scripted, tmp_path, text_file):
-    code, _, err = run(capsys, "memorize", text_file, tmp_path / "gone.txt",
-                       "--save-dir", tmp_path / "mem")
+    code, _, err = run(
+        capsys, "memorize", text_file, tmp_path / "gone.txt", "--save-dir", tmp_path / "mem"
+    )
     assert code == 2 and "gone.txt: no such file" in err
     code, _, err = run(capsys, "memorize", tmp_path, "--save-dir", tmp_path / "mem")
     assert code == 2 and "is a directory" in err
     assert not (tmp_path / "mem").exists()
 
 
-def test_memorize_refuses_a_dir_holding_another_memory_unless_overwrite(capsys, scripted,
-                                                                        tmp_path, text_file):
+def test_memorize_refuses_a_dir_holding_another_memory_unless_overwrite(
+    capsys, scripted, tmp_path, text_file
+):
     mem = tmp_path / "mem"
     assert run(capsys, "memorize", text_file, "--save-dir", mem)[0] == 0
     code, _, err = run(capsys, "memorize", text_file, "--save-dir", mem)
@@ -170,7 +182,7 @@ def test_json_outputs_are_single_objects(capsys, scripted, tmp_path, text_file):
     assert len(data["passages"]) == 2
     first = data["passages"][0]
     assert first["doc_id"] == "story.txt" and first["id"].startswith("story.txt#")
-    assert TEXT[first["start"]:first["end"]] == first["text"]
+    assert TEXT[first["start"] : first["end"]] == first["text"]
     assert "span" in first["found_by"]
     assert [c["kind"] for c in data["clues"]] == ["query", "span"]
 
@@ -204,55 +216,152 @@ def test_text_outputs(capsys, scripted, tmp_path, text_file):
 
 # -- fuzzing ----------------------------------------------------------------------------------
 
-WORDS = ["memorize", "ask", "retrieve", "stats", "--save-dir", "--overwrite", "--beacon-ratio",
-         "--mem-model", "--ret-model", "--json", "--task-type", "--max-new-tokens", "--stream",
-         "-k", "-h", "--", "-", "0", "-1", "2", "x", "qa", "memorag", "summarize", "dialogue",
-         "Where?", "", "SAVED", "MISSING", "TEXT", "BINARY", "FRESH"]
+WORDS = [
+    "memorize",
+    "ask",
+    "retrieve",
+    "stats",
+    "--save-dir",
+    "--overwrite",
+    "--beacon-ratio",
+    "--mem-model",
+    "--ret-model",
+    "--json",
+    "--task-type",
+    "--max-new-tokens",
+    "--stream",
+    "-k",
+    "-h",
+    "--",
+    "-",
+    "0",
+    "-1",
+    "2",
+    "x",
+    "qa",
+    "memorag",
+    "summarize",
+    "dialogue",
+    "Where?",
+    "",
+    "SAVED",
+    "MISSING",
+    "TEXT",
+    "BINARY",
+    "FRESH",
+]
 
 
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(argv=st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=12)), max_size=8))
-def test_fuzzed_argv_never_raises(argv, tmp_path, monkeypatch, capsys):
+EXTRAS = [
+    ["--json"],
+    ["--overwrite"],
+    ["--stream"],
+    ["-k", "2"],
+    ["-k", "0"],
+    ["-k", "99"],
+    ["--task-type", "qa"],
+    ["--task-type", "summarize"],
+    ["--task-type", "dialogue"],
+    ["--task-type", "personalize"],
+    ["--max-new-tokens", "3"],
+    ["--beacon-ratio", "2"],
+    ["--mem-model", "x"],
+    ["--help"],
+]
+
+
+@st.composite
+def plausible_argv(draw: st.DrawFn) -> list[str]:
+    """A command with plausible operands and a few options (some of them wrong)."""
+    command = draw(st.sampled_from(["memorize", "ask", "retrieve", "stats"]))
+    target = draw(st.sampled_from(["SAVED", "SAVED", "MISSING", "TEXT", "FRESH"]))
+    if command == "memorize":
+        argv = [command, draw(st.sampled_from(["TEXT", "BINARY", "MISSING"])), "--save-dir", target]
+    else:
+        argv = [command, target]
+        if command != "stats":
+            argv.append(draw(st.text(max_size=30)))
+    for extra in draw(st.lists(st.sampled_from(EXTRAS), max_size=2)):
+        argv += extra
+    return argv
+
+
+FUZZ = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def check_argv(argv: list[str], root: Path, monkeypatch, capsys) -> None:
+    """Run ``argv`` in ``root`` (with a saved memory, a text and a binary file in it): the CLI
+    exits 0 or 2, never with a traceback; errors say so; ``--json`` prints one object."""
     monkeypatch.setattr(cli, "_build_pipeline", scripted_factory)
-    monkeypatch.chdir(tmp_path)  # relative paths in argv land here
-    if not (tmp_path / "SAVED").exists():
+    monkeypatch.chdir(root)  # relative paths in argv land here
+    if not (root / "SAVED").exists():
         Path("TEXT").write_text(TEXT, "utf-8")
         Path("BINARY").write_bytes(b"\x00\x01\x02\xff" * 8)
         assert cli.main(["memorize", "TEXT", "--save-dir", "SAVED"]) == 0
         capsys.readouterr()
-    argv = [str(tmp_path / "FRESH" / os.urandom(4).hex()) if a == "FRESH" else a for a in argv]
+    argv = [str(root / "FRESH" / os.urandom(4).hex()) if a == "FRESH" else a for a in argv]
     code = cli.main(argv)
     out, err = capsys.readouterr()
+    commands = ("memorize", "ask", "retrieve", "stats")
+    event(f"{argv[0] if argv and argv[0] in commands else 'other'} -> exit {code}")
     assert code in (0, 2), (argv, err)
     assert "Traceback" not in err
-    if code == 2 and argv and not any(a in ("-h", "--help") for a in argv):
+    helped = any(a in ("-h", "--help") for a in argv)
+    if code == 2 and not helped:
         assert "error" in err
-    if code == 0 and "--json" in argv and not any(a in ("-h", "--help") for a in argv):
+    if code == 0 and "--json" in argv and not helped:
         assert isinstance(json.loads(out), dict)
+
+
+@FUZZ
+@given(argv=st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=12)), max_size=8))
+def test_fuzzed_argv_never_raises(argv, tmp_path, monkeypatch, capsys):
+    check_argv(argv, tmp_path, monkeypatch, capsys)
+
+
+@FUZZ
+@given(argv=plausible_argv())
+def test_fuzzed_commands_never_raise(argv, tmp_path, monkeypatch, capsys):
+    check_argv(argv, tmp_path, monkeypatch, capsys)
 
 
 # -- a real round trip ------------------------------------------------------------------------
 
 
-def test_round_trip_on_a_tiny_memory_model(capsys, monkeypatch, tmp_path, text_file, llama,
-                                           tokenizer):
+def test_round_trip_on_a_tiny_memory_model(
+    capsys, monkeypatch, tmp_path, text_file, llama, tokenizer
+):
     made = []
 
     def tiny_factory(save_dir=None, **kwargs):
-        memory = CompressedKVMemory(llama, tokenizer, beacon_ratio=kwargs.pop("beacon_ratio", 4),
-                                    window=64, reserve_tokens=64, show_progress=False)
+        memory = CompressedKVMemory(
+            llama,
+            tokenizer,
+            beacon_ratio=kwargs.pop("beacon_ratio", 4),
+            window=64,
+            reserve_tokens=64,
+            show_progress=False,
+        )
         made.append(memory)
-        kw = {"memory": memory, "embedder": shared_embedder(), "retrieval_chunk_size": 32,
-              "chunk_overlap": 0}
+        kw = {
+            "memory": memory,
+            "embedder": shared_embedder(),
+            "retrieval_chunk_size": 32,
+            "chunk_overlap": 0,
+        }
         if save_dir is not None:
             return MemoRAG.from_dir(save_dir, **kw)
         return MemoRAG(**kw, **kwargs)
 
     monkeypatch.setattr(cli, "_build_pipeline", tiny_factory)
     mem = tmp_path / "mem"
-    code, out, err = run(capsys, "memorize", text_file, "--save-dir", mem, "--beacon-ratio", "4",
-                         "--json")
+    code, out, err = run(
+        capsys, "memorize", text_file, "--save-dir", mem, "--beacon-ratio", "4", "--json"
+    )
     assert code == 0, err
     memorized = json.loads(out)
     assert memorized["memory"]["backend"] == "compressed_kv"
@@ -270,20 +379,27 @@ def test_round_trip_on_a_tiny_memory_model(capsys, monkeypatch, tmp_path, text_f
     assert stats["memory"]["kv_entries"] == memorized["memory"]["kv_entries"]
     assert stats["pipeline"]["memory_backend"] == "compressed_kv"
 
-    code, out, err = run(capsys, "ask", mem, QUESTION, "--max-new-tokens", "6", "-k", "2",
-                         "--json")
+    code, out, err = run(capsys, "ask", mem, QUESTION, "--max-new-tokens", "6", "-k", "2", "--json")
     assert code == 0, err
     asked = json.loads(out)
     assert isinstance(asked["answer"], str) and len(asked["passages"]) == 2
-    code, out, err = run(capsys, "ask", mem, QUESTION, "--max-new-tokens", "6", "--stream",
-                         "--task-type", "qa")
+    code, out, err = run(
+        capsys, "ask", mem, QUESTION, "--max-new-tokens", "6", "--stream", "--task-type", "qa"
+    )
     assert code == 0, err
     assert len(made) == 5
 
 
 def test_console_script_entry_point():
+    script = Path(sys.executable).with_name("memorag")  # installed by pyproject [project.scripts]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "shared_core.cli"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "shared_core.cli", "stats", "/nonexistent/x"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [*command, "stats", "/nonexistent/x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: /nonexistent/x does not exist"

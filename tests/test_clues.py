@@ -561,3 +561,17 @@ def test_detect_language(text: str, language: str) -> None:
 
 def test_detect_language_reads_only_the_head() -> None:
     assert detect_language("english words " * 1000 + "中文" * 100_000) == "en"
+
+
+def test_lead_ins_cut_off_before_any_new_word_are_dropped():
+    prompts = get_prompts("en")
+    span_prompt = prompts.span.format(question="Were Scott Derrickson and Ed Wood both American?")
+    out = parse_clue_lines(
+        "The facts that matter for this question are\nThe text is\n"
+        "Who was Scott Derrickson?\nScott Derrickson was born in Denver and",
+        echo_of=(span_prompt,),
+    )
+    assert out == ["Who was Scott Derrickson?", "Scott Derrickson was born in Denver and"]
+    assert (
+        parse_clue_lines("The user likes or is interested in", echo_of=(prompts.preferences,)) == []
+    )

@@ -50,8 +50,14 @@ def tiny(monkeypatch, big_llama, tokenizer):
     built: list[str] = []
 
     def memory() -> CompressedKVMemory:
-        return CompressedKVMemory(big_llama, tokenizer, beacon_ratio=8, window=256,
-                                  reserve_tokens=128, show_progress=False)
+        return CompressedKVMemory(
+            big_llama,
+            tokenizer,
+            beacon_ratio=8,
+            window=256,
+            reserve_tokens=128,
+            show_progress=False,
+        )
 
     parts = {"embedder": shared_embedder(), "retrieval_chunk_size": 48, "chunk_overlap": 0}
 
@@ -127,8 +133,7 @@ def test_personalize_recommends_from_the_history(tiny, capsys):
     assert out.count("  entry-") == 3 and "What should I read next?" in out
 
 
-def test_summarize_memorizes_letters_or_loads_a_save(tiny, tmp_path, capsys, big_llama,
-                                                     tokenizer):
+def test_summarize_memorizes_letters_or_loads_a_save(tiny, tmp_path, capsys, big_llama, tokenizer):
     summarize = load_example("summarize")
     built = tiny(summarize)
     text = summarize.DATA.read_text("utf-8")
@@ -144,11 +149,12 @@ def test_summarize_memorizes_letters_or_loads_a_save(tiny, tmp_path, capsys, big
     assert summarize.main(["--letters", "9"]) == 2
     assert "--letters must be between 1 and 4" in capsys.readouterr().err
 
-    memory = CompressedKVMemory(big_llama, tokenizer, beacon_ratio=8, window=256,
-                                reserve_tokens=128, show_progress=False)
-    pipe = MemoRAG(memory=memory, embedder=shared_embedder(), retrieval_chunk_size=48,
-                   chunk_overlap=0)
+    memory = CompressedKVMemory(
+        big_llama, tokenizer, beacon_ratio=8, window=256, reserve_tokens=128, show_progress=False
+    )
+    pipe = MemoRAG(
+        memory=memory, embedder=shared_embedder(), retrieval_chunk_size=48, chunk_overlap=0
+    )
     pipe.memorize(one[:2000], save_dir=tmp_path / "mem")
     assert summarize.main(["--from-save", str(tmp_path / "mem"), "--max-new-tokens", "4"]) == 0
     assert built[-1] == "load" and "summary:" in capsys.readouterr().out
-
