@@ -11,9 +11,8 @@ all-MiniLM-L6-v2; the same small model answers over those passages.
     python examples/quickstart.py -q "Who is Elizabeth?" -q "Where is Ingolstadt?"
 
 Timings on a 2-core CPU: under 5 minutes for the first run (reading the ~19.5k tokens is
-most of it), under a minute for later runs. On a machine with 2 cores or fewer the example
-runs PyTorch on one thread (``--threads`` changes that): two threads that must share their
-cores with anything else spin while they wait and run several times slower.
+most of it), under a minute for later runs. ``--threads 1`` helps when other processes are
+busy on the same cores (PyTorch threads that share a core spin and run several times slower).
 
 Nothing is downloaded. A 135M model answers briefly and sometimes wrongly; the point here is
 the mechanics: which clues the memory wrote, which passages they found, and how long each
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -46,8 +44,8 @@ QUESTIONS = (
 
 
 def default_threads() -> int:
-    """One PyTorch thread on a machine with 2 cores or fewer, else PyTorch's own default."""
-    return 1 if (os.cpu_count() or 1) <= 2 else torch.get_num_threads()
+    """PyTorch's own default (one thread per core)."""
+    return torch.get_num_threads()
 
 
 def new_pipeline() -> MemoRAG:
