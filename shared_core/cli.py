@@ -18,14 +18,14 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from shared_core.errors import InputError, MemoRAGError
 from shared_core.inputs import check_text
 from shared_core.pipeline import TASK_TYPES, Answer, MemoRAG, read_save_info
-from shared_core.types import ChatTurn, Document, Generation, RetrievalResult, TextGenerator
+from shared_core.types import Document, RetrievalResult
 
 PREVIEW_CHARS = 100
 
@@ -226,58 +226,6 @@ def _timings(timings: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
 
 
-class _Echo:
-    """A ``TextGenerator`` that writes its inner generator's reply to ``out`` as it streams."""
-
-    def __init__(self, inner: TextGenerator, out: TextIO) -> None:
-        self.inner = inner
-        self.out = out
-
-    def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        for piece in self.inner.stream(
-            prompt,
-            history=history,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            temperature=temperature,
-        ):
-            self.out.write(piece)
-            self.out.flush()
-            yield piece
-
-    def generate(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation:
-        pieces = list(
-            self.stream(
-                prompt,
-                history=history,
-                max_new_tokens=max_new_tokens,
-                stop=stop,
-                temperature=temperature,
-            )
-        )
-        text = "".join(pieces)
-        return Generation(text=text, prompt_tokens=0, completion_tokens=len(pieces))
-
-
-# -- commands ---------------------------------------------------------------------------------
-
-
 def _memorize(args: argparse.Namespace) -> int:
     docs = _documents(args.files)  # every file is checked before anything is loaded
     save_dir = Path(args.save_dir)
@@ -321,17 +269,19 @@ def _ask(args: argparse.Namespace) -> int:
     if args.stream and args.json:
         raise InputError("--stream and --json cannot be combined (JSON is printed at the end)")
     _, pipe = _load(args.save_dir)
-    if args.stream and args.task_type == "qa":
-        prompt = pipe.prompts.draft_answer.format(question=args.question)
-        for piece in pipe.memory.stream(prompt, max_new_tokens=args.max_new_tokens):
+    write = None
+    if args.stream:
+
+        def write(piece: str) -> None:
             sys.stdout.write(piece)
             sys.stdout.flush()
-        print()
-        return 0
-    if args.stream:
-        pipe._generator = _Echo(pipe.generator, sys.stdout)  # no public hook for this yet
+
     answer = pipe.answer(
-        args.question, task_type=args.task_type, k=args.k, max_new_tokens=args.max_new_tokens
+        args.question,
+        task_type=args.task_type,
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+        on_text=write,
     )
     if args.json:
         _emit(

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import queue
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -458,8 +459,12 @@ class MemoRAG:
         prompt_template: str | None = None,
         max_new_tokens: int = 256,
         use_memory_answer: bool = False,
+        on_text: Callable[[str], None] | None = None,
     ) -> Answer:
-        """Run one task and return the answer with its passages, clues and timings."""
+        """Run one task and return the answer with its passages, clues and timings.
+
+        ``on_text`` receives the answer's pieces as they are generated.
+        """
         return run_task(
             self,
             task_type,
@@ -469,7 +474,32 @@ class MemoRAG:
             prompt_template=prompt_template,
             max_new_tokens=max_new_tokens,
             use_memory_answer=use_memory_answer,
+            on_text=on_text,
         )
+
+    def stream_answer(self, query: str | None = None, **kwargs: Any) -> Iterator[str | Answer]:
+        """Yield the answer's text pieces as they are written, then the whole ``Answer``.
+
+        Takes ``answer``'s arguments. Clues and retrieval run first, so the first piece comes
+        after them; the final ``Answer`` carries the passages (sources) and timings.
+        """
+        pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+        def work() -> None:
+            try:
+                result = self.answer(query, on_text=lambda t: pieces.put(("text", t)), **kwargs)
+                pieces.put(("done", result))
+            except BaseException as exc:  # handed to the consumer's thread
+                pieces.put(("error", exc))
+
+        threading.Thread(target=work, daemon=True, name="memorag-answer").start()
+        while True:
+            kind, item = pieces.get()
+            if kind == "error":
+                raise item
+            yield item
+            if kind == "done":
+                return
 
     def __call__(
         self,

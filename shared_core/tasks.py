@@ -55,14 +55,23 @@ def _answer(
 
 
 def _generate(
-    pipe: Pipeline,
+    speaker: TextGenerator,
     prompt: str,
     history: Sequence[ChatTurn],
     max_new_tokens: int,
     timings: dict[str, float],
+    on_text: Callable[[str], None] | None = None,
 ) -> str:
+    """Generate with ``speaker``; with ``on_text``, stream each piece to it as it comes."""
     started = time.perf_counter()
-    text = pipe.generator.generate(prompt, history=history, max_new_tokens=max_new_tokens).text
+    if on_text is None:
+        text = speaker.generate(prompt, history=history, max_new_tokens=max_new_tokens).text
+    else:
+        pieces = []
+        for piece in speaker.stream(prompt, history=history, max_new_tokens=max_new_tokens):
+            pieces.append(piece)
+            on_text(piece)
+        text = "".join(pieces)
     timings["generation"] = time.perf_counter() - started
     return text
 
@@ -85,6 +94,7 @@ def memorag(
     max_new_tokens: int,
     use_memory_answer: bool,
     task: str = "memorag",
+    on_text: Callable[[str], None] | None = None,
 ) -> Answer:
     query = check_query(query)
     result = pipe.retrieve(query, k, history=history)
@@ -97,7 +107,7 @@ def memorag(
         if draft:
             context += f"\n\n[memory] The answer might be: {draft}"
     prompt = _fill(prompt_template, pipe.prompts.answer, query, context)
-    text = _generate(pipe, prompt, history, max_new_tokens, timings)
+    text = _generate(pipe.generator, prompt, history, max_new_tokens, timings, on_text)
     return _answer(pipe, task, text, result, timings)
 
 
@@ -107,16 +117,14 @@ def qa(
     *,
     max_new_tokens: int,
     history: Sequence[ChatTurn],
+    on_text: Callable[[str], None] | None = None,
     **_: object,
 ) -> Answer:
     query = check_query(query)
-    started = time.perf_counter()
-    text = pipe.memory.generate(
-        pipe.prompts.draft_answer.format(question=query),
-        history=history,
-        max_new_tokens=max_new_tokens,
-    ).text
-    return _answer(pipe, "qa", text, None, {"generation": time.perf_counter() - started})
+    timings: dict[str, float] = {}
+    prompt = pipe.prompts.draft_answer.format(question=query)
+    text = _generate(pipe.memory, prompt, history, max_new_tokens, timings, on_text)
+    return _answer(pipe, "qa", text, None, timings)
 
 
 def _points_then_passages(
@@ -147,6 +155,7 @@ def summarize(
     k: int,
     max_new_tokens: int,
     prompt_template: str | None,
+    on_text: Callable[[str], None] | None = None,
     **_: object,
 ) -> Answer:
     generic = not (query and query.strip())
@@ -165,12 +174,18 @@ def summarize(
         prompt = _fill(prompt_template, "", query, context)
     else:
         prompt = pipe.prompts.summarize.format(context=context)
-    text = _generate(pipe, prompt, (), max_new_tokens, timings)
+    text = _generate(pipe.generator, prompt, (), max_new_tokens, timings, on_text)
     return _answer(pipe, "summarize", text, result, timings)
 
 
 def personalize(
-    pipe: Pipeline, query: str | None, *, k: int, max_new_tokens: int, **_: object
+    pipe: Pipeline,
+    query: str | None,
+    *,
+    k: int,
+    max_new_tokens: int,
+    on_text: Callable[[str], None] | None = None,
+    **_: object,
 ) -> Answer:
     query = check_query(query)
     timings: dict[str, float] = {}
@@ -180,7 +195,7 @@ def personalize(
         context=format_passages(result.passages),
         history="\n".join(f"- {p}" for p in preferences) or "(none inferred)",
     )
-    text = _generate(pipe, prompt, (), max_new_tokens, timings)
+    text = _generate(pipe.generator, prompt, (), max_new_tokens, timings, on_text)
     return _answer(pipe, "personalize", text, result, timings)
 
 

@@ -561,3 +561,16 @@ def test_end_to_end_on_a_tiny_compressed_kv_memory(embedder, llama, tokenizer, t
     assert again.clues == result.clues and ids(again) == ids(result)
     assert pipe2.memory.stats().kv_entries == stats.kv_entries
     assert pipe2.answer(QUERY, k=2, max_new_tokens=8).text == answer.text
+
+
+def test_stream_answer_yields_pieces_then_the_answer_with_sources(embedder):
+    pipe, _, _ = make(embedder, {}, reply="The Gull sails at dawn.")
+    items = list(pipe.stream_answer("When does the Gull sail?", k=2))
+    *pieces, final = items
+    assert pieces and all(isinstance(p, str) for p in pieces)
+    assert "".join(pieces).strip() == final.text == "The Gull sails at dawn."
+    assert len(final.passages) == 2 and final.task_type == "memorag"
+    qa_pieces = list(pipe.stream_answer("When does the Gull sail?", task_type="qa"))
+    assert qa_pieces[-1].task_type == "qa"
+    with pytest.raises(InputError):
+        list(pipe.stream_answer("q", task_type="nope"))
