@@ -22,7 +22,7 @@ import torch
 from shared_core.errors import IncompatibleMemoryError, InputError, NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
-from shared_core.memory.chat_format import ChatFormat
+from shared_core.memory.chat_format import ChatFormat, frame_texts
 from shared_core.types import ChatTurn, Generation
 
 _TENSORS = "beacon.safetensors"
@@ -55,12 +55,7 @@ class NativeBeaconMemory(Memory):
                 "trust_remote_code=True (model.memory.export/reset); use backend='compressed_kv' "
                 "for other models"
             )
-        if intro is None or ack is None:
-            from shared_core.prompts import get_prompts
-
-            prompts = get_prompts("en")
-            intro = prompts.memory_intro if intro is None else intro
-            ack = prompts.memory_ack if ack is None else ack
+        intro, ack = frame_texts(intro, ack)
         self.model, self.tokenizer = model, tokenizer
         self.name = name or str(getattr(model.config, "name_or_path", "beacon"))
         self.revision = revision

@@ -16,6 +16,17 @@ from shared_core.types import ChatTurn
 _MARK = "\u2063MEMORAG_TEXT\u2063"
 
 
+def frame_texts(intro: str | None, ack: str | None) -> tuple[str, str]:
+    """The memory frame's words: the given ones, else the English prompt set's."""
+    if intro is None or ack is None:
+        from shared_core.prompts import get_prompts
+
+        prompts = get_prompts("en")
+        intro = prompts.memory_intro if intro is None else intro
+        ack = prompts.memory_ack if ack is None else ack
+    return intro, ack
+
+
 class ChatFormat:
     """Renders memory frames and prompt turns to token ids for one tokenizer."""
 

@@ -42,7 +42,7 @@ from shared_core.errors import (
 )
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
-from shared_core.memory.chat_format import ChatFormat
+from shared_core.memory.chat_format import ChatFormat, frame_texts
 from shared_core.memory.positions import PositionMode, rerotate, rope_inv_freq
 from shared_core.memory.scorers import Scorer, get_scorer, select
 from shared_core.models import LoadedLM, load_causal_lm, model_fingerprint, tokenizer_fingerprint
@@ -115,12 +115,7 @@ class CompressedKVMemory(Memory):
         self.max_documents = max_documents
         self.max_new_tokens_cap = max_new_tokens_cap
         self.show_progress = show_progress
-        if intro is None or ack is None:
-            from shared_core.prompts import get_prompts
-
-            prompts = get_prompts("en")
-            intro = prompts.memory_intro if intro is None else intro
-            ack = prompts.memory_ack if ack is None else ack
+        intro, ack = frame_texts(intro, ack)
         self.intro, self.ack = intro, ack
         self.format = ChatFormat(tokenizer)
         self.prefix_ids, self.suffix_ids = self.format.frame(intro, ack)
