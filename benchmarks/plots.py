@@ -11,7 +11,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 PARTS = ("clues", "search", "fusion", "generation")
 PART_LABELS = {
@@ -34,15 +34,16 @@ def _style(name: str) -> tuple[str | None, str]:
 
 
 def recall_curve(rows: Sequence[Mapping[str, Any]], max_k: int = 10) -> list[float]:
-    """Mean recall@k for k = 1..max_k from per-question gold ranks (questions without gold skipped)."""
+    """Mean recall@k, k = 1..max_k, from per-question gold ranks (no-gold questions skipped)."""
     curves = []
     usable = [r["ranks"] for r in rows if r.get("ranks")]
     for k in range(1, max_k + 1):
         if not usable:
             curves.append(math.nan)
             continue
-        curves.append(sum(sum(1 for x in rk if 0 < x <= k) / len(rk) for rk in usable)
-                      / len(usable))
+        curves.append(
+            sum(sum(1 for x in rk if 0 < x <= k) / len(rk) for rk in usable) / len(usable)
+        )
     return curves
 
 
@@ -62,8 +63,16 @@ def quality_plots(payload: Mapping[str, Any], out: Path, prefix: str = "quality"
         for name, rows in by_method.items():
             color, line = _style(name)
             n = sum(1 for r in rows if r.get("ranks"))
-            ax.plot(ks, recall_curve(rows), line, color=color, marker="o", markersize=3,
-                    linewidth=2 if name in _STYLE else 1, label=f"{name} (n={n})")
+            ax.plot(
+                ks,
+                recall_curve(rows),
+                line,
+                color=color,
+                marker="o",
+                markersize=3,
+                linewidth=2 if name in _STYLE else 1,
+                label=f"{name} (n={n})",
+            )
         ax.set_xlabel("k (passages retrieved)")
         ax.set_ylabel("evidence recall@k")
         ax.set_title(f"{set_name}, {setting} setting")
@@ -136,24 +145,47 @@ def scaling_plot(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
         x = [p["tokens"] for p in pts]
         axes[0].plot(x, [p["seconds"] for p in pts], marker="o", label=f"ratio {ratio}")
         axes[1].plot(x, [p["peak_rss_mib"] for p in pts], marker="o", label=f"ratio {ratio}")
+        dec = [
+            p
+            for p in pts
+            if p.get("decode_s_per_token") is not None and math.isfinite(p["decode_s_per_token"])
+        ]
         axes[2].plot(
-            [p.get("kv_entries", 0) for p in pts],
-            [1000 * p["decode_s_per_token"] for p in pts if p.get("decode_s_per_token")]
-            or [math.nan] * len(pts),
-            marker="o", label=f"ratio {ratio}",
+            [p["kv_entries"] for p in dec],
+            [1000 * p["decode_s_per_token"] for p in dec],
+            marker="o",
+            label=f"ratio {ratio}",
         )
     prefill = [r for r in rows if r.get("status") == "ok" and r.get("mode") == "prefill"]
     if prefill:
         pts = sorted(prefill, key=lambda r: r["tokens"])
-        axes[0].plot([p["tokens"] for p in pts], [p["seconds"] for p in pts], "k--", marker="x",
-                     label="plain prefill")
-        axes[1].plot([p["tokens"] for p in pts], [p["peak_rss_mib"] for p in pts], "k--",
-                     marker="x", label="plain prefill")
-    axes[0].set(xscale="log", yscale="log", xlabel="text tokens", ylabel="memorize seconds",
-                title="memorize time")
+        axes[0].plot(
+            [p["tokens"] for p in pts],
+            [p["seconds"] for p in pts],
+            "k--",
+            marker="x",
+            label="plain prefill",
+        )
+        axes[1].plot(
+            [p["tokens"] for p in pts],
+            [p["peak_rss_mib"] for p in pts],
+            "k--",
+            marker="x",
+            label="plain prefill",
+        )
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="text tokens",
+        ylabel="memorize seconds",
+        title="memorize time",
+    )
     axes[1].set(xscale="log", xlabel="text tokens", ylabel="peak RSS (MiB)", title="peak RSS")
-    axes[2].set(xlabel="KV entries kept", ylabel="ms per generated token",
-                title="query decode latency vs memory size")
+    axes[2].set(
+        xlabel="KV entries kept",
+        ylabel="ms per generated token",
+        title="query decode latency vs memory size",
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

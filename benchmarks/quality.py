@@ -83,8 +83,12 @@ DEFAULT_LIMITS: dict[str, int] = {
 }
 #: Fallback for a data folder with another name.
 DEFAULT_LIMIT = 8
-#: Ablations and answer generation run on the first N questions of each sample.
-DEFAULT_ABLATION_LIMIT = 6
+#: Paid ablations (new memories or generations) run on the first N questions of the tuning
+#: sets only; the free ones (clue kinds that ``memorag`` already wrote) run everywhere.
+DEFAULT_ABLATION_LIMITS: dict[str, int] = {"hotpotqa": 6, "qmsum": 3}
+#: The gist memory writes a summary per 1k tokens: the costliest ablation.
+GIST_LIMIT = 4
+#: Answers are generated for the first N questions of each sample.
 DEFAULT_GEN_LIMIT = 6
 #: Sets whose numbers may be used to choose settings; the others are the untuned check.
 TUNED_SETS = ("hotpotqa", "qmsum")
@@ -114,12 +118,13 @@ class Method:
     ratio: int = 4
     fallback: bool = False  # use the next ratio that fits when ``ratio`` is refused
     generate: bool = False  # answer questions with this method's passages
+    anchored: bool = False  # clues become query expansions (``AnchoredClues``)
     description: str = ""
 
     @property
     def limited(self) -> bool:
         """Runs on the ablation subset only (costs model time beyond the main methods)."""
-        return self.family == "ablation" and self.name not in FREE_ABLATIONS
+        return self.family in ("ablation", "fix") and self.name not in FREE_ABLATIONS
 
 
 METHODS: dict[str, Method] = {
@@ -127,34 +132,93 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("dense", "baseline", "none", generate=True, description="query only, dense"),
         Method("bm25", "baseline", "none", "bm25", generate=True, description="query only, BM25"),
-        Method("hyde", "baseline", "hyde", generate=True,
-               description="query + a passage drafted without the corpus"),
-        Method("multi_query", "baseline", "multi_query", generate=True,
-               description="query + 3 rewrites written without the corpus"),
-        Method("memorag", "memorag", "clues", fallback=True, generate=True,
-               description="query + span/surrogate clues from the compressed memory (ratio 4)"),
-        Method("memorag_r1", "ablation", "clues", memory="compressed_kv", ratio=1,
-               description="full KV memory (ratio 1)"),
+        Method(
+            "hyde",
+            "baseline",
+            "hyde",
+            generate=True,
+            description="query + a passage drafted without the corpus",
+        ),
+        Method(
+            "multi_query",
+            "baseline",
+            "multi_query",
+            generate=True,
+            description="query + 3 rewrites written without the corpus",
+        ),
+        Method(
+            "memorag",
+            "memorag",
+            "clues",
+            fallback=True,
+            generate=True,
+            description="query + span/surrogate clues from the compressed memory (ratio 4)",
+        ),
+        Method(
+            "memorag_r1",
+            "ablation",
+            "clues",
+            memory="compressed_kv",
+            ratio=1,
+            description="full KV memory (ratio 1)",
+        ),
         Method("memorag_r8", "ablation", "clues", ratio=8, description="memory at ratio 8"),
         Method("memorag_gist", "ablation", "clues", memory="gist", description="gist memory"),
-        Method("memorag_span", "ablation", "clues", clue_strategy="span", fallback=True,
-               description="span clues only"),
-        Method("memorag_surrogate", "ablation", "clues", clue_strategy="surrogate",
-               fallback=True, description="surrogate questions only"),
-        Method("memorag_answer", "ablation", "clues", clue_strategy="answer", fallback=True,
-               description="draft answer only"),
-        Method("memorag_all", "ablation", "clues", clue_strategy="span+surrogate+answer",
-               fallback=True, description="all three clue kinds"),
-        Method("blind", "ablation", "clues", memory="blind",
-               description="the same clue prompts, model without the memory"),
+        Method(
+            "memorag_span",
+            "ablation",
+            "clues",
+            clue_strategy="span",
+            fallback=True,
+            description="span clues only",
+        ),
+        Method(
+            "memorag_surrogate",
+            "ablation",
+            "clues",
+            clue_strategy="surrogate",
+            fallback=True,
+            description="surrogate questions only",
+        ),
+        Method(
+            "memorag_answer",
+            "ablation",
+            "clues",
+            clue_strategy="answer",
+            fallback=True,
+            description="draft answer only",
+        ),
+        Method(
+            "memorag_all",
+            "ablation",
+            "clues",
+            clue_strategy="span+surrogate+answer",
+            fallback=True,
+            description="all three clue kinds",
+        ),
+        Method(
+            "blind",
+            "ablation",
+            "clues",
+            memory="blind",
+            description="the same clue prompts, model without the memory",
+        ),
+        Method(
+            "memorag_anchored",
+            "fix",
+            "clues",
+            fallback=True,
+            anchored=True,
+            description="memorag's clues anchored to the query (query + the clue's new words)",
+        ),
     )
 }
 #: Ablations whose clues are a subset of ``memorag``'s (cached): free, so run on every question.
-FREE_ABLATIONS = ("memorag_span", "memorag_surrogate")
+FREE_ABLATIONS = ("memorag_span", "memorag_surrogate", "memorag_anchored")
 MAIN_METHODS = ("dense", "bm25", "hyde", "multi_query", "memorag")
-ABLATIONS = tuple(name for name, m in METHODS.items() if m.family == "ablation")
+ABLATIONS = tuple(name for name, m in METHODS.items() if m.family in ("ablation", "fix"))
 #: Methods run in the pooled setting (memory-free keys are shared with the context setting).
-POOLED_METHODS = (*MAIN_METHODS, "memorag_span", "memorag_surrogate")
+POOLED_METHODS = (*MAIN_METHODS, *FREE_ABLATIONS)
 
 
 # ============================================================================ caching
@@ -168,7 +232,12 @@ def code_fingerprint() -> str:
     """Hash of the engine code whose changes change generations (memory, decoding, models)."""
     root = REPO / "shared_core"
     files = sorted(
-        [*root.glob("memory/*.py"), root / "decoding.py", root / "generation.py", root / "models.py"]
+        [
+            *root.glob("memory/*.py"),
+            root / "decoding.py",
+            root / "generation.py",
+            root / "models.py",
+        ]
     )
     h = hashlib.sha256()
     for path in files:
@@ -214,12 +283,13 @@ class CallLog:
         return len(self.calls)
 
     def since(self, mark: int) -> tuple[float, int, bool]:
-        """(seconds, completion tokens, all cached) of the calls after ``mark``."""
+        """(seconds, completion tokens, all from the cache) of the calls after ``mark``; a run
+        with no calls is not "cached"."""
         part = self.calls[mark:]
         return (
             sum(c[0] for c in part),
             sum(c[2] for c in part),
-            all(c[1] for c in part),
+            bool(part) and all(c[1] for c in part),
         )
 
 
@@ -282,6 +352,54 @@ class _Blind:
 
     def generate(self, *args: Any, **kw: Any) -> Generation:  # pragma: no cover - guard
         raise RuntimeError("a memory-free method asked the memory for a generation")
+
+
+# ============================================================================ anchored clues
+
+#: Words that carry no search content (for ``novel_words``).
+STOPWORDS = frozenset(
+    """a about after also an and any are as at be been before being between both but by can
+    could did do does during each for from had has have he her his how i if in into is it its
+    many more most much no not of on one or other our out over she should so some such than
+    that the their them then there these they this those through to under up was we were what
+    when where which while who whom whose why will with would you your""".split()
+)
+_WORD = re.compile(r"[^\W_][\w'’-]*")
+
+
+def novel_words(clue: str, query: str) -> list[str]:
+    """The clue's content words that the query lacks, in order, without repeats."""
+    seen = {w.lower() for w in _WORD.findall(query)} | STOPWORDS
+    out = []
+    for word in _WORD.findall(clue):
+        key = word.lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(word)
+    return out
+
+
+@dataclass
+class AnchoredClues:
+    """Turns every clue of ``inner`` into a query expansion: ``query + the clue's new words``.
+
+    A small memory's clues are mostly the question echoed with invented details; searched on
+    their own they pull retrieval off-topic (HotpotQA tuning: a span clue alone finds less gold
+    than the query). Anchored to the query, a clue can only add terms (a bridge entity it
+    recalled) to a search that stays on the question. Clues adding fewer than ``min_new``
+    words are dropped.
+    """
+
+    inner: ClueWriter
+    min_new: int = 2
+
+    def write(self, query: str, memory: Any, *, history: Sequence[ChatTurn] = ()) -> list[Clue]:
+        out = []
+        for clue in self.inner.write(query, memory, history=history):
+            extra = novel_words(clue.text, query)
+            if len(extra) >= self.min_new:
+                out.append(Clue(f"{query.strip()} {' '.join(extra)}", clue.kind, clue.weight))
+        return out
 
 
 # ============================================================================ runtime
@@ -419,8 +537,16 @@ class Runtime:
     def memory(self, docs: Sequence[Document], backend: str, ratio: int) -> MemoryHandle:
         """A lazily built memory of ``docs``; raises ``LimitError`` if it is known refused."""
         text = "\n\n".join(d.text for d in docs)
-        ident = self.identity("memory", backend, ratio, 2048, "key_norm", _sha(text),
-                              self.prompts.memory_intro, self.prompts.memory_ack)
+        ident = self.identity(
+            "memory",
+            backend,
+            ratio,
+            2048,
+            "key_norm",
+            _sha(text),
+            self.prompts.memory_intro,
+            self.prompts.memory_ack,
+        )
         handle = MemoryHandle(self, ident, list(docs), backend, ratio)
         meta = self.cache.get(_sha("memory-meta", ident))
         if meta is not None:
@@ -435,8 +561,9 @@ class Runtime:
 class MemoryHandle:
     """A memory built on first use: memorized, or loaded from the cache dir when saved."""
 
-    def __init__(self, rt: Runtime, identity: str, docs: list[Document], backend: str,
-                 ratio: int) -> None:
+    def __init__(
+        self, rt: Runtime, identity: str, docs: list[Document], backend: str, ratio: int
+    ) -> None:
         self.rt = rt
         self.identity = identity
         self.docs = docs
@@ -455,13 +582,22 @@ class MemoryHandle:
             from shared_core.memory.gist import GistMemory  # type: ignore[import-not-found]
 
             generator = LocalGenerator(lm.model, lm.tokenizer, name=lm.name)
-            return GistMemory(generator, prompts=prompts, intro=prompts.memory_intro,
-                              ack=prompts.memory_ack)
+            return GistMemory(
+                generator, prompts=prompts, intro=prompts.memory_intro, ack=prompts.memory_ack
+            )
         from shared_core.memory import CompressedKVMemory
 
-        return CompressedKVMemory(lm.model, lm.tokenizer, name=lm.name, revision=lm.revision,
-                                  beacon_ratio=self.ratio, window=2048, scorer="key_norm",
-                                  intro=prompts.memory_intro, ack=prompts.memory_ack)
+        return CompressedKVMemory(
+            lm.model,
+            lm.tokenizer,
+            name=lm.name,
+            revision=lm.revision,
+            beacon_ratio=self.ratio,
+            window=2048,
+            scorer="key_norm",
+            intro=prompts.memory_intro,
+            ack=prompts.memory_ack,
+        )
 
     def _save_dir(self) -> Path | None:
         if self.rt.cache_dir is None:
@@ -481,15 +617,23 @@ class MemoryHandle:
         try:
             stats = memory.memorize(self.docs)
         except LimitError as exc:
-            meta = {"status": "refused", "error": str(exc), "backend": self.backend,
-                    "ratio": self.ratio}
+            meta = {
+                "status": "refused",
+                "error": str(exc),
+                "backend": self.backend,
+                "ratio": self.ratio,
+            }
             self.rt.cache.put(meta_key, meta)
             self.rt.memory_records[self.identity] = meta
             raise
         record = stats.as_dict()
-        meta = {"status": "ok", "backend": self.backend, "ratio": self.ratio,
-                "stats": {k: v for k, v in record.items() if k != "extra"},
-                "extra": {k: str(v) for k, v in record.get("extra", {}).items()}}
+        meta = {
+            "status": "ok",
+            "backend": self.backend,
+            "ratio": self.ratio,
+            "stats": {k: v for k, v in record.items() if k != "extra"},
+            "extra": {k: str(v) for k, v in record.get("extra", {}).items()},
+        }
         self.rt.cache.put(meta_key, meta)
         self.rt.memory_records[self.identity] = meta
         if folder is not None and stats.tokens_read >= PERSIST_TOKENS:
@@ -538,8 +682,13 @@ class VectorBackend:
 
 
 def _passage(chunk: Chunk) -> Passage:
-    meta = {**chunk.metadata, "doc_id": chunk.doc_id, "start": chunk.start, "end": chunk.end,
-            "chunk_id": chunk.chunk_id}
+    meta = {
+        **chunk.metadata,
+        "doc_id": chunk.doc_id,
+        "start": chunk.start,
+        "end": chunk.end,
+        "chunk_id": chunk.chunk_id,
+    }
     return Passage(id=chunk.chunk_id, text=chunk.text, metadata=meta)
 
 
@@ -622,30 +771,50 @@ def _keys_for(rt: Runtime, method: Method, question: str) -> list[str]:
 
 
 def _resolve_memory(
-    rt: Runtime, docs: Sequence[Document], method: Method, refusals: list[dict[str, Any]],
-    handles: dict[tuple[str, int], MemoryHandle], scope: str,
+    rt: Runtime,
+    docs: Sequence[Document],
+    method: Method,
+    refusals: list[dict[str, Any]],
+    handles: dict[tuple[str, int], MemoryHandle | str],
+    scope: str,
 ) -> MemoryHandle | None:
-    """The method's memory, walking up the ratio ladder when allowed; ``None`` if refused."""
+    """The method's memory, walking up the ratio ladder when allowed; ``None`` if refused.
+
+    ``handles`` remembers, per scope, each (back-end, ratio) built or refused; a refusal is
+    recorded once per scope."""
     backend = method.memory
     ratios = [method.ratio]
     if method.fallback:
         ratios += [r for r in RATIO_LADDER if r > method.ratio]
     for ratio in ratios:
         key = (backend, ratio if backend == "compressed_kv" else 0)
-        if key in handles:
-            return handles[key]
+        known = handles.get(key)
+        if isinstance(known, MemoryHandle):
+            return known
+        if isinstance(known, str):
+            if known.startswith("not available"):
+                return None
+            continue
         try:
             handle = rt.memory(docs, backend, ratio)
         except LimitError as exc:
-            refusals.append({"scope": scope, "method": method.name, "backend": backend,
-                             "ratio": ratio, "error": str(exc).splitlines()[0][:300]})
-            continue
+            handles[key] = str(exc).splitlines()[0][:300]
         except (ImportError, TypeError) as exc:
-            refusals.append({"scope": scope, "method": method.name, "backend": backend,
-                             "ratio": ratio, "error": f"not available: {exc}"})
+            handles[key] = f"not available: {exc}"
+        else:
+            handles[key] = handle
+            return handle
+        refusals.append(
+            {
+                "scope": scope,
+                "method": method.name,
+                "backend": backend,
+                "ratio": ratio,
+                "error": handles[key],
+            }
+        )
+        if handles[key].startswith("not available"):  # type: ignore[union-attr]
             return None
-        handles[key] = handle
-        return handle
     return None
 
 
@@ -669,15 +838,28 @@ def run_method(
     key_seconds = time.perf_counter() - started
     if method.keys == "clues":
         source: Any = rt.plain() if method.memory == "blind" else memory.generator()  # type: ignore[union-attr]
-        pipe = MemoRAG(memory=source, embedder=rt.embedder, query_weight=QUERY_WEIGHT,
-                       clue_strategy=rt.clue_writer(method.clue_strategy))
+        pipe = MemoRAG(
+            memory=source,
+            embedder=rt.embedder,
+            query_weight=QUERY_WEIGHT,
+            clue_strategy=(
+                AnchoredClues(rt.clue_writer(method.clue_strategy))
+                if method.anchored
+                else rt.clue_writer(method.clue_strategy)
+            ),
+        )
     else:
-        pipe = MemoRAG(memory=_Blind(), embedder=rt.embedder, query_weight=QUERY_WEIGHT,  # type: ignore[arg-type]
-                       clue_strategy="none")
+        pipe = MemoRAG(
+            memory=_Blind(),
+            embedder=rt.embedder,
+            query_weight=QUERY_WEIGHT,  # type: ignore[arg-type]
+            clue_strategy="none",
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = pipe.retrieve(q.question, DEPTH, search=backends[method.search],
-                               extra_queries=extra)
+        result = pipe.retrieve(
+            q.question, DEPTH, search=backends[method.search], extra_queries=extra
+        )
     gen_seconds, tokens, cached = rt.log.since(mark)
     timings = dict(result.timings)
     # Key writing = the model's generation seconds, as measured when generated (a cache hit
@@ -687,10 +869,12 @@ def run_method(
     return result, timings, cached
 
 
-def _answer(rt: Runtime, q: BenchQuestion, passages: Sequence[Any], kind: str
-            ) -> tuple[str, float, bool]:
-    prompt = rt.prompts.answer.format(context=format_passages(list(passages)[:GEN_K]),
-                                      question=q.question)
+def _answer(
+    rt: Runtime, q: BenchQuestion, passages: Sequence[Any], kind: str
+) -> tuple[str, float, bool]:
+    prompt = rt.prompts.answer.format(
+        context=format_passages(list(passages)[:GEN_K]), question=q.question
+    )
     tokens = rt.summary_tokens if kind == "meeting" else rt.qa_tokens
     mark = rt.log.mark()
     out = rt.plain().generate(prompt, max_new_tokens=tokens)
@@ -717,13 +901,15 @@ def _diagnose(
             0 < r <= 5 and not (i < len(query_ranks) and 0 < query_ranks[i] <= 5)
             for i, r in enumerate(scores["ranks"])
         )
-        clues.append({
-            "kind": key.kind,
-            "text": key.text,
-            "copy_rate": copy_rate(key.text, context_grams),
-            "recall@5": scores["recall@5"],
-            "new_gold@5": new_gold,
-        })
+        clues.append(
+            {
+                "kind": key.kind,
+                "text": key.text,
+                "copy_rate": copy_rate(key.text, context_grams),
+                "recall@5": scores["recall@5"],
+                "new_gold@5": new_gold,
+            }
+        )
     sweep = {}
     for weight in SWEEP_WEIGHTS:
         pairs = []
@@ -760,7 +946,7 @@ def run_set(
     for i, c in enumerate(chunks):
         by_doc.setdefault(c.doc_id, []).append(i)
     vectors = rt.vectors_of(chunks)
-    shared_handles: dict[str, dict[tuple[str, int], MemoryHandle]] = {}
+    shared_handles: dict[str, dict[tuple[str, int], MemoryHandle | str]] = {}
     shared_backends: dict[str, dict[str, Any]] = {}
     for qi, q in enumerate(bench.questions):
         docs = _scope_docs(bench, q, setting)
@@ -768,36 +954,51 @@ def run_set(
         if scope not in shared_backends:
             idx = [i for d in docs for i in by_doc[d.doc_id or ""]]
             sub = [chunks[i] for i in idx]
-            shared_backends = {scope: {
-                "dense": VectorBackend(sub, vectors[idx], rt.embedder),
-                "bm25": BM25Backend(sub),
-                "grams": _grams("\n\n".join(d.text for d in docs)),
-            }}
+            shared_backends = {
+                scope: {
+                    "dense": VectorBackend(sub, vectors[idx], rt.embedder),
+                    "bm25": BM25Backend(sub),
+                    "grams": _grams("\n\n".join(d.text for d in docs)),
+                }
+            }
             for handles in shared_handles.values():
                 for handle in handles.values():
-                    handle.release()
+                    if isinstance(handle, MemoryHandle):
+                        handle.release()
             shared_handles = {scope: {}}
         backends = shared_backends[scope]
         handles = shared_handles[scope]
         for name in methods:
             method = METHODS[name]
-            if method.limited and qi >= ablation_limit:
+            cap = min(ablation_limit, GIST_LIMIT) if method.memory == "gist" else ablation_limit
+            if method.limited and qi >= cap:
                 continue
             memory = None
             if method.keys == "clues" and method.memory != "blind":
-                memory = _resolve_memory(rt, docs, method, run.refusals, handles,
-                                         scope if setting != "pooled" else "pooled")
+                memory = _resolve_memory(
+                    rt,
+                    docs,
+                    method,
+                    run.refusals,
+                    handles,
+                    scope if setting != "pooled" else "pooled",
+                )
                 if memory is None:
                     continue
             started = time.perf_counter()
             result, timings, cached = run_method(rt, method, q, backends, memory)
             row: dict[str, Any] = {
-                "set": bench.name, "setting": setting, "question_id": q.id, "type": q.type,
-                "method": name, "question_index": qi,
+                "set": bench.name,
+                "setting": setting,
+                "question_id": q.id,
+                "type": q.type,
+                "method": name,
+                "question_index": qi,
                 "ratio": memory.ratio if memory is not None else None,
                 "retrieved": [p.passage.id for p in result.passages],
-                "keys": [{"kind": c.kind, "text": c.text, "weight": c.weight}
-                         for c in result.clues],
+                "keys": [
+                    {"kind": c.kind, "text": c.text, "weight": c.weight} for c in result.clues
+                ],
                 "cached": cached,
                 **retrieval_scores(result.passages, q),
             }
@@ -817,7 +1018,7 @@ def run_set(
                 f"({time.perf_counter() - started:.1f}s{', cached' if row['cached'] else ''})"
             )
         for handle in handles.values():
-            if handle.record:
+            if isinstance(handle, MemoryHandle) and handle.record:
                 run.memories[f"{handle.backend}-r{handle.ratio}:{scope[:60]}"] = handle.record
     return run
 
@@ -846,8 +1047,11 @@ def summarize(run: SetRun, seed: int = 0) -> dict[str, Any]:
     dense = by_method.get("dense", {})
     methods: dict[str, Any] = {}
     for name, rows in by_method.items():
-        entry: dict[str, Any] = {"n": len(rows), "description": METHODS[name].description,
-                                 "family": METHODS[name].family}
+        entry: dict[str, Any] = {
+            "n": len(rows),
+            "description": METHODS[name].description,
+            "family": METHODS[name].family,
+        }
         ratios = sorted({r["ratio"] for r in rows.values() if r["ratio"] is not None})
         entry["ratio"] = ratios
         for metric in (*RETRIEVAL_METRICS, *ANSWER_METRICS):
@@ -864,17 +1068,20 @@ def summarize(run: SetRun, seed: int = 0) -> dict[str, Any]:
             pairs = [
                 (r[metric], dense[qid][metric])
                 for qid, r in rows.items()
-                if qid in dense
-                and _defined(r.get(metric))
-                and _defined(dense[qid].get(metric))
+                if qid in dense and _defined(r.get(metric)) and _defined(dense[qid].get(metric))
             ]
             if pairs:
                 a, b = zip(*pairs, strict=True)
                 diff, lo, hi = bootstrap_diff_ci(a, b, seed=seed)
-                entry[f"delta_{metric}"] = {"mean": diff, "lo": lo, "hi": hi, "n": len(pairs),
-                                            "dense_mean": float(np.mean(b)),
-                                            "wins": sum(x > y for x, y in pairs),
-                                            "losses": sum(x < y for x, y in pairs)}
+                entry[f"delta_{metric}"] = {
+                    "mean": diff,
+                    "lo": lo,
+                    "hi": hi,
+                    "n": len(pairs),
+                    "dense_mean": float(np.mean(b)),
+                    "wins": sum(x > y for x, y in pairs),
+                    "losses": sum(x < y for x, y in pairs),
+                }
         timing: dict[str, float] = {}
         for part in (*TIMING_PARTS, "clue_tokens"):
             vals = [r["timings"].get(part) for r in rows.values() if part in r["timings"]]
@@ -886,8 +1093,13 @@ def summarize(run: SetRun, seed: int = 0) -> dict[str, Any]:
             entry["clue_stats"] = _clue_stats(diag)
         methods[name] = entry
     return {
-        "set": run.name, "kind": run.kind, "setting": run.setting, "tuned": run.tuned,
-        "questions": len(run.questions), "methods": methods, "refusals": run.refusals,
+        "set": run.name,
+        "kind": run.kind,
+        "setting": run.setting,
+        "tuned": run.tuned,
+        "questions": len(run.questions),
+        "methods": methods,
+        "refusals": run.refusals,
         "memories": run.memories,
     }
 
@@ -935,14 +1147,14 @@ class QualityConfig:
     limit: int | None = None
     settings: tuple[str, ...] = ("context", "pooled")
     methods: tuple[str, ...] = (*MAIN_METHODS, *ABLATIONS)
-    ablation_limit: int = DEFAULT_ABLATION_LIMIT
+    ablation_limit: int | None = None  # None: DEFAULT_ABLATION_LIMITS
     gen_limit: int = DEFAULT_GEN_LIMIT
     seed: int = 0
     pooled_sets: tuple[str, ...] = ("hotpotqa", "musique")
 
 
 def resolve_data(paths: Sequence[Path]) -> list[Path]:
-    """Set folders from ``paths``: each is a set folder (has questions.jsonl) or a folder of them."""
+    """Set folders from ``paths``: each is a set folder (with questions.jsonl) or holds some."""
     out: list[Path] = []
     for path in paths:
         if (path / "questions.jsonl").is_file():
@@ -956,8 +1168,9 @@ def resolve_data(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-def run_quality(rt: Runtime, cfg: QualityConfig, progress: Callable[[str], None] = print
-                ) -> dict[str, Any]:
+def run_quality(
+    rt: Runtime, cfg: QualityConfig, progress: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run every set and setting; returns the JSON-ready results (summaries + rows)."""
     results: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -966,15 +1179,29 @@ def run_quality(rt: Runtime, cfg: QualityConfig, progress: Callable[[str], None]
         limit = cfg.limit if cfg.limit is not None else DEFAULT_LIMITS.get(name, DEFAULT_LIMIT)
         bench = load_set(folder, limit=limit, seed=cfg.seed)
         for setting in cfg.settings:
-            if setting == "pooled" and (bench.kind != "paragraph_qa"
-                                        or name not in cfg.pooled_sets):
+            if setting == "pooled" and (
+                bench.kind != "paragraph_qa" or name not in cfg.pooled_sets
+            ):
                 continue
             methods = [m for m in cfg.methods if setting == "context" or m in POOLED_METHODS]
-            progress(f"[{name}/{setting}] {len(bench.questions)} questions, "
-                     f"methods: {', '.join(methods)}")
+            progress(
+                f"[{name}/{setting}] {len(bench.questions)} questions, "
+                f"methods: {', '.join(methods)}"
+            )
             started = time.perf_counter()
-            run = run_set(rt, bench, setting, methods, ablation_limit=cfg.ablation_limit,
-                          gen_limit=cfg.gen_limit, progress=progress)
+            run = run_set(
+                rt,
+                bench,
+                setting,
+                methods,
+                ablation_limit=(
+                    cfg.ablation_limit
+                    if cfg.ablation_limit is not None
+                    else DEFAULT_ABLATION_LIMITS.get(name, 0)
+                ),
+                gen_limit=cfg.gen_limit,
+                progress=progress,
+            )
             summary = summarize(run, seed=cfg.seed)
             summary["seconds"] = time.perf_counter() - started
             summary["data"] = str(folder)
@@ -1010,14 +1237,23 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         tag = "tuning set" if s["tuned"] else "untuned check"
         out.append(f"### {s['set']} — {s['setting']} setting ({tag}, {s['questions']} questions)")
         out.append("")
+        grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for r in s["refusals"]:
-            out.append(f"- refused: `{r['method']}` {r['backend']} ratio {r['ratio']}: "
-                       f"{r['error'][:160]}")
+            grouped.setdefault((r["backend"], r["ratio"]), []).append(r)
+        for (backend, ratio), items in grouped.items():
+            scopes = len({r["scope"] for r in items})
+            methods = ", ".join(sorted({r["method"] for r in items}))
+            out.append(
+                f"- refused: {backend} ratio {ratio} for {scopes} context(s) ({methods}): "
+                f"{items[0]['error'][:170]}"
+            )
         if s["refusals"]:
             out.append("")
         methods = s["methods"]
-        out.append("| method | ratio | n | R@2 | R@5 | R@10 | all@5 | MRR | ΔR@5 vs dense [95% CI] "
-                   "| ΔMRR vs dense [95% CI] |")
+        out.append(
+            "| method | ratio | n | R@2 | R@5 | R@10 | all@5 | MRR | ΔR@5 vs dense [95% CI] "
+            "| ΔMRR vs dense [95% CI] |"
+        )
         out.append("|---|---|---|---|---|---|---|---|---|---|")
         for name, e in methods.items():
             if "recall@5" not in e:
@@ -1037,8 +1273,10 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         if gen:
             head = " | ".join(answer_metrics)
             main = answer_metrics[1]
-            out.append(f"| method (answers, top-{GEN_K} passages) | n | {head} "
-                       f"| Δ{main} vs dense [95% CI] |")
+            out.append(
+                f"| method (answers, top-{GEN_K} passages) | n | {head} "
+                f"| Δ{main} vs dense [95% CI] |"
+            )
             out.append("|---|---|" + "---|" * len(answer_metrics) + "---|")
             for name, e in gen.items():
                 vals = " | ".join(_pct(e.get(m)) for m in answer_metrics)
@@ -1046,8 +1284,10 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             out.append("")
         diag = {n: e["clue_stats"] for n, e in methods.items() if "clue_stats" in e}
         if diag:
-            out.append("| clue method | kind | clues/q | copied from text | R@5 of the clue alone "
-                       "| finds gold the query misses |")
+            out.append(
+                "| clue method | kind | clues/q | copied from text | R@5 of the clue alone "
+                "| finds gold the query misses |"
+            )
             out.append("|---|---|---|---|---|---|")
             for name, st in diag.items():
                 for kind, k in st["by_kind"].items():
@@ -1058,8 +1298,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                     )
             out.append("")
             weights = [str(w) for w in SWEEP_WEIGHTS]
-            out.append("| R@5 when the query weighs (clues weigh 1) | "
-                       + " | ".join("clues only" if w == "0.0" else w for w in weights) + " |")
+            out.append(
+                "| R@5 when the query weighs (clues weigh 1) | "
+                + " | ".join("clues only" if w == "0.0" else w for w in weights)
+                + " |"
+            )
             out.append("|---|" + "---|" * len(weights))
             for name, st in diag.items():
                 vals = " | ".join(_pct(st["sweep"][w]["recall@5"]) for w in weights)

