@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, command: str) -> list[Path]:
     import torch
 
     from benchmarks import plots
-    from benchmarks.run import _header, environment, write_outputs
+    from benchmarks.report import _header, environment, write_outputs
 
     torch.set_num_threads(args.threads)
     env = environment(args.seed)

@@ -416,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return
-    from benchmarks.run import _header, environment, write_outputs
+    from benchmarks.report import _header, environment, write_outputs
 
     env = environment()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
