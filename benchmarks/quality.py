@@ -86,8 +86,8 @@ DEFAULT_LIMIT = 8
 #: Paid ablations (new memories or generations) run on the first N questions of the tuning
 #: sets only; the free ones (clue kinds that ``memorag`` already wrote) run everywhere.
 DEFAULT_ABLATION_LIMITS: dict[str, int] = {"hotpotqa": 6, "qmsum": 3}
-#: The gist memory writes a summary per 1k tokens: the costliest ablation.
-GIST_LIMIT = 4
+#: The gist memory writes a summary per 1k tokens: the costliest ablation (HotpotQA only).
+GIST_LIMITS: dict[str, int] = {"hotpotqa": 4}
 #: Answers are generated for the first N questions of each sample.
 DEFAULT_GEN_LIMIT = 6
 #: Sets whose numbers may be used to choose settings; the others are the untuned check.
@@ -210,6 +210,14 @@ METHODS: dict[str, Method] = {
             fallback=True,
             anchored=True,
             description="memorag's clues anchored to the query (query + the clue's new words)",
+        ),
+        Method(
+            "memorag_r1_anchored",
+            "fix",
+            "clues",
+            ratio=1,
+            anchored=True,
+            description="full-KV memory's clues, anchored to the query",
         ),
     )
 }
@@ -922,6 +930,11 @@ def _diagnose(
         fused = fuse(pairs, DEPTH) if pairs else []
         scores = retrieval_scores(fused, q)
         sweep[str(weight)] = {"recall@5": scores["recall@5"], "mrr": scores["mrr"]}
+    # The engine's other fusion: round-robin over the lists, heaviest first.
+    pairs = list(zip(keys, lists, strict=True))
+    fused = fuse(pairs, DEPTH, method="interleave") if pairs else []
+    scores = retrieval_scores(fused, q)
+    sweep["interleave"] = {"recall@5": scores["recall@5"], "mrr": scores["mrr"]}
     return {"clues": clues, "sweep": sweep}
 
 
@@ -970,7 +983,9 @@ def run_set(
         handles = shared_handles[scope]
         for name in methods:
             method = METHODS[name]
-            cap = min(ablation_limit, GIST_LIMIT) if method.memory == "gist" else ablation_limit
+            cap = ablation_limit
+            if method.memory == "gist":
+                cap = min(cap, GIST_LIMITS.get(bench.name, 0))
             if method.limited and qi >= cap:
                 continue
             memory = None
@@ -1130,7 +1145,7 @@ def _clue_stats(diags: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "recall@5_alone": _mean(c["recall@5"] for c in items),
             "new_gold@5_share": _mean(float(c["new_gold@5"]) for c in items),
         }
-    for weight in SWEEP_WEIGHTS:
+    for weight in (*SWEEP_WEIGHTS, "interleave"):
         stats["sweep"][str(weight)] = {
             metric: _mean(d["sweep"][str(weight)][metric] for d in diags)
             for metric in ("recall@5", "mrr")
@@ -1150,7 +1165,10 @@ class QualityConfig:
     ablation_limit: int | None = None  # None: DEFAULT_ABLATION_LIMITS
     gen_limit: int = DEFAULT_GEN_LIMIT
     seed: int = 0
-    pooled_sets: tuple[str, ...] = ("hotpotqa", "musique")
+    #: Sets run in the pooled setting when ``settings`` was not chosen explicitly (MuSiQue pooled:
+    #: ``--settings pooled``; it adds ~8 min of memorizing).
+    pooled_sets: tuple[str, ...] = ("hotpotqa",)
+    explicit_settings: bool = False
 
 
 def resolve_data(paths: Sequence[Path]) -> list[Path]:
@@ -1180,7 +1198,8 @@ def run_quality(
         bench = load_set(folder, limit=limit, seed=cfg.seed)
         for setting in cfg.settings:
             if setting == "pooled" and (
-                bench.kind != "paragraph_qa" or name not in cfg.pooled_sets
+                bench.kind != "paragraph_qa"
+                or (name not in cfg.pooled_sets and not cfg.explicit_settings)
             ):
                 continue
             methods = [m for m in cfg.methods if setting == "context" or m in POOLED_METHODS]
@@ -1297,15 +1316,21 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                         f"| {_pct(k['new_gold@5_share'])} |"
                     )
             out.append("")
-            weights = [str(w) for w in SWEEP_WEIGHTS]
+            weights = [str(w) for w in SWEEP_WEIGHTS] + ["interleave"]
+            heads = {"0.0": "clues only", "interleave": "interleave"}
             out.append(
-                "| R@5 when the query weighs (clues weigh 1) | "
-                + " | ".join("clues only" if w == "0.0" else w for w in weights)
+                "| R@5 / MRR by fusion (RRF: the query weighs w, each clue 1) | "
+                + " | ".join(heads.get(w, f"w={w}") for w in weights)
                 + " |"
             )
             out.append("|---|" + "---|" * len(weights))
             for name, st in diag.items():
-                vals = " | ".join(_pct(st["sweep"][w]["recall@5"]) for w in weights)
-                out.append(f"| {name} | {vals} |")
+                cells = []
+                for w in weights:
+                    cell = st["sweep"].get(w)
+                    cells.append(
+                        "–" if not cell else f"{_pct(cell['recall@5'])} / {_pct(cell['mrr'])}"
+                    )
+                out.append(f"| {name} | {' | '.join(cells)} |")
             out.append("")
     return "\n".join(out)

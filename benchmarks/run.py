@@ -45,6 +45,7 @@ def run_quality_suite(args: argparse.Namespace, command: str) -> list[Path]:
     )
     if args.settings:
         cfg.settings = tuple(args.settings.split(","))
+        cfg.explicit_settings = True
     if args.methods:
         cfg.methods = tuple(args.methods.split(","))
         unknown = set(cfg.methods) - set(quality.METHODS)
@@ -87,7 +88,7 @@ def run_quality_suite(args: argparse.Namespace, command: str) -> list[Path]:
             "methods": {m: quality.METHODS[m].description for m in cfg.methods},
             "ablation_limit": cfg.ablation_limit,
             "default_ablation_limits": quality.DEFAULT_ABLATION_LIMITS,
-            "gist_limit": quality.GIST_LIMIT,
+            "gist_limits": quality.GIST_LIMITS,
             "pooled_sets": list(cfg.pooled_sets),
             "gen_limit": cfg.gen_limit,
             "ks": list(quality.KS),
@@ -153,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"questions per set, seeded sample (default {quality.DEFAULT_LIMITS})",
     )
-    p.add_argument("--settings", help="comma list of context,pooled (default both)")
+    p.add_argument(
+        "--settings",
+        help="comma list of context,pooled (default: context for every set, pooled for "
+        "HotpotQA; naming pooled runs it for every paragraph set given)",
+    )
     p.add_argument("--methods", help=f"comma list of {','.join(quality.METHODS)}")
     p.add_argument(
         "--ablation-limit",
