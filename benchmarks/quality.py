@@ -27,6 +27,7 @@ the model; big memories are saved there too. ``--no-cache`` recomputes everythin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -65,6 +66,7 @@ from shared_core.clues import (
     SurrogateClues,
     make_clue_writer,
 )
+from shared_core.copying import CopySource
 from shared_core.errors import LimitError
 from shared_core.fusion import fuse
 from shared_core.generation import format_passages
@@ -204,6 +206,31 @@ METHODS: dict[str, Method] = {
             description="the same clue prompts, model without the memory",
         ),
         Method(
+            "memorag_copy",
+            "fix",
+            "clues",
+            clue_strategy="copy+surrogate",
+            fallback=True,
+            description="span clues copied verbatim from the text (the memory picks them) "
+            "+ surrogate questions",
+        ),
+        Method(
+            "memorag_copy_only",
+            "fix",
+            "clues",
+            clue_strategy="copy",
+            fallback=True,
+            description="copied span clues only",
+        ),
+        Method(
+            "blind_copy",
+            "fix",
+            "clues",
+            clue_strategy="copy",
+            memory="blind",
+            description="copied spans picked by the model without the memory (control)",
+        ),
+        Method(
             "memorag_anchored",
             "fix",
             "clues",
@@ -222,7 +249,7 @@ METHODS: dict[str, Method] = {
     )
 }
 #: Ablations whose clues are a subset of ``memorag``'s (cached): free, so run on every question.
-FREE_ABLATIONS = ("memorag_span", "memorag_surrogate", "memorag_anchored")
+FREE_ABLATIONS = ("memorag_span", "memorag_surrogate", "memorag_anchored", "memorag_copy_only")
 MAIN_METHODS = ("dense", "bm25", "hyde", "multi_query", "memorag")
 ABLATIONS = tuple(name for name, m in METHODS.items() if m.family in ("ablation", "fix"))
 #: Methods run in the pooled setting (memory-free keys are shared with the context setting).
@@ -236,12 +263,15 @@ def _sha(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@functools.cache
 def code_fingerprint() -> str:
-    """Hash of the engine code whose changes change generations (memory, decoding, models)."""
+    """Hash of the engine code whose changes change generations (memory, decoding, models),
+    read once: the code this process imported, even if the files change while it runs."""
     root = REPO / "shared_core"
     files = sorted(
         [
             *root.glob("memory/*.py"),
+            root / "copying.py",
             root / "decoding.py",
             root / "generation.py",
             root / "models.py",
@@ -354,6 +384,48 @@ class CachedGenerator:
     def stream(self, prompt: str, **kw: Any) -> Any:
         yield self.generate(prompt, **kw).text
 
+    @property
+    def end_ids(self) -> set[int]:
+        return self.source().end_ids
+
+    def generate_constrained(
+        self,
+        prompt: str,
+        constraint: Any,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+    ) -> Generation:
+        """``generate`` under a ``SpanCopier``, cached by the copier's source and settings."""
+        turns = [[t.role, t.content] for t in history]
+        src = constraint.source
+        shape = [constraint.max_spans, constraint.min_tokens, constraint.max_tokens]
+        fingerprint = hashlib.sha256(src.ids.tobytes() + src.starts.tobytes()).hexdigest()
+        key = _sha("copy", self.identity, prompt, turns, max_new_tokens, shape, fingerprint)
+        hit = self.cache.get(key)
+        cached = hit is not None
+        if hit is None:
+            generator = self.source()
+            started = time.perf_counter()
+            out = generator.generate_constrained(
+                prompt, constraint, history=history, max_new_tokens=max_new_tokens
+            )
+            hit = {
+                "text": out.text,
+                "prompt_tokens": out.prompt_tokens,
+                "completion_tokens": out.completion_tokens,
+                "finish_reason": out.finish_reason,
+                "seconds": time.perf_counter() - started,
+            }
+            self.cache.put(key, hit)
+        self.log.calls.append((float(hit["seconds"]), cached, int(hit["completion_tokens"])))
+        return Generation(
+            text=hit["text"],
+            prompt_tokens=hit["prompt_tokens"],
+            completion_tokens=hit["completion_tokens"],
+            finish_reason=hit["finish_reason"],
+        )
+
 
 class _Blind:
     """Stands in for a memory where a method writes no clues (never called)."""
@@ -410,6 +482,18 @@ class AnchoredClues:
         return out
 
 
+@dataclass
+class SourcedClues:
+    """Hands ``source`` (the scope's text as a ``CopySource``) to a copy-from-text writer, as
+    ``MemoRAG`` does from its own index (the benchmark searches external backends)."""
+
+    inner: Any
+    source: CopySource
+
+    def write(self, query: str, memory: Any, *, history: Sequence[ChatTurn] = ()) -> list[Clue]:
+        return self.inner.write(query, memory, history=history, source=self.source)
+
+
 # ============================================================================ runtime
 
 
@@ -433,6 +517,7 @@ class Runtime:
     _chunker: Any = None
     _prompts: Any = None
     _vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    _copy_sources: dict[str, CopySource] = field(default_factory=dict)
 
     # -- models (loaded on first use) -----------------------------------------------------
     @property
@@ -535,11 +620,29 @@ class Runtime:
         if self.clue_tokens is None:
             return make_clue_writer(strategy, self.prompts)
         kinds = {"span": SpanClues, "surrogate": SurrogateClues, "answer": DraftAnswerClues}
-        writers = [
-            kinds[name](prompts=self.prompts, max_new_tokens=self.clue_tokens)
-            for name in strategy.split("+")
-        ]
+        writers: list[Any] = []
+        for name in strategy.split("+"):
+            if name == "copy":
+                span = max(4, self.clue_tokens // 2)
+                writers.append(
+                    SpanClues(
+                        prompts=self.prompts,
+                        copy_from_text=True,
+                        copy_min_tokens=min(4, span),
+                        copy_max_tokens=span,
+                    )
+                )
+            else:
+                writers.append(kinds[name](prompts=self.prompts, max_new_tokens=self.clue_tokens))
         return writers[0] if len(writers) == 1 else CompositeClueWriter(writers)
+
+    def copy_source(self, texts: Sequence[str]) -> CopySource:
+        """The scope's passages in the memory model's tokens (for copy-from-text clues)."""
+        key = _sha(list(texts))
+        if key not in self._copy_sources:
+            self._copy_sources.clear()  # one scope at a time
+            self._copy_sources[key] = CopySource.from_texts(list(texts), self.lm.tokenizer)
+        return self._copy_sources[key]
 
     # -- memories -----------------------------------------------------------------------------
     def memory(self, docs: Sequence[Document], backend: str, ratio: int) -> MemoryHandle:
@@ -846,15 +949,14 @@ def run_method(
     key_seconds = time.perf_counter() - started
     if method.keys == "clues":
         source: Any = rt.plain() if method.memory == "blind" else memory.generator()  # type: ignore[union-attr]
+        writer: Any = rt.clue_writer(method.clue_strategy)
+        if getattr(writer, "uses_source", False):
+            writer = SourcedClues(writer, rt.copy_source(backends["texts"]))
         pipe = MemoRAG(
             memory=source,
             embedder=rt.embedder,
             query_weight=QUERY_WEIGHT,
-            clue_strategy=(
-                AnchoredClues(rt.clue_writer(method.clue_strategy))
-                if method.anchored
-                else rt.clue_writer(method.clue_strategy)
-            ),
+            clue_strategy=AnchoredClues(writer) if method.anchored else writer,
         )
     else:
         pipe = MemoRAG(
@@ -972,6 +1074,7 @@ def run_set(
                     "dense": VectorBackend(sub, vectors[idx], rt.embedder),
                     "bm25": BM25Backend(sub),
                     "grams": _grams("\n\n".join(d.text for d in docs)),
+                    "texts": [c.text for c in sub],
                 }
             }
             for handles in shared_handles.values():

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from shared_core.copying import CopySource
 from shared_core.errors import InputError
 from shared_core.prompts import PromptSet, get_prompts
 from shared_core.types import ChatTurn, Clue, ClueKind, Generation, TextGenerator
@@ -409,12 +410,61 @@ class _PromptedClues:
 
 @dataclass
 class SpanClues(_PromptedClues):
-    """Evidence the memory recalls from the text (``prompts.span``), one clue per line."""
+    """Evidence the memory recalls from the text (``prompts.span``), one clue per line.
 
+    With ``copy_from_text`` and a ``source`` (the corpus as a ``CopySource``), each line is
+    decoded under a ``SpanCopier``: the memory picks the spans, but they are verbatim text
+    (``copy_spans`` of ``copy_min_tokens``..``copy_max_tokens`` tokens). Memories without
+    ``generate_constrained`` fall back to free writing.
+    """
+
+    copy_from_text: bool = False
+    copy_spans: int = 2
+    copy_min_tokens: int = 8
+    copy_max_tokens: int = 32
     kind: ClueKind = field(default="span", init=False)
+
+    @property
+    def uses_source(self) -> bool:
+        return self.copy_from_text
 
     def _template(self) -> str:
         return self.prompts.span
+
+    def write(
+        self,
+        query: str,
+        memory: TextGenerator,
+        *,
+        history: Sequence[ChatTurn] = (),
+        source: CopySource | None = None,
+    ) -> list[Clue]:
+        """Free clues, or copied spans when ``copy_from_text`` and the memory can copy."""
+        copying = getattr(memory, "generate_constrained", None)
+        if not (self.copy_from_text and source is not None and callable(copying)):
+            return super().write(query, memory, history=history)
+        if self.max_clues == 0:
+            return []
+        spans = min(self.copy_spans, self.max_clues)
+        constraint = source.constraint(
+            memory.end_ids,  # type: ignore[attr-defined]
+            max_spans=spans,
+            min_tokens=self.copy_min_tokens,
+            max_tokens=self.copy_max_tokens,
+        )
+        generation = copying(
+            self._prompt(query),
+            constraint,
+            history=tuple(history),
+            max_new_tokens=spans * (self.copy_max_tokens + 1),
+        )
+        lines = [" ".join(line.split()) for line in generation.text.split("\n")]
+        lines = [_truncate(line, self.max_chars) for line in lines if line]
+        return [
+            Clue(text=line, kind=self.kind, weight=self.weight)
+            for line in lines
+            if _word_count(line) >= self.min_words
+        ]
 
 
 @dataclass
@@ -481,8 +531,17 @@ class CompositeClueWriter:
     writers: Sequence[ClueWriter]
     max_clues: int | None = None
 
+    @property
+    def uses_source(self) -> bool:
+        return any(getattr(w, "uses_source", False) for w in self.writers)
+
     def write(
-        self, query: str, memory: TextGenerator, *, history: Sequence[ChatTurn] = ()
+        self,
+        query: str,
+        memory: TextGenerator,
+        *,
+        history: Sequence[ChatTurn] = (),
+        source: CopySource | None = None,
     ) -> list[Clue]:
         """Collect every writer's clues, deduplicated (token Jaccard >= 0.8) and capped."""
         seen: list[frozenset[str]] = []
@@ -491,7 +550,8 @@ class CompositeClueWriter:
             seen.append(query_tokens)
         clues: list[Clue] = []
         for writer in self.writers:
-            for clue in writer.write(query, memory, history=history):
+            extra = {"source": source} if getattr(writer, "uses_source", False) else {}
+            for clue in writer.write(query, memory, history=history, **extra):
                 tokens = frozenset(_tokens(clue.text))
                 if not tokens or any(_jaccard(tokens, other) >= NEAR_DUPLICATE for other in seen):
                     continue
@@ -515,11 +575,15 @@ _WRITER_NAMES: dict[str, type[_PromptedClues]] = {
     "draft_answer": DraftAnswerClues,
 }
 _NONE_NAMES = frozenset({"none", "off", "query"})
+#: Names of the copy-from-text span writer (``SpanClues(copy_from_text=True)``).
+_COPY_NAMES = frozenset({"copy", "copied", "span_copy", "copy_span"})
 
 
 def make_clue_writer(spec: str | ClueWriter, prompts: PromptSet | None = None) -> ClueWriter:
-    """Build a clue writer from a name ("span", "surrogate", "answer", "none") or a "+"-joined
-    combination ("span+surrogate+answer"); a ``ClueWriter`` instance is returned unchanged."""
+    """Build a clue writer from a name ("span", "copy", "surrogate", "answer", "none") or a
+    "+"-joined combination ("copy+surrogate"); a ``ClueWriter`` instance is returned unchanged.
+
+    "copy" is the span writer in copy-from-text mode (its spans are verbatim corpus text)."""
     if not isinstance(spec, str):
         if isinstance(spec, ClueWriter):
             return spec
@@ -532,14 +596,19 @@ def make_clue_writer(spec: str | ClueWriter, prompts: PromptSet | None = None) -
     if not names:
         return NoClues()
     writers: list[ClueWriter] = []
-    chosen: set[type[_PromptedClues]] = set()
+    chosen: set[object] = set()
     for name in names:
+        if name in _COPY_NAMES:
+            if "copy" not in chosen:
+                chosen.add("copy")
+                writers.append(SpanClues(prompts=prompts, copy_from_text=True))
+            continue
         cls = _WRITER_NAMES.get(name)
         if cls is None:
-            valid = sorted({"span", "surrogate", "answer", "none"})
+            valid = sorted({"span", "copy", "surrogate", "answer", "none"})
             raise InputError(
                 f"unknown clue writer {name!r} in {spec!r}; use one of {valid} "
-                "or a '+'-joined combination such as 'span+surrogate'"
+                "or a '+'-joined combination such as 'copy+surrogate'"
             )
         if cls not in chosen:
             chosen.add(cls)

@@ -1,7 +1,8 @@
 """Token-by-token decoding over a KV cache, with streaming text and stop sequences.
 
 Used by every memory back-end and by the plain generator: greedy by default (deterministic),
-temperature sampling with a fixed seed when asked.
+temperature sampling with a fixed seed when asked. An optional ``TokenConstraint`` masks the
+logits at each step (copy-from-text clues).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 
+from shared_core.copying import TokenConstraint
 from shared_core.types import Generation
 
 
@@ -46,6 +48,7 @@ class Decoder:
         temperature: float = 0.0,
         seed: int = 0,
         stop_ids: set[int] | None = None,
+        constraint: TokenConstraint | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -57,6 +60,7 @@ class Decoder:
         self.temperature = temperature
         self.generator = torch.Generator().manual_seed(seed)
         self.stop_ids = stop_ids if stop_ids is not None else eos_ids(model, tokenizer)
+        self.constraint = constraint
         self.text = ""
         self.tokens: list[int] = []
         self.finish_reason = "length"
@@ -85,6 +89,13 @@ class Decoder:
         return out.logits[0, -1].float()
 
     def _pick(self, logits: torch.Tensor) -> int:
+        if self.constraint is not None:
+            allowed = self.constraint.allowed()
+            if allowed is not None:
+                index = torch.as_tensor(list(allowed), dtype=torch.long, device=logits.device)
+                masked = torch.full_like(logits, float("-inf"))
+                masked[index] = logits[index]
+                logits = masked
         if self.temperature <= 0:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / self.temperature, dim=-1).cpu()
@@ -98,6 +109,8 @@ class Decoder:
             logits = self._step(self.prompt_ids)
             while len(self.tokens) < self.max_new_tokens:
                 token = self._pick(logits)
+                if self.constraint is not None:
+                    self.constraint.advance(token)
                 if token in self.stop_ids:
                     self.finish_reason = "stop"
                     break

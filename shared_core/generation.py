@@ -12,6 +12,7 @@ from typing import Any
 
 from transformers import DynamicCache
 
+from shared_core.copying import TokenConstraint
 from shared_core.decoding import Decoder, eos_ids
 from shared_core.errors import InputError, LimitError
 from shared_core.inputs import check_query
@@ -40,6 +41,7 @@ class LocalGenerator:
         max_new_tokens: int,
         stop: Sequence[str],
         temperature: float,
+        constraint: TokenConstraint | None = None,
     ) -> Decoder:
         check_query(prompt)
         if not 0 <= max_new_tokens <= self.max_new_tokens_cap:
@@ -61,7 +63,24 @@ class LocalGenerator:
             stop=stop,
             temperature=temperature,
             stop_ids=self._stop_ids,
+            constraint=constraint,
         )
+
+    @property
+    def end_ids(self) -> set[int]:
+        """Token ids that end a reply."""
+        return set(self._stop_ids)
+
+    def generate_constrained(
+        self,
+        prompt: str,
+        constraint: TokenConstraint,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+    ) -> Generation:
+        """Greedy reply to ``prompt`` whose every token ``constraint`` allows."""
+        return self._decoder(prompt, history, max_new_tokens, (), 0.0, constraint).run()
 
     def generate(
         self,

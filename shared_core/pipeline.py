@@ -22,6 +22,7 @@ from typing import Any
 
 from shared_core.chunking import TokenChunker
 from shared_core.clues import ClueWriter, make_clue_writer, resolve_followup
+from shared_core.copying import CopySource
 from shared_core.embeddings import Embedder
 from shared_core.errors import InputError, NoMemoryError, PersistenceError
 from shared_core.fusion import fuse
@@ -121,6 +122,8 @@ class MemoRAG:
         self._index: DenseIndex | None = None
         self._prompts: PromptSet | None = None
         self._clue_writer: ClueWriter | None = None
+        self._copy_cache: tuple[tuple[int, int, int], CopySource] | None = None
+        self._copy_lock = threading.Lock()
         self._load_lock = threading.Lock()
         # Reliability: re-entrant so add() on an empty pipeline can memorize() and save()
         # under the same lock (two concurrent first add() calls cannot both memorize).
@@ -263,10 +266,25 @@ class MemoRAG:
         """The memory's retrieval clues for ``query`` (the query itself not included)."""
         check_query(query)
         standalone = self._standalone(query, history)
-        clues = list(self.clue_writer.write(standalone, self.memory))[: self.max_clues]
+        writer = self.clue_writer
+        extra = {"source": self._copy_source()} if getattr(writer, "uses_source", False) else {}
+        clues = list(writer.write(standalone, self.memory, **extra))[: self.max_clues]
         if standalone != query:
             clues.insert(0, Clue(text=standalone, kind="history", weight=self.query_weight))
         return clues
+
+    def _copy_source(self) -> CopySource | None:
+        """The corpus in the memory model's tokens, for copy-from-text clues (cached)."""
+        tokenizer = getattr(self.memory, "tokenizer", None)
+        index = self._index
+        if tokenizer is None or index is None or len(index) == 0:
+            return None
+        key = (id(index), len(index), id(tokenizer))
+        with self._copy_lock:
+            if self._copy_cache is None or self._copy_cache[0] != key:
+                texts = [chunk.text for chunk in index.chunks]
+                self._copy_cache = (key, CopySource.from_texts(texts, tokenizer))
+            return self._copy_cache[1]
 
     def _standalone(self, query: str, history: Sequence[ChatTurn]) -> str:
         if not history:

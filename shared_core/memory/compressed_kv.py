@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from shared_core.copying import TokenConstraint
 from shared_core.decoding import Decoder, eos_ids
 from shared_core.errors import (
     IncompatibleMemoryError,
@@ -46,7 +47,7 @@ from shared_core.memory.chat_format import ChatFormat, frame_texts
 from shared_core.memory.positions import PositionMode, rerotate, rope_inv_freq
 from shared_core.memory.scorers import Scorer, get_scorer, select
 from shared_core.models import LoadedLM, load_causal_lm, model_fingerprint, tokenizer_fingerprint
-from shared_core.types import ChatTurn
+from shared_core.types import ChatTurn, Generation
 
 _TENSORS = "memory.safetensors"
 _MIN_WINDOW = 256
@@ -406,6 +407,7 @@ class CompressedKVMemory(Memory):
         max_new_tokens: int,
         stop: Sequence[str],
         temperature: float,
+        constraint: TokenConstraint | None = None,
     ) -> Decoder:
         state = self._state
         if state is None:
@@ -433,7 +435,24 @@ class CompressedKVMemory(Memory):
             stop=stop,
             temperature=temperature,
             stop_ids=self._stop_ids,
+            constraint=constraint,
         )
+
+    @property
+    def end_ids(self) -> set[int]:
+        """Token ids that end a reply."""
+        return set(self._stop_ids)
+
+    def generate_constrained(
+        self,
+        prompt: str,
+        constraint: TokenConstraint,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+    ) -> Generation:
+        """Greedy reply to ``prompt`` whose every token ``constraint`` allows."""
+        return self._decoder(prompt, history, max_new_tokens, (), 0.0, constraint).run()
 
     def stream(
         self,
