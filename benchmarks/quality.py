@@ -5,16 +5,18 @@ Every method shares one embedder (all-MiniLM-L6-v2), one chunking (the pipeline'
 ``TokenChunker``: 256-token chunks, 32 overlap; every source document is chunked on its own, so
 HotpotQA/MuSiQue chunks are paragraphs) and one small LLM (SmolLM2-135M-Instruct) for clue
 writing, HyDE, rewrites and answers. Every method runs through ``MemoRAG.retrieve`` with the same
-fusion (weighted RRF, the raw query at weight 2, every other key at weight 1, 10 hits per key):
+fusion (the pipeline's default, ``interleave``: round-robin over the keys' hit lists, the raw
+query first; 10 hits per key) unless its name says otherwise:
 
 - ``dense`` / ``bm25``: the query alone, on the dense index / on BM25 over the same chunks;
 - ``hyde``: the query + one passage the model drafts without the corpus;
 - ``multi_query``: the query + 3 rewrites written without the corpus;
-- ``memorag``: the query + clues (``span+surrogate``) written by a compressed-KV memory of the
-  context at ratio 4 (the smallest ratio that fits when 4 is refused);
-- ablations: ratio 1 (full KV), ratio 8, gist memory, each clue kind alone, all three kinds, and
-  ``blind``: the same clue prompts sent to the model *without* the memory (isolates what having
-  read the corpus adds).
+- ``memorag``: the query + clues (``copy+surrogate``: evidence spans the memory copies from the
+  text, and surrogate questions) written by a compressed-KV memory of the context at ratio 4
+  (the smallest ratio that fits when 4 is refused);
+- ablations: ratio 1 (full KV), ratio 8, gist memory, each clue kind alone, all three kinds,
+  free-written clues and RRF fusion (the round-1 defaults), and ``blind``: the same clue writers
+  run by the model *without* the memory (isolates what having read the corpus adds).
 
 Settings: ``context`` (each question's own context: its 10/20 paragraphs, its meeting, the whole
 novel) and ``pooled`` (every paragraph of the set memorized as one long text and searched as one
@@ -115,7 +117,8 @@ class Method:
     family: str  # baseline | memorag | ablation
     keys: str  # none | hyde | multi_query | clues
     search: str = "dense"  # dense | bm25
-    clue_strategy: str = "span+surrogate"
+    clue_strategy: str = "copy+surrogate"  # the pipeline's default
+    fusion: str | None = None  # None: the pipeline's default (interleave)
     memory: str = "compressed_kv"  # compressed_kv | gist | blind (no memory)
     ratio: int = 4
     fallback: bool = False  # use the next ratio that fits when ``ratio`` is refused
@@ -154,7 +157,8 @@ METHODS: dict[str, Method] = {
             "clues",
             fallback=True,
             generate=True,
-            description="query + span/surrogate clues from the compressed memory (ratio 4)",
+            description="the pipeline's defaults: query + copied-span and surrogate clues from "
+            "the compressed memory (ratio 4), interleaved",
         ),
         Method(
             "memorag_r1",
@@ -172,7 +176,7 @@ METHODS: dict[str, Method] = {
             "clues",
             clue_strategy="span",
             fallback=True,
-            description="span clues only",
+            description="free-written span clues only (no copying)",
         ),
         Method(
             "memorag_surrogate",
@@ -194,7 +198,7 @@ METHODS: dict[str, Method] = {
             "memorag_all",
             "ablation",
             "clues",
-            clue_strategy="span+surrogate+answer",
+            clue_strategy="copy+surrogate+answer",
             fallback=True,
             description="all three clue kinds",
         ),
@@ -203,16 +207,34 @@ METHODS: dict[str, Method] = {
             "ablation",
             "clues",
             memory="blind",
-            description="the same clue prompts, model without the memory",
+            description="the same clue writers (spans still copied from the text), model "
+            "without the memory",
         ),
         Method(
-            "memorag_copy",
-            "fix",
+            "memorag_free",
+            "ablation",
             "clues",
-            clue_strategy="copy+surrogate",
+            clue_strategy="span+surrogate",
             fallback=True,
-            description="span clues copied verbatim from the text (the memory picks them) "
-            "+ surrogate questions",
+            description="free-written span + surrogate clues (the round-1 default)",
+        ),
+        Method(
+            "memorag_rrf",
+            "ablation",
+            "clues",
+            fusion="rrf",
+            fallback=True,
+            description="memorag's clues fused by weighted RRF (query 2, k=60; the round-1 "
+            "default) instead of interleaving",
+        ),
+        Method(
+            "memorag_free_rrf",
+            "ablation",
+            "clues",
+            clue_strategy="span+surrogate",
+            fusion="rrf",
+            fallback=True,
+            description="round-1 defaults: free-written clues, RRF",
         ),
         Method(
             "memorag_copy_only",
@@ -221,14 +243,6 @@ METHODS: dict[str, Method] = {
             clue_strategy="copy",
             fallback=True,
             description="copied span clues only",
-        ),
-        Method(
-            "blind_copy",
-            "fix",
-            "clues",
-            clue_strategy="copy",
-            memory="blind",
-            description="copied spans picked by the model without the memory (control)",
         ),
         Method(
             "memorag_anchored",
@@ -249,7 +263,12 @@ METHODS: dict[str, Method] = {
     )
 }
 #: Ablations whose clues are a subset of ``memorag``'s (cached): free, so run on every question.
-FREE_ABLATIONS = ("memorag_span", "memorag_surrogate", "memorag_anchored", "memorag_copy_only")
+FREE_ABLATIONS = (
+    "memorag_surrogate",
+    "memorag_anchored",
+    "memorag_copy_only",
+    "memorag_rrf",
+)
 MAIN_METHODS = ("dense", "bm25", "hyde", "multi_query", "memorag")
 ABLATIONS = tuple(name for name, m in METHODS.items() if m.family in ("ablation", "fix"))
 #: Methods run in the pooled setting (memory-free keys are shared with the context setting).
@@ -957,6 +976,7 @@ def run_method(
             embedder=rt.embedder,
             query_weight=QUERY_WEIGHT,
             clue_strategy=AnchoredClues(writer) if method.anchored else writer,
+            **({"fusion": method.fusion} if method.fusion else {}),
         )
     else:
         pipe = MemoRAG(

@@ -63,7 +63,7 @@ def run_quality_suite(args: argparse.Namespace, command: str) -> list[Path]:
             data=data,
             limit=args.limit or 2,
             settings=("context",),
-            methods=("dense", "bm25", "hyde", "multi_query", "memorag", "memorag_span"),
+            methods=("dense", "bm25", "hyde", "multi_query", "memorag", "memorag_copy_only"),
             ablation_limit=2,
             gen_limit=1,
             seed=args.seed,
