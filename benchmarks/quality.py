@@ -354,12 +354,19 @@ class CachedGenerator:
     """A ``TextGenerator`` that answers from the cache, else from ``source()`` (built lazily)."""
 
     def __init__(
-        self, identity: str, cache: GenCache, source: Callable[[], Any], log: CallLog
+        self,
+        identity: str,
+        cache: GenCache,
+        source: Callable[[], Any],
+        log: CallLog,
+        *,
+        copies: bool = True,
     ) -> None:
         self.identity = identity
         self.cache = cache
         self.source = source
         self.log = log
+        self.supports_copying = copies  # the source decodes under a constraint
 
     def generate(
         self,
@@ -772,7 +779,9 @@ class MemoryHandle:
         return memory
 
     def generator(self) -> CachedGenerator:
-        return CachedGenerator(self.identity, self.rt.cache, self.build, self.rt.log)
+        return CachedGenerator(
+            self.identity, self.rt.cache, self.build, self.rt.log, copies=self.backend != "gist"
+        )
 
     def release(self) -> None:
         self._memory = None

@@ -4,7 +4,8 @@ A ``ClueWriter`` asks a ``TextGenerator`` (normally the memory, which has read t
 text) one prompt and parses the answer into ``Clue``s. Three strategies follow MemoRAG:
 ``SpanClues`` (evidence recalled from the text), ``SurrogateClues`` (sharper search questions)
 and ``DraftAnswerClues`` (a draft answer, HyDE-like). ``CompositeClueWriter`` runs several and
-deduplicates; ``make_clue_writer`` builds one from a name such as ``"span+surrogate"``.
+deduplicates; ``make_clue_writer`` builds one from a name such as ``"copy+surrogate"`` ("copy"
+is the span writer decoding under ``copying.SpanCopier``: its spans are verbatim text).
 
 Small memories write noisy text (chatter, echoes of the prompt, loops), so every output goes
 through ``parse_clue_lines``, which is bounded for any input. ``resolve_followup`` rewrites a
@@ -408,6 +409,14 @@ class _PromptedClues:
         return [Clue(text=line, kind=self.kind, weight=self.weight) for line in lines]
 
 
+def can_copy(generator: object) -> bool:
+    """Whether ``generator`` decodes under a constraint (``generate_constrained`` + ``end_ids``);
+    a wrapper may say no with ``supports_copying = False``."""
+    return callable(getattr(generator, "generate_constrained", None)) and bool(
+        getattr(generator, "supports_copying", True)
+    )
+
+
 @dataclass
 class SpanClues(_PromptedClues):
     """Evidence the memory recalls from the text (``prompts.span``), one clue per line.
@@ -440,8 +449,7 @@ class SpanClues(_PromptedClues):
         source: CopySource | None = None,
     ) -> list[Clue]:
         """Free clues, or copied spans when ``copy_from_text`` and the memory can copy."""
-        copying = getattr(memory, "generate_constrained", None)
-        if not (self.copy_from_text and source is not None and callable(copying)):
+        if not (self.copy_from_text and source is not None and can_copy(memory)):
             return super().write(query, memory, history=history)
         if self.max_clues == 0:
             return []
@@ -452,7 +460,7 @@ class SpanClues(_PromptedClues):
             min_tokens=self.copy_min_tokens,
             max_tokens=self.copy_max_tokens,
         )
-        generation = copying(
+        generation = memory.generate_constrained(  # type: ignore[attr-defined]
             self._prompt(query),
             constraint,
             history=tuple(history),

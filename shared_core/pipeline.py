@@ -54,7 +54,13 @@ TASK_TYPES = tuple(TASKS)
 
 
 class MemoRAG:
-    """A global memory in front of dense retrieval, with a generator behind it."""
+    """A global memory in front of dense retrieval, with a generator behind it.
+
+    Defaults chosen on the HotpotQA tuning set (``docs/benchmarks.md``): clues are evidence
+    spans the memory copies verbatim from the text plus surrogate questions
+    (``clue_strategy="copy+surrogate"``), and the keys' hit lists are interleaved
+    (``fusion="interleave"``) so every clue's best passage can reach the top ``k``.
+    """
 
     #: Cap on the clues one query gets from the clue writer (each clue costs a search).
     max_clues: int = 16
@@ -337,9 +343,11 @@ class MemoRAG:
         history: Sequence[ChatTurn] = (),
         search_k: int | None = None,
     ) -> RetrievalResult:
-        """Clues from the memory, one search per clue and the query, RRF into exactly ``k``.
+        """Clues from the memory, one search per clue and the query, fused into exactly ``k``.
 
-        ``search_k`` is the depth of each search (default ``max(k, ret_hit)``).
+        ``search_k`` is the depth of each search (default ``max(k, ret_hit)``). The default
+        fusion, ``interleave``, takes the query's best hit, then each clue's, then the query's
+        second, ... (``fusion="rrf"``: weighted reciprocal-rank fusion with ``rrf_k``).
         """
         check_query(query)
         check_k(k)

@@ -124,6 +124,17 @@ def test_writers_without_a_source_or_a_copying_memory_write_freely() -> None:
     assert free == ["Babbage designed the Analytical Engine for years"]
     assert [c.text for c in writer.write("Which facts matter?", memory)] == free
 
+    class _NoCopy:  # e.g. a caching wrapper over a memory that cannot copy
+        supports_copying = False
+
+        def __init__(self) -> None:
+            self.generate = memory.generate
+
+        def generate_constrained(self, *args, **kwargs):
+            raise AssertionError("asked to copy although it said it cannot")
+
+    assert [c.text for c in writer.write("Which facts matter?", _NoCopy(), source=source)] == free
+
 
 def test_copy_is_a_named_strategy() -> None:
     writer = make_clue_writer("copy+surrogate")
