@@ -28,3 +28,4 @@ test: install
 
 lint:
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

@@ -62,48 +62,69 @@ class RawClues:
         self.max_new_tokens = max_new_tokens
 
     def write(self, query: str, memory: Any, *, history: Any = ()) -> list[Clue]:
-        reply = memory.generate(query, history=tuple(history),
-                                max_new_tokens=self.max_new_tokens, temperature=0.0)
+        reply = memory.generate(
+            query, history=tuple(history), max_new_tokens=self.max_new_tokens, temperature=0.0
+        )
         return [Clue(text=f"{query} {reply.text!r}", kind="custom")]
 
 
 def make_memory(model: Any = None, **kw: Any) -> CompressedKVMemory:
     kw.setdefault("window", 128)
     kw.setdefault("reserve_tokens", 128)
-    return CompressedKVMemory(model if model is not None else tiny_model("llama"),
-                              tiny_tokenizer(), show_progress=False, **kw)
+    return CompressedKVMemory(
+        model if model is not None else tiny_model("llama"),
+        tiny_tokenizer(),
+        show_progress=False,
+        **kw,
+    )
 
 
 def make_pipeline(model: Any = None, *, clues: Any = None, **memory_kw: Any) -> MemoRAG:
     """A real pipeline on tiny models: compressed KV memory (tiny Llama) + MiniLM."""
-    return MemoRAG(memory=make_memory(model, **memory_kw), embedder=shared_embedder(),
-                   clue_strategy=clues if clues is not None else RawClues(),
-                   retrieval_chunk_size=40, chunk_overlap=0, language="en")
+    return MemoRAG(
+        memory=make_memory(model, **memory_kw),
+        embedder=shared_embedder(),
+        clue_strategy=clues if clues is not None else RawClues(),
+        retrieval_chunk_size=40,
+        chunk_overlap=0,
+        language="en",
+    )
 
 
 def corpus(n: int = 10) -> list[Document]:
     return [
-        Document(f"The {ANIMALS[i % 10]} {i} lives by the {PLACES[i % 10]}. "
-                 f"It eats food of kind {i * 3}, and sleeps at hour {i % 24}.",
-                 doc_id=f"doc-{i}")
+        Document(
+            f"The {ANIMALS[i % 10]} {i} lives by the {PLACES[i % 10]}. "
+            f"It eats food of kind {i * 3}, and sleeps at hour {i % 24}.",
+            doc_id=f"doc-{i}",
+        )
         for i in range(n)
     ]
 
 
 def docs_for(trial: int) -> list[Document]:
     """What ``memorize <trial>`` memorizes."""
-    return [Document(f"Trial {trial} note {j}: the {ANIMALS[(trial + j) % 10]} crossed the "
-                     f"{PLACES[(trial * 3 + j) % 10]} at dawn number {trial * 7 + j}.",
-                     doc_id=f"t{trial}-{j}") for j in range(2)]
+    return [
+        Document(
+            f"Trial {trial} note {j}: the {ANIMALS[(trial + j) % 10]} crossed the "
+            f"{PLACES[(trial * 3 + j) % 10]} at dawn number {trial * 7 + j}.",
+            doc_id=f"t{trial}-{j}",
+        )
+        for j in range(2)
+    ]
 
 
 def extra_doc(trial: int) -> Document:
     """What ``add <trial>`` adds."""
-    return Document(f"Added in trial {trial}: the {ANIMALS[trial % 10]} moved to the "
-                    f"{PLACES[(trial + 5) % 10]} with {trial} friends.", doc_id=f"add-{trial}")
+    return Document(
+        f"Added in trial {trial}: the {ANIMALS[trial % 10]} moved to the "
+        f"{PLACES[(trial + 5) % 10]} with {trial} friends.",
+        doc_id=f"add-{trial}",
+    )
 
 
 # -- the fork-server ------------------------------------------------------------------------
+
 
 def _say(line: str) -> None:
     os.write(1, (line + "\n").encode())
@@ -132,6 +153,7 @@ def _instrument(stop: tuple[str, int] | None) -> None:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             announce(name)
             return fn(*args, **kwargs)
+
         return wrapper
 
     CompressedKVMemory._read = staged("read-text", CompressedKVMemory._read)
@@ -151,7 +173,7 @@ def _instrument(stop: tuple[str, int] | None) -> None:
             f.write(data[: len(data) // 2])
             f.flush()
             announce("write-tensors")  # the file is half written here
-            f.write(data[len(data) // 2:])
+            f.write(data[len(data) // 2 :])
 
     safetensors.torch.save_file = slow_save_file
 

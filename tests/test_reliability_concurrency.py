@@ -78,8 +78,10 @@ def test_eight_threads_get_exactly_what_they_get_one_at_a_time(pipe, alone):
 
     def ask(i: int) -> tuple:
         start.wait()
-        return (signature(pipe.retrieve(QUESTIONS[i], 3)),
-                pipe.memory.generate(QUESTIONS[i], max_new_tokens=8).text)
+        return (
+            signature(pipe.retrieve(QUESTIONS[i], 3)),
+            pipe.memory.generate(QUESTIONS[i], max_new_tokens=8).text,
+        )
 
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(ask, range(8)))
@@ -93,14 +95,20 @@ def test_eight_threads_get_exactly_what_they_get_one_at_a_time(pipe, alone):
 
 def _from_documents(docs) -> tuple:
     clues = {c for d in docs for c in d.metadata["memorag_clues"]}
-    return (tuple(sorted(clues)), tuple(d.id for d in docs),
-            tuple(round(d.metadata["relevance_score"], 6) for d in docs))
+    return (
+        tuple(sorted(clues)),
+        tuple(d.id for d in docs),
+        tuple(round(d.metadata["relevance_score"], 6) for d in docs),
+    )
 
 
 def _from_nodes(nodes) -> tuple:
     clues = {c for n in nodes for c in n.node.metadata["memorag_clues"]}
-    return (tuple(sorted(clues)), tuple(n.node.node_id for n in nodes),
-            tuple(round(n.score, 6) for n in nodes))
+    return (
+        tuple(sorted(clues)),
+        tuple(n.node.node_id for n in nodes),
+        tuple(round(n.score, 6) for n in nodes),
+    )
 
 
 async def test_eight_asyncio_tasks_per_adapter_match_one_at_a_time(pipe, alone):
@@ -111,18 +119,21 @@ async def test_eight_asyncio_tasks_per_adapter_match_one_at_a_time(pipe, alone):
     lc = LangChainRetriever.from_engine(pipe, k=3)
     li = LlamaIndexRetriever(pipe, similarity_top_k=3)
     before = memory_snapshot(pipe.memory)
-    results = await asyncio.gather(*(lc.ainvoke(q) for q in QUESTIONS),
-                                   *(li.aretrieve(q) for q in QUESTIONS))
-    want = [(tuple(sorted(set(r[0]) - {q})), r[1], r[2])
-            for q, r in zip(QUESTIONS, alone["retrieve"], strict=True)]
+    results = await asyncio.gather(
+        *(lc.ainvoke(q) for q in QUESTIONS), *(li.aretrieve(q) for q in QUESTIONS)
+    )
+    want = [
+        (tuple(sorted(set(r[0]) - {q})), r[1], r[2])
+        for q, r in zip(QUESTIONS, alone["retrieve"], strict=True)
+    ]
 
     def without_query(sig: tuple, query: str) -> tuple:
         return (tuple(c for c in sig[0] if c != query), sig[1], sig[2])
 
-    got_lc = [without_query(_from_documents(r), q) for q, r in zip(QUESTIONS, results[:8],
-                                                                     strict=True)]
-    got_li = [without_query(_from_nodes(r), q) for q, r in zip(QUESTIONS, results[8:],
-                                                                 strict=True)]
+    got_lc = [
+        without_query(_from_documents(r), q) for q, r in zip(QUESTIONS, results[:8], strict=True)
+    ]
+    got_li = [without_query(_from_nodes(r), q) for q, r in zip(QUESTIONS, results[8:], strict=True)]
     for i in range(8):
         # the passages, their fused scores and the memory-written clues that found them
         assert got_lc[i][1:] == want[i][1:] and set(got_lc[i][0]) <= set(want[i][0]), i
@@ -134,8 +145,12 @@ def test_add_while_four_threads_retrieve(llama):
     """Readers never fail or see half an add; afterwards the pipeline equals a sequential one."""
     live = make_pipeline(llama)
     live.memorize(corpus(10))
-    extra = [Document(f"Late note {j}: the heron {j} fishes at weir {j} every evening.",
-                      doc_id=f"late-{j}") for j in range(2)]
+    extra = [
+        Document(
+            f"Late note {j}: the heron {j} fishes at weir {j} every evening.", doc_id=f"late-{j}"
+        )
+        for j in range(2)
+    ]
     known = {d.doc_id for d in corpus(10)} | {d.doc_id for d in extra}
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -171,7 +186,8 @@ def test_add_while_four_threads_retrieve(llama):
     for doc in extra:
         sequential.add([doc])
     assert [d["doc_id"] for d in live.memory.documents] == [
-        d["doc_id"] for d in sequential.memory.documents]
+        d["doc_id"] for d in sequential.memory.documents
+    ]
     assert live.index.chunks == sequential.index.chunks
     for q in QUESTIONS[:3]:
         assert signature(live.retrieve(q, 3)) == signature(sequential.retrieve(q, 3))
@@ -229,8 +245,10 @@ def test_chunking_and_query_embedding_at_once_do_not_break_each_other(pipe, monk
     The interleaving is forced: a chunking runs right after the embedder's tokenizer set its
     padding, exactly where another thread's chunking would land.
     """
-    docs = [Document("The fox runs. The owl sleeps. The cat naps by the fire. " * 6,
-                     doc_id=f"long-{i}") for i in range(3)]
+    docs = [
+        Document("The fox runs. The owl sleeps. The cat naps by the fire. " * 6, doc_id=f"long-{i}")
+        for i in range(3)
+    ]
     texts = ["Owl?", "Which animal lives by the meadow and sleeps at hour seven?"]
     want = pipe.chunker.split(docs)
     queries = pipe.embedder.embed_queries(texts)
@@ -345,7 +363,8 @@ def test_two_memories_saved_at_once_to_a_new_directory_one_wins(llama, tmp_path)
     assert len(refused) == 1 and "another memory" in str(refused[0])
     winner = first if outcomes[0] is None else second
     assert read_save_info(root)["pipeline"]["documents"] == [
-        d["doc_id"] for d in winner.memory.documents]
+        d["doc_id"] for d in winner.memory.documents
+    ]
 
 
 def test_loads_while_another_thread_adds_and_saves_see_whole_saves(llama, tmp_path):

@@ -61,7 +61,10 @@ class Worker:
         self._log = log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, str(WORKER), str(save_dir)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
             bufsize=1,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -90,8 +93,14 @@ class Worker:
             if until(line):
                 return line
 
-    def trial(self, op: str, n: int, *, kill_after: float | None = None,
-              stop: tuple[str, int] | None = None) -> Outcome:
+    def trial(
+        self,
+        op: str,
+        n: int,
+        *,
+        kill_after: float | None = None,
+        stop: tuple[str, int] | None = None,
+    ) -> Outcome:
         outcome = Outcome()
         assert self.proc.stdin is not None
         extra = f" {stop[0]} {stop[1]}" if stop else ""
@@ -100,8 +109,7 @@ class Worker:
         pid = int(self._next(lambda line: line.startswith("child "), outcome).split()[1])
         started = time.monotonic()
         if stop is not None:
-            self._next(lambda line: line in ("paused", "done") or line.startswith("exit"),
-                       outcome)
+            self._next(lambda line: line in ("paused", "done") or line.startswith("exit"), outcome)
             os.kill(pid, signal.SIGKILL)  # unreaped until we say so: the pid is still ours
         elif kill_after is not None:
             time.sleep(kill_after)
@@ -176,8 +184,10 @@ def test_sigkill_during_memorize_or_add_with_save_leaves_old_or_new(tmp_path, ll
                 assert state == "new", f"trial {n}: add/memorize returned but the save is lost"
             if want is not None:
                 assert state == want, f"trial {n}: killed at {how['stop']}, got the {state} save"
-            report.append(f"{op:8} killed after {outcome.steps[-1:] or ['start']} "
-                          f"({outcome.status}) -> {state}")
+            report.append(
+                f"{op:8} killed after {outcome.steps[-1:] or ['start']} "
+                f"({outcome.status}) -> {state}"
+            )
 
         # the directory stays usable: a clean save cleans every leftover of the crashes
         before = live_documents(save_dir, llama)

@@ -51,6 +51,7 @@ def holder(golden, llama) -> MemoRAG:
 
 # -- helpers --------------------------------------------------------------------------------
 
+
 def snap(root: Path) -> Path:
     return root / (root / "CURRENT").read_text().strip()
 
@@ -60,8 +61,7 @@ def manifest(root: Path) -> dict[str, Any]:
 
 
 def write_manifest(root: Path, data: Any) -> None:
-    (snap(root) / "manifest.json").write_text(
-        data if isinstance(data, str) else json.dumps(data))
+    (snap(root) / "manifest.json").write_text(data if isinstance(data, str) else json.dumps(data))
 
 
 def edit(fn: Callable[[dict[str, Any]], Any]) -> Tamper:
@@ -69,6 +69,7 @@ def edit(fn: Callable[[dict[str, Any]], Any]) -> Tamper:
         data = manifest(root)
         fn(data)
         write_manifest(root, data)
+
     return tamper
 
 
@@ -83,18 +84,22 @@ def resign(root: Path, *names: str) -> None:
 
 def tensors(fn: Callable[[dict[str, torch.Tensor]], Any]) -> Tamper:
     """Rewrite memory.safetensors with a valid header describing changed tensors."""
+
     def tamper(root: Path) -> None:
         path = snap(root) / "memory.safetensors"
         data = load_file(str(path))
         fn(data)
         save_file({k: v.contiguous() for k, v in data.items()}, str(path))
         resign(root, "memory.safetensors")
+
     return tamper
 
 
-def header(fn: Callable[[dict[str, Any]], Any], name: str = "memory.safetensors",
-           raw: bytes | None = None) -> Tamper:
+def header(
+    fn: Callable[[dict[str, Any]], Any], name: str = "memory.safetensors", raw: bytes | None = None
+) -> Tamper:
     """Rewrite a safetensors header (same data bytes), or put ``raw`` bytes as the header."""
+
     def tamper(root: Path) -> None:
         path = snap(root) / name
         blob = path.read_bytes()
@@ -104,17 +109,20 @@ def header(fn: Callable[[dict[str, Any]], Any], name: str = "memory.safetensors"
         new = raw if raw is not None else json.dumps(head).encode()
         path.write_bytes(struct.pack("<Q", len(new)) + new + blob[8 + n :])
         resign(root, name)
+
     return tamper
 
 
 def set_(path: str, value: Any) -> Tamper:
     """Set ``a.b.c`` in the manifest to ``value``."""
+
     def fn(data: dict[str, Any]) -> None:
         *parents, last = path.split(".")
         node = data
         for part in parents:
             node = node[part]
         node[last] = value
+
     return edit(fn)
 
 
@@ -127,11 +135,15 @@ def tree(root: Path) -> dict[str, tuple[int, int, str]]:
             continue
         stat = path.stat()
         state[str(path.relative_to(root))] = (
-            stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+            stat.st_size,
+            stat.st_mtime_ns,
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
     return state
 
 
 # -- the cases ------------------------------------------------------------------------------
+
 
 def empty_dir(root: Path) -> None:
     shutil.rmtree(root)
@@ -171,6 +183,7 @@ def truncate(name: str, resigned: bool) -> Tamper:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
         if resigned:
             resign(root, name)
+
     return tamper
 
 
@@ -179,8 +192,10 @@ def from_another_save(llama) -> Tamper:
         other = make_pipeline(llama)
         other.memorize(corpus(6)[::-1])
         other.save(root.parent / "other")
-        shutil.copy(snap(root.parent / "other") / "memory.safetensors",
-                    snap(root) / "memory.safetensors")
+        shutil.copy(
+            snap(root.parent / "other") / "memory.safetensors", snap(root) / "memory.safetensors"
+        )
+
     return tamper
 
 
@@ -204,8 +219,11 @@ def index_of_dim(dim: int, *, also_chunks: bool) -> Tamper:
     def tamper(root: Path) -> None:
         chunks = json.loads((snap(root) / "chunks.json").read_text())
         vectors = np.random.default_rng(0).standard_normal((chunks["count"], dim))
-        save_numpy({"vectors": vectors.astype(np.float32)}, str(snap(root) / "index.safetensors"),
-                   metadata={"format": "memorag-dense-index"})
+        save_numpy(
+            {"vectors": vectors.astype(np.float32)},
+            str(snap(root) / "index.safetensors"),
+            metadata={"format": "memorag-dense-index"},
+        )
         names = ["index.safetensors"]
         if also_chunks:
             chunks["dim"] = dim
@@ -216,6 +234,7 @@ def index_of_dim(dim: int, *, also_chunks: bool) -> Tamper:
             data = manifest(root)
             data["index"]["dim"] = dim
             write_manifest(root, data)
+
     return tamper
 
 
@@ -225,6 +244,7 @@ def chunks_edit(fn: Callable[[dict[str, Any]], Any]) -> Tamper:
         fn(chunks)
         (snap(root) / "chunks.json").write_text(json.dumps(chunks))
         resign(root, "chunks.json")
+
     return tamper
 
 
@@ -242,127 +262,340 @@ CASES: list[tuple[str, Tamper | str, type[Exception], str]] = [
     # the directory
     ("empty directory", empty_dir, P, r"holds no saved memory \(no CURRENT"),
     ("not a directory", a_file, P, r"mem is not a directory"),
-    ("CURRENT names garbage", lambda r: (r / "CURRENT").write_text("../../etc"), P,
-     r"CURRENT names '\.\./\.\./etc', not a snapshot"),
+    (
+        "CURRENT names garbage",
+        lambda r: (r / "CURRENT").write_text("../../etc"),
+        P,
+        r"CURRENT names '\.\./\.\./etc', not a snapshot",
+    ),
     ("CURRENT is 20 MB", huge_pointer, P, r"CURRENT names 'snap-0000.*not a snapshot"),
-    ("CURRENT names a missing snapshot",
-     lambda r: (r / "CURRENT").write_text("snap-" + "a" * 32), P, r"which is missing"),
+    (
+        "CURRENT names a missing snapshot",
+        lambda r: (r / "CURRENT").write_text("snap-" + "a" * 32),
+        P,
+        r"which is missing",
+    ),
     ("snapshot is a symlink out", snapshot_symlink, P, r"CURRENT names snap-.*symbolic link"),
     # the manifest: syntax
-    ("manifest truncated", lambda r: write_manifest(r, json.dumps(manifest(r))[:300]), P,
-     r"manifest\.json is not valid JSON"),
-    ("manifest is a list", lambda r: write_manifest(r, "[1, 2]"), P,
-     r"manifest\.json must hold a JSON object"),
-    ("manifest nested 100k deep", lambda r: write_manifest(r, "[" * 100_000), P,
-     r"manifest\.json is not valid JSON"),
-    ("manifest 5000-digit int", lambda r: write_manifest(r, '{"a": ' + "9" * 5000 + "}"), P,
-     r"manifest\.json is not valid JSON"),
-    ("manifest NaN", lambda r: write_manifest(r, '{"format": NaN}'), P,
-     r"manifest\.json is not valid JSON.*NaN"),
-    ("manifest not UTF-8", lambda r: write_manifest(r, "") or (snap(r) / "manifest.json")
-     .write_bytes(b"\xff\xfe{}"), P, r"manifest\.json is not valid JSON"),
-    ("manifest missing", lambda r: (snap(r) / "manifest.json").unlink(), P,
-     r"manifest\.json is missing"),
+    (
+        "manifest truncated",
+        lambda r: write_manifest(r, json.dumps(manifest(r))[:300]),
+        P,
+        r"manifest\.json is not valid JSON",
+    ),
+    (
+        "manifest is a list",
+        lambda r: write_manifest(r, "[1, 2]"),
+        P,
+        r"manifest\.json must hold a JSON object",
+    ),
+    (
+        "manifest nested 100k deep",
+        lambda r: write_manifest(r, "[" * 100_000),
+        P,
+        r"manifest\.json is not valid JSON",
+    ),
+    (
+        "manifest 5000-digit int",
+        lambda r: write_manifest(r, '{"a": ' + "9" * 5000 + "}"),
+        P,
+        r"manifest\.json is not valid JSON",
+    ),
+    (
+        "manifest NaN",
+        lambda r: write_manifest(r, '{"format": NaN}'),
+        P,
+        r"manifest\.json is not valid JSON.*NaN",
+    ),
+    (
+        "manifest not UTF-8",
+        lambda r: write_manifest(r, "") or (snap(r) / "manifest.json").write_bytes(b"\xff\xfe{}"),
+        P,
+        r"manifest\.json is not valid JSON",
+    ),
+    (
+        "manifest missing",
+        lambda r: (snap(r) / "manifest.json").unlink(),
+        P,
+        r"manifest\.json is missing",
+    ),
     # the manifest: wrong types, huge numbers, climbing paths
     ("format_version 99", set_("format_version", 99), I_, r"manifest\.json has format_version 99"),
     ("other format", set_("format", "pickle"), I_, r"manifest\.json is not a memorag manifest"),
     ("files is a list", set_("files", ["memory.safetensors"]), P, r"'files' must be an object"),
-    ("bytes is a string", edit(lambda m: m["files"]["chunks.json"].update(bytes="1161")), P,
-     r"record of chunks\.json needs non-negative int bytes"),
-    ("bytes is huge", edit(lambda m: m["files"]["chunks.json"].update(bytes=10**30)), P,
-     r"chunks\.json is .* bytes, the manifest says 1,000,000,000,000,000,"),
-    ("bytes negative", edit(lambda m: m["files"]["chunks.json"].update(bytes=-1)), P,
-     r"record of chunks\.json needs non-negative"),
-    ("sha256 not hex", edit(lambda m: m["files"]["chunks.json"].update(sha256="x" * 64)), P,
-     r"record of chunks\.json needs .* hex sha256"),
-    ("path climbs out", edit(lambda m: m["files"].update({"../../escape": m["files"][
-        "chunks.json"]})), P, r"file name '\.\./\.\./escape' is not allowed"),
-    ("path is ..", edit(lambda m: m["files"].update({"..": m["files"]["chunks.json"]})), P,
-     r"file name '\.\.' is not allowed"),
-    ("absolute path", edit(lambda m: m["files"].update({"/etc/passwd": m["files"][
-        "chunks.json"]})), P, r"file name '/etc/passwd' is not allowed"),
+    (
+        "bytes is a string",
+        edit(lambda m: m["files"]["chunks.json"].update(bytes="1161")),
+        P,
+        r"record of chunks\.json needs non-negative int bytes",
+    ),
+    (
+        "bytes is huge",
+        edit(lambda m: m["files"]["chunks.json"].update(bytes=10**30)),
+        P,
+        r"chunks\.json is .* bytes, the manifest says 1,000,000,000,000,000,",
+    ),
+    (
+        "bytes negative",
+        edit(lambda m: m["files"]["chunks.json"].update(bytes=-1)),
+        P,
+        r"record of chunks\.json needs non-negative",
+    ),
+    (
+        "sha256 not hex",
+        edit(lambda m: m["files"]["chunks.json"].update(sha256="x" * 64)),
+        P,
+        r"record of chunks\.json needs .* hex sha256",
+    ),
+    (
+        "path climbs out",
+        edit(lambda m: m["files"].update({"../../escape": m["files"]["chunks.json"]})),
+        P,
+        r"file name '\.\./\.\./escape' is not allowed",
+    ),
+    (
+        "path is ..",
+        edit(lambda m: m["files"].update({"..": m["files"]["chunks.json"]})),
+        P,
+        r"file name '\.\.' is not allowed",
+    ),
+    (
+        "absolute path",
+        edit(lambda m: m["files"].update({"/etc/passwd": m["files"]["chunks.json"]})),
+        P,
+        r"file name '/etc/passwd' is not allowed",
+    ),
     ("unlisted file in snapshot", unlisted_file, P, r"memory\.pt is not listed in .*manifest"),
     ("listed file is a symlink", listed_symlink, P, r"chunks\.json is not a plain file"),
     ("kind is other", set_("kind", "memory"), P, r"manifest\.json holds a 'memory', not a MemoRAG"),
     ("no index section", edit(lambda m: m.pop("index")), P, r"manifest\.json has no 'index'"),
     ("memory section a list", set_("memory", [1]), P, r"manifest\.json has no 'memory'"),
-    ("pipeline documents unhashable", set_("pipeline.documents", [["doc-0"]]), P,
-     r"manifest\.json: pipeline\.documents must be a list of doc ids"),
-    ("pipeline documents other", set_("pipeline.documents", ["doc-0"]), P,
-     r"manifest\.json: the index and the memory hold different documents"),
-    ("memory documents other", edit(lambda m: m["memory"]["documents"].reverse()), P,
-     r"manifest\.json: the memory section lists other documents"),
-    ("memory doc_id not a string", edit(lambda m: m["memory"]["documents"][0].update(
-        doc_id=7)), P, r"manifest\.json: memory document 0 needs a unique"),
-    ("memory documents not a list", set_("memory.documents", "doc-0"), P,
-     r"manifest\.json: the memory's documents must be a list"),
-    ("seconds is text", set_("memory.seconds", "fast"), P,
-     r"manifest\.json: seconds must be a non-negative number"),
-    ("text_tokens is text", set_("memory.text_tokens", "many"), P,
-     r"manifest\.json: text_tokens must be a non-negative int"),
-    ("entries huge", set_("memory.entries", 2**39), P,
-     r"memory\.safetensors: tensor k\.0 has shape .* not 2 heads x 549,?755,?813,?888"),
-    ("entries beyond 2**40", set_("memory.entries", 2**62), P,
-     r"manifest\.json: entries must be a non-negative int"),
-    ("next_position past the model", set_("memory.next_position", 10**6), P,
-     r"manifest\.json: next_position is past"),
-    ("position_mode unknown", set_("memory.position_mode", "spiral"), P,
-     r"manifest\.json: position_mode 'spiral'"),
-    ("other model", set_("memory.model_fingerprint", "0" * 16), I_,
-     r"manifest\.json: model_fingerprint is '0000000000000000' in the saved memory"),
-    ("other backend", set_("memory.backend", "gist"), I_,
-     r"manifest\.json: the memory was written by back-end 'gist'"),
+    (
+        "pipeline documents unhashable",
+        set_("pipeline.documents", [["doc-0"]]),
+        P,
+        r"manifest\.json: pipeline\.documents must be a list of doc ids",
+    ),
+    (
+        "pipeline documents other",
+        set_("pipeline.documents", ["doc-0"]),
+        P,
+        r"manifest\.json: the index and the memory hold different documents",
+    ),
+    (
+        "memory documents other",
+        edit(lambda m: m["memory"]["documents"].reverse()),
+        P,
+        r"manifest\.json: the memory section lists other documents",
+    ),
+    (
+        "memory doc_id not a string",
+        edit(lambda m: m["memory"]["documents"][0].update(doc_id=7)),
+        P,
+        r"manifest\.json: memory document 0 needs a unique",
+    ),
+    (
+        "memory documents not a list",
+        set_("memory.documents", "doc-0"),
+        P,
+        r"manifest\.json: the memory's documents must be a list",
+    ),
+    (
+        "seconds is text",
+        set_("memory.seconds", "fast"),
+        P,
+        r"manifest\.json: seconds must be a non-negative number",
+    ),
+    (
+        "text_tokens is text",
+        set_("memory.text_tokens", "many"),
+        P,
+        r"manifest\.json: text_tokens must be a non-negative int",
+    ),
+    (
+        "entries huge",
+        set_("memory.entries", 2**39),
+        P,
+        r"memory\.safetensors: tensor k\.0 has shape .* not 2 heads x 549,?755,?813,?888",
+    ),
+    (
+        "entries beyond 2**40",
+        set_("memory.entries", 2**62),
+        P,
+        r"manifest\.json: entries must be a non-negative int",
+    ),
+    (
+        "next_position past the model",
+        set_("memory.next_position", 10**6),
+        P,
+        r"manifest\.json: next_position is past",
+    ),
+    (
+        "position_mode unknown",
+        set_("memory.position_mode", "spiral"),
+        P,
+        r"manifest\.json: position_mode 'spiral'",
+    ),
+    (
+        "other model",
+        set_("memory.model_fingerprint", "0" * 16),
+        I_,
+        r"manifest\.json: model_fingerprint is '0000000000000000' in the saved memory",
+    ),
+    (
+        "other backend",
+        set_("memory.backend", "gist"),
+        I_,
+        r"manifest\.json: the memory was written by back-end 'gist'",
+    ),
     # the memory's tensors
-    ("tensor file truncated", truncate("memory.safetensors", resigned=False), P,
-     r"memory\.safetensors is 61,684 bytes, the manifest says 123,368 \(truncated\?\)"),
-    ("tensor file truncated, re-signed", truncate("memory.safetensors", resigned=True), P,
-     r"memory\.safetensors: (tensor .* lie|the tensors cover)"),
-    ("tensor file from another save", "another", P,
-     r"memory\.safetensors does not match its sha256 in the manifest"),
-    ("header lies about a shape", header(lambda h: h["k.0"].update(shape=[1, 2, 227, 16])), P,
-     r"memory\.safetensors: tensor 'k\.0' has a shape or offsets that lie"),
-    ("header shape not a list", header(lambda h: h["k.0"].update(shape="1,2,226,16")), P,
-     r"memory\.safetensors: tensor 'k\.0' has a shape or offsets that lie"),
-    ("header float offsets", header(lambda h: h["k.0"].update(data_offsets=[0.0, 28928.0])),
-     P, r"memory\.safetensors: tensor 'k\.0' has a shape or offsets that lie"),
-    ("header offsets overlap", header(overlap), P,
-     r"memory\.safetensors: tensor .* \(tensors overlap or leave a gap\)"),
-    ("header unknown dtype", header(lambda h: h["k.0"].update(dtype="F8_E4M3")), P,
-     r"memory\.safetensors: tensor 'k\.0' has a shape or offsets that lie"),
-    ("header not JSON", header(lambda h: None, raw=b"{" * 64), P,
-     r"memory\.safetensors \(safetensors header\) is not valid JSON"),
-    ("header nested deep", header(lambda h: None, raw=b"[" * 60_000), P,
-     r"memory\.safetensors \(safetensors header\) is not valid JSON"),
-    ("header length 2**63", lambda r: _patch_length(r, 2**63), P,
-     r"memory\.safetensors declares a 9,223,372,036,854,775,808-byte header"),
-    ("k flattened to 1-D", k0(lambda t: t.flatten()), P,
-     r"memory\.safetensors: tensor k\.0 is not a float \[1, heads, n, dim\]"),
-    ("k with 4 heads", k0(lambda t: t.reshape(1, 4, 226, 8)), P,
-     r"memory\.safetensors: tensor v\.0 has shape \[1, 2, 226, 16\], not 4 heads"),
-    ("all layers with 1 head", tensors(lambda t: [t.__setitem__(k, (
-        v.reshape(1, 1, 452, 16) if k[0] != "p" else v.reshape(1, 452)).contiguous())
-        for k, v in list(t.items())]), P,
-     r"memory\.safetensors: tensor k\.0 has shape \[1, 1, 452, 16\], not 1 heads x 226"),
-    ("positions as float", tensors(lambda t: t.__setitem__("p.1", t["p.1"].float())), P,
-     r"memory\.safetensors: tensor p\.1 must be int64"),
-    ("a layer missing", tensors(lambda t: t.pop("v.1")), P,
-     r"memory\.safetensors: tensor names do not match a 2-layer memory"),
+    (
+        "tensor file truncated",
+        truncate("memory.safetensors", resigned=False),
+        P,
+        r"memory\.safetensors is 61,684 bytes, the manifest says 123,368 \(truncated\?\)",
+    ),
+    (
+        "tensor file truncated, re-signed",
+        truncate("memory.safetensors", resigned=True),
+        P,
+        r"memory\.safetensors: (tensor .* lie|the tensors cover)",
+    ),
+    (
+        "tensor file from another save",
+        "another",
+        P,
+        r"memory\.safetensors does not match its sha256 in the manifest",
+    ),
+    (
+        "header lies about a shape",
+        header(lambda h: h["k.0"].update(shape=[1, 2, 227, 16])),
+        P,
+        r"memory\.safetensors: tensor 'k\.0' has a shape or offsets that lie",
+    ),
+    (
+        "header shape not a list",
+        header(lambda h: h["k.0"].update(shape="1,2,226,16")),
+        P,
+        r"memory\.safetensors: tensor 'k\.0' has a shape or offsets that lie",
+    ),
+    (
+        "header float offsets",
+        header(lambda h: h["k.0"].update(data_offsets=[0.0, 28928.0])),
+        P,
+        r"memory\.safetensors: tensor 'k\.0' has a shape or offsets that lie",
+    ),
+    (
+        "header offsets overlap",
+        header(overlap),
+        P,
+        r"memory\.safetensors: tensor .* \(tensors overlap or leave a gap\)",
+    ),
+    (
+        "header unknown dtype",
+        header(lambda h: h["k.0"].update(dtype="F8_E4M3")),
+        P,
+        r"memory\.safetensors: tensor 'k\.0' has a shape or offsets that lie",
+    ),
+    (
+        "header not JSON",
+        header(lambda h: None, raw=b"{" * 64),
+        P,
+        r"memory\.safetensors \(safetensors header\) is not valid JSON",
+    ),
+    (
+        "header nested deep",
+        header(lambda h: None, raw=b"[" * 60_000),
+        P,
+        r"memory\.safetensors \(safetensors header\) is not valid JSON",
+    ),
+    (
+        "header length 2**63",
+        lambda r: _patch_length(r, 2**63),
+        P,
+        r"memory\.safetensors declares a 9,223,372,036,854,775,808-byte header",
+    ),
+    (
+        "k flattened to 1-D",
+        k0(lambda t: t.flatten()),
+        P,
+        r"memory\.safetensors: tensor k\.0 is not a float \[1, heads, n, dim\]",
+    ),
+    (
+        "k with 4 heads",
+        k0(lambda t: t.reshape(1, 4, 226, 8)),
+        P,
+        r"memory\.safetensors: tensor v\.0 has shape \[1, 2, 226, 16\], not 4 heads",
+    ),
+    (
+        "all layers with 1 head",
+        tensors(
+            lambda t: [
+                t.__setitem__(
+                    k, (v.reshape(1, 1, 452, 16) if k[0] != "p" else v.reshape(1, 452)).contiguous()
+                )
+                for k, v in list(t.items())
+            ]
+        ),
+        P,
+        r"memory\.safetensors: tensor k\.0 has shape \[1, 1, 452, 16\], not 1 heads x 226",
+    ),
+    (
+        "positions as float",
+        tensors(lambda t: t.__setitem__("p.1", t["p.1"].float())),
+        P,
+        r"memory\.safetensors: tensor p\.1 must be int64",
+    ),
+    (
+        "a layer missing",
+        tensors(lambda t: t.pop("v.1")),
+        P,
+        r"memory\.safetensors: tensor names do not match a 2-layer memory",
+    ),
     ("pickle in place of tensors", pickle_bomb, P, r"memory\.safetensors declares a"),
     # the index
-    ("index vectors of another dim", index_of_dim(128, also_chunks=False), P,
-     r"index\.safetensors: vectors have shape \[6, 128\], but chunks\.json needs \[6, 384\]"),
-    ("index of another dim, all consistent", index_of_dim(128, also_chunks=True), I_,
-     r"chunks\.json: stored vectors have dim 128, but embedder .* produces dim 384"),
-    ("index file truncated", truncate("index.safetensors", resigned=False), P,
-     r"index\.safetensors is 4,672 bytes, the manifest says 9,344"),
-    ("index file truncated, re-signed", truncate("index.safetensors", resigned=True), P,
-     r"index\.safetensors: (truncated|malformed)"),
-    ("chunks count is text", chunks_edit(lambda c: c.update(count="6")), P,
-     r"chunks\.json: 'count' must be a non-negative integer"),
-    ("chunk start negative", chunks_edit(lambda c: c["chunks"][0].update(start=-5)), P,
-     r"chunks\.json: chunk 0: 'start'/'end' must be integers"),
-    ("chunks 5000-digit int", lambda r: _chunks_raw(r, b'{"count": ' + b"9" * 5000 + b"}"),
-     P, r"chunks\.json: not valid UTF-8 JSON"),
+    (
+        "index vectors of another dim",
+        index_of_dim(128, also_chunks=False),
+        P,
+        r"index\.safetensors: vectors have shape \[6, 128\], but chunks\.json needs \[6, 384\]",
+    ),
+    (
+        "index of another dim, all consistent",
+        index_of_dim(128, also_chunks=True),
+        I_,
+        r"chunks\.json: stored vectors have dim 128, but embedder .* produces dim 384",
+    ),
+    (
+        "index file truncated",
+        truncate("index.safetensors", resigned=False),
+        P,
+        r"index\.safetensors is 4,672 bytes, the manifest says 9,344",
+    ),
+    (
+        "index file truncated, re-signed",
+        truncate("index.safetensors", resigned=True),
+        P,
+        r"index\.safetensors: (truncated|malformed)",
+    ),
+    (
+        "chunks count is text",
+        chunks_edit(lambda c: c.update(count="6")),
+        P,
+        r"chunks\.json: 'count' must be a non-negative integer",
+    ),
+    (
+        "chunk start negative",
+        chunks_edit(lambda c: c["chunks"][0].update(start=-5)),
+        P,
+        r"chunks\.json: chunk 0: 'start'/'end' must be integers",
+    ),
+    (
+        "chunks 5000-digit int",
+        lambda r: _chunks_raw(r, b'{"count": ' + b"9" * 5000 + b"}"),
+        P,
+        r"chunks\.json: not valid UTF-8 JSON",
+    ),
 ]
 
 
@@ -379,8 +612,7 @@ def _chunks_raw(root: Path, raw: bytes) -> None:
     resign(root, "chunks.json")
 
 
-@pytest.mark.parametrize(("case", "tamper", "error", "message"), CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("case", "tamper", "error", "message"), CASES, ids=[c[0] for c in CASES])
 def test_a_broken_save_is_refused_clearly_and_nothing_changes(
     case, tamper, error, message, golden, holder, llama, tmp_path
 ):
@@ -426,8 +658,9 @@ SETTINGS_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("key", "value", "message"), SETTINGS_CASES,
-                         ids=[f"{c[0]}={c[1]!r}" for c in SETTINGS_CASES])
+@pytest.mark.parametrize(
+    ("key", "value", "message"), SETTINGS_CASES, ids=[f"{c[0]}={c[1]!r}" for c in SETTINGS_CASES]
+)
 def test_from_dir_checks_every_saved_setting(key, value, message, golden, tmp_path, monkeypatch):
     root = tmp_path / "mem"
     shutil.copytree(golden, root)
@@ -442,10 +675,13 @@ def _no_model_loads(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("a model was loaded from a name the save directory gave")
 
 
-@pytest.mark.parametrize("settings", [
-    {"memory_backend": "beacon", "mem_model_name_or_path": "{root}/evil-model"},
-    {"memory_backend": "auto", "mem_model_name_or_path": "someone/memorag-qwen2-7b-inst"},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"memory_backend": "beacon", "mem_model_name_or_path": "{root}/evil-model"},
+        {"memory_backend": "auto", "mem_model_name_or_path": "someone/memorag-qwen2-7b-inst"},
+    ],
+)
 def test_a_save_cannot_make_from_dir_run_code_shipped_with_a_model(
     settings, golden, tmp_path, monkeypatch
 ):
@@ -454,25 +690,29 @@ def test_a_save_cannot_make_from_dir_run_code_shipped_with_a_model(
     shutil.copytree(golden, root)
     evil = root / "evil-model"
     evil.mkdir()
-    (evil / "config.json").write_text(json.dumps({"auto_map": {"AutoModelForCausalLM":
-                                                               "modeling.Evil"}}))
+    (evil / "config.json").write_text(
+        json.dumps({"auto_map": {"AutoModelForCausalLM": "modeling.Evil"}})
+    )
     (evil / "modeling.py").write_text(f"open({str(tmp_path / 'PWNED')!r}, 'w').close()\n")
     for key, value in settings.items():
         set_(f"pipeline.{key}", value.format(root=root))(root)
     monkeypatch.setattr("shared_core.models.load_causal_lm", _no_model_loads)
-    with pytest.raises(PersistenceError, match=r"manifest\.json: the save names memory model "
-                                               r".*trust_remote_code"):
+    with pytest.raises(
+        PersistenceError,
+        match=r"manifest\.json: the save names memory model "
+        r".*trust_remote_code",
+    ):
         MemoRAG.from_dir(root, embedder=shared_embedder())
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_from_dir_with_the_callers_own_memory_ignores_saved_memory_settings(golden, llama,
-                                                                            tmp_path):
+def test_from_dir_with_the_callers_own_memory_ignores_saved_memory_settings(
+    golden, llama, tmp_path
+):
     root = tmp_path / "mem"
     shutil.copytree(golden, root)
     set_("pipeline.memory_backend", "my-own-backend")(root)  # e.g. a custom Memory class
-    pipe = MemoRAG.from_dir(root, memory=make_pipeline(llama).memory,
-                            embedder=shared_embedder())
+    pipe = MemoRAG.from_dir(root, memory=make_pipeline(llama).memory, embedder=shared_embedder())
     assert len(pipe.index) == 6
 
 

@@ -41,6 +41,7 @@ class Compute:
         def call(*args: Any, **kwargs: Any) -> Any:
             self.embeds += 1
             return real(*args, **kwargs)
+
         return call
 
     @property
@@ -112,8 +113,11 @@ def test_a_prompt_longer_than_the_positions_left_is_refused_before_any_compute(c
     hook = model.register_forward_pre_hook(lambda *_: calls.append(1))
     calls: list[int] = []
     try:
-        with pytest.raises(LimitError, match=r"the prompt is .* tokens and asks for 8 more, "
-                                             r"but the memory leaves .* of tiny-llama's 1,024"):
+        with pytest.raises(
+            LimitError,
+            match=r"the prompt is .* tokens and asks for 8 more, "
+            r"but the memory leaves .* of tiny-llama's 1,024",
+        ):
             memory.generate("Why? " * (left // 4), max_new_tokens=8)
         history = [ChatTurn("user", "Tell me everything. " * 40), ChatTurn("assistant", "No.")]
         with pytest.raises(LimitError, match=r"shorten the prompt/history"):
@@ -138,8 +142,9 @@ class Chatty:
     """A memory stand-in whose reply is a decoding loop: the same lines, forever."""
 
     def generate(self, prompt: str, **kwargs: Any) -> Generation:
-        lines = "".join(f"{i % 7 + 1}. The fox runs to the river number {i % 7}.\n"
-                        for i in range(2000))
+        lines = "".join(
+            f"{i % 7 + 1}. The fox runs to the river number {i % 7}.\n" for i in range(2000)
+        )
         return Generation(text=lines, prompt_tokens=10, completion_tokens=20000)
 
 
@@ -155,8 +160,7 @@ class Flood:
     """A custom clue writer that returns far too many clues."""
 
     def write(self, query: str, memory: Any, *, history: Any = ()) -> list[Clue]:
-        return [Clue(text=f"clue number {i} about the {query}", kind="custom")
-                for i in range(500)]
+        return [Clue(text=f"clue number {i} about the {query}", kind="custom") for i in range(500)]
 
 
 def test_the_pipeline_caps_the_clues_of_any_writer(llama):
@@ -169,10 +173,13 @@ def test_the_pipeline_caps_the_clues_of_any_writer(llama):
     assert len(result.passages) == 2
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"max_chars": 10}, r"over the limit of 10"),
-    ({"max_documents": 1}, r"2 documents in one call is over the limit of 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_chars": 10}, r"over the limit of 10"),
+        ({"max_documents": 1}, r"2 documents in one call is over the limit of 1"),
+    ],
+)
 def test_limit_errors_are_input_errors_with_the_fix_in_the_message(kwargs, message, llama):
     memory = make_memory(llama, **kwargs)
     with pytest.raises(LimitError, match=message) as caught:
