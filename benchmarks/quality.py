@@ -11,12 +11,14 @@ query first; 10 hits per key) unless its name says otherwise:
 - ``dense`` / ``bm25``: the query alone, on the dense index / on BM25 over the same chunks;
 - ``hyde``: the query + one passage the model drafts without the corpus;
 - ``multi_query``: the query + 3 rewrites written without the corpus;
-- ``memorag``: the query + clues (``copy+surrogate``: evidence spans the memory copies from the
-  text, and surrogate questions) written by a compressed-KV memory of the context at ratio 4
-  (the smallest ratio that fits when 4 is refused);
+- ``memorag``: the pipeline's defaults: the query + clues (``copy+surrogate``: evidence spans
+  the memory copies from the text, and surrogate questions) written by a compressed-KV memory
+  of the context at ratio 4 (the smallest ratio that fits when 4 is refused), each clue searched
+  anchored to the query (``query + the clue's new words``);
 - ablations: ratio 1 (full KV), ratio 8, gist memory, each clue kind alone, all three kinds,
-  free-written clues and RRF fusion (the round-1 defaults), and ``blind``: the same clue writers
-  run by the model *without* the memory (isolates what having read the corpus adds).
+  free-written clues, clues searched unanchored, RRF fusion (the round-1 defaults: free clues,
+  unanchored, RRF), and ``blind``: the same clue writers run by the model *without* the memory
+  (isolates what having read the corpus adds).
 
 Settings: ``context`` (each question's own context: its 10/20 paragraphs, its meeting, the whole
 novel) and ``pooled`` (every paragraph of the set memorized as one long text and searched as one
@@ -123,7 +125,7 @@ class Method:
     ratio: int = 4
     fallback: bool = False  # use the next ratio that fits when ``ratio`` is refused
     generate: bool = False  # answer questions with this method's passages
-    anchored: bool = False  # clues become query expansions (``AnchoredClues``)
+    anchored: bool = True  # clues searched as ``query + their new words`` (pipeline default)
     description: str = ""
 
     @property
@@ -157,8 +159,8 @@ METHODS: dict[str, Method] = {
             "clues",
             fallback=True,
             generate=True,
-            description="the pipeline's defaults: query + copied-span and surrogate clues from "
-            "the compressed memory (ratio 4), interleaved",
+            description="the pipeline's defaults: copied-span and surrogate clues from the "
+            "compressed memory (ratio 4), each searched anchored to the query, interleaved",
         ),
         Method(
             "memorag_r1",
@@ -216,7 +218,7 @@ METHODS: dict[str, Method] = {
             "clues",
             clue_strategy="span+surrogate",
             fallback=True,
-            description="free-written span + surrogate clues (the round-1 default)",
+            description="free-written span + surrogate clues (no copying), anchored, interleaved",
         ),
         Method(
             "memorag_rrf",
@@ -224,8 +226,17 @@ METHODS: dict[str, Method] = {
             "clues",
             fusion="rrf",
             fallback=True,
-            description="memorag's clues fused by weighted RRF (query 2, k=60; the round-1 "
-            "default) instead of interleaving",
+            description="memorag's keys fused by weighted RRF (query 2, k=60) instead of "
+            "interleaving",
+        ),
+        Method(
+            "memorag_unanchored",
+            "ablation",
+            "clues",
+            anchored=False,
+            fallback=True,
+            description="memorag's clues searched on their own, not anchored (the first "
+            "round-2 default)",
         ),
         Method(
             "memorag_free_rrf",
@@ -233,8 +244,9 @@ METHODS: dict[str, Method] = {
             "clues",
             clue_strategy="span+surrogate",
             fusion="rrf",
+            anchored=False,
             fallback=True,
-            description="round-1 defaults: free-written clues, RRF",
+            description="round-1 defaults: free-written clues searched alone, RRF",
         ),
         Method(
             "memorag_copy_only",
@@ -244,29 +256,13 @@ METHODS: dict[str, Method] = {
             fallback=True,
             description="copied span clues only",
         ),
-        Method(
-            "memorag_anchored",
-            "fix",
-            "clues",
-            fallback=True,
-            anchored=True,
-            description="memorag's clues anchored to the query (query + the clue's new words)",
-        ),
-        Method(
-            "memorag_r1_anchored",
-            "fix",
-            "clues",
-            ratio=1,
-            anchored=True,
-            description="full-KV memory's clues, anchored to the query",
-        ),
     )
 }
 #: Ablations whose clues are a subset of ``memorag``'s (cached): free, so run on every question.
 FREE_ABLATIONS = (
     "memorag_surrogate",
-    "memorag_anchored",
     "memorag_copy_only",
+    "memorag_unanchored",
     "memorag_rrf",
 )
 MAIN_METHODS = ("dense", "bm25", "hyde", "multi_query", "memorag")
@@ -460,52 +456,7 @@ class _Blind:
         raise RuntimeError("a memory-free method asked the memory for a generation")
 
 
-# ============================================================================ anchored clues
-
-#: Words that carry no search content (for ``novel_words``).
-STOPWORDS = frozenset(
-    """a about after also an and any are as at be been before being between both but by can
-    could did do does during each for from had has have he her his how i if in into is it its
-    many more most much no not of on one or other our out over she should so some such than
-    that the their them then there these they this those through to under up was we were what
-    when where which while who whom whose why will with would you your""".split()
-)
-_WORD = re.compile(r"[^\W_][\w'’-]*")
-
-
-def novel_words(clue: str, query: str) -> list[str]:
-    """The clue's content words that the query lacks, in order, without repeats."""
-    seen = {w.lower() for w in _WORD.findall(query)} | STOPWORDS
-    out = []
-    for word in _WORD.findall(clue):
-        key = word.lower()
-        if key not in seen:
-            seen.add(key)
-            out.append(word)
-    return out
-
-
-@dataclass
-class AnchoredClues:
-    """Turns every clue of ``inner`` into a query expansion: ``query + the clue's new words``.
-
-    A small memory's clues are mostly the question echoed with invented details; searched on
-    their own they pull retrieval off-topic (HotpotQA tuning: a span clue alone finds less gold
-    than the query). Anchored to the query, a clue can only add terms (a bridge entity it
-    recalled) to a search that stays on the question. Clues adding fewer than ``min_new``
-    words are dropped.
-    """
-
-    inner: ClueWriter
-    min_new: int = 2
-
-    def write(self, query: str, memory: Any, *, history: Sequence[ChatTurn] = ()) -> list[Clue]:
-        out = []
-        for clue in self.inner.write(query, memory, history=history):
-            extra = novel_words(clue.text, query)
-            if len(extra) >= self.min_new:
-                out.append(Clue(f"{query.strip()} {' '.join(extra)}", clue.kind, clue.weight))
-        return out
+# ============================================================================ copy sources
 
 
 @dataclass
@@ -984,7 +935,8 @@ def run_method(
             memory=source,
             embedder=rt.embedder,
             query_weight=QUERY_WEIGHT,
-            clue_strategy=AnchoredClues(writer) if method.anchored else writer,
+            clue_strategy=writer,
+            anchor_clues=method.anchored,
             **({"fusion": method.fusion} if method.fusion else {}),
         )
     else:

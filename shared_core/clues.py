@@ -25,13 +25,16 @@ from shared_core.prompts import PromptSet, get_prompts
 from shared_core.types import ChatTurn, Clue, ClueKind, Generation, TextGenerator
 
 __all__ = [
+    "ANCHORED_KINDS",
     "ClueWriter",
     "CompositeClueWriter",
     "DraftAnswerClues",
     "NoClues",
     "SpanClues",
     "SurrogateClues",
+    "anchor_clues",
     "make_clue_writer",
+    "novel_words",
     "parse_clue_lines",
     "resolve_followup",
 ]
@@ -622,6 +625,48 @@ def make_clue_writer(spec: str | ClueWriter, prompts: PromptSet | None = None) -
             chosen.add(cls)
             writers.append(cls(prompts=prompts))
     return writers[0] if len(writers) == 1 else CompositeClueWriter(writers)
+
+
+# --------------------------------------------------------------------------------------------
+# Anchoring: clues as query expansions
+# --------------------------------------------------------------------------------------------
+
+#: Clue kinds the memory writes (anchoring leaves the query, history and custom keys alone).
+ANCHORED_KINDS: frozenset[str] = frozenset({"span", "surrogate", "answer"})
+_NOVEL = re.compile(f"[{_CJK_CHAR}]|[^\\W_][\\w'’-]*")
+
+
+def novel_words(clue: str, query: str) -> list[str]:
+    """The clue's content words that ``query`` lacks, in order, once each."""
+    seen = set(_tokens(query)) | _STOPWORDS
+    out: list[str] = []
+    for word in _NOVEL.findall(clue):
+        key = word.lower()
+        if key in seen or (len(key) < 2 and not _CJK.match(key)):
+            continue
+        seen.add(key)
+        out.append(word)
+    return out
+
+
+def anchor_clues(clues: Sequence[Clue], query: str, *, min_new: int = 2) -> list[Clue]:
+    """Memory-written clues become ``query + the clue's new words``; others pass unchanged.
+
+    A small memory's clue searched on its own can pull retrieval off the question (a copied
+    span from the wrong passage, an invented detail). Anchored, a clue can only add terms (a
+    bridge entity it recalled) to a search that stays on the question. A clue adding fewer
+    than ``min_new`` words is dropped.
+    """
+    out: list[Clue] = []
+    for clue in clues:
+        if clue.kind not in ANCHORED_KINDS:
+            out.append(clue)
+            continue
+        extra = novel_words(clue.text, query)
+        if len(extra) >= min_new:
+            text = f"{query.strip()} {' '.join(extra)}"
+            out.append(Clue(text=text, kind=clue.kind, weight=clue.weight))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_core.chunking import TokenChunker
-from shared_core.clues import ClueWriter, make_clue_writer, resolve_followup
+from shared_core.clues import ClueWriter, anchor_clues, make_clue_writer, resolve_followup
 from shared_core.copying import CopySource
 from shared_core.embeddings import Embedder
 from shared_core.errors import InputError, NoMemoryError, PersistenceError
@@ -56,10 +56,11 @@ TASK_TYPES = tuple(TASKS)
 class MemoRAG:
     """A global memory in front of dense retrieval, with a generator behind it.
 
-    Defaults chosen on the HotpotQA tuning set (``docs/benchmarks.md``): clues are evidence
-    spans the memory copies verbatim from the text plus surrogate questions
-    (``clue_strategy="copy+surrogate"``), and the keys' hit lists are interleaved
-    (``fusion="interleave"``) so every clue's best passage can reach the top ``k``.
+    Defaults chosen on the tuning sets (HotpotQA context and pooled, QMSum; see
+    ``docs/benchmarks.md``): clues are evidence spans the memory copies verbatim from the text
+    plus surrogate questions (``clue_strategy="copy+surrogate"``); each clue is searched
+    anchored to the query, as ``query + the clue's new words`` (``anchor_clues=True``); the
+    keys' hit lists are interleaved, query first (``fusion="interleave"``).
     """
 
     #: Cap on the clues one query gets from the clue writer (each clue costs a search).
@@ -91,6 +92,7 @@ class MemoRAG:
         query_weight: float = 2.0,
         fusion: str = "interleave",
         rrf_k: int = 60,
+        anchor_clues: bool = True,
         language: str = "auto",
         enable_flash_attn: bool = False,
         **memory_kwargs: Any,
@@ -120,6 +122,7 @@ class MemoRAG:
         self.query_weight = query_weight
         self.fusion = fusion
         self.rrf_k = rrf_k
+        self.anchor_clues = anchor_clues
         self.language = language
         self._memory = memory
         self._embedder = embedder
@@ -297,7 +300,12 @@ class MemoRAG:
             return query
         return resolve_followup(query, history, self.memory, self.prompts)
 
-    def _keys(self, query: str, clues: Sequence[Clue], extra: Sequence[str]) -> list[Clue]:
+    def _keys(
+        self, query: str, clues: Sequence[Clue], extra: Sequence[str], *, anchor: bool = True
+    ) -> list[Clue]:
+        if anchor and self.anchor_clues:
+            anchor = next((c.text for c in clues if c.kind == "history"), query)
+            clues = anchor_clues(clues, anchor)
         keys = [Clue(text=query, kind="query", weight=self.query_weight)]
         keys += [Clue(text=e, kind="custom") for e in extra if isinstance(e, str) and e.strip()]
         keys += clues
@@ -399,10 +407,11 @@ class MemoRAG:
     def retrieve_with(
         self, query: str, k: int, clues: Sequence[Clue], *, query_weight: float | None = None
     ) -> RetrievalResult:
-        """Search the index with caller-written ``clues`` (and ``query`` unless its weight is 0)."""
+        """Search the index with caller-written ``clues`` (and ``query`` unless its weight is 0);
+        the clues are searched as given (never anchored)."""
         check_query(query)
         check_k(k)
-        keys = self._keys(query, clues, ())
+        keys = self._keys(query, clues, (), anchor=False)
         weight = self.query_weight if query_weight is None else query_weight
         keys = [replace(c, weight=weight) if c.kind == "query" else c for c in keys]
         keys = [c for c in keys if c.weight > 0] or keys

@@ -575,3 +575,30 @@ def test_lead_ins_cut_off_before_any_new_word_are_dropped():
     assert (
         parse_clue_lines("The user likes or is interested in", echo_of=(prompts.preferences,)) == []
     )
+
+
+# -- anchoring ------------------------------------------------------------------------------
+
+
+def test_anchoring_adds_only_the_clues_new_words_to_the_query() -> None:
+    from shared_core.clues import anchor_clues, novel_words
+
+    query = "Which series has companion books?"
+    clue = "The Hork-Bajir Chronicles is the second companion book to the Animorphs series"
+    assert novel_words(clue, query) == ["Hork-Bajir", "Chronicles", "second", "book", "Animorphs"]
+    keys = anchor_clues(
+        [
+            Clue(clue, "span", 1.0),
+            Clue("Which series has companion books about Animorphs?", "surrogate", 0.5),
+            Clue("my own key", "custom"),
+            Clue(query, "query", 2.0),
+        ],
+        query,
+    )
+    assert keys[0] == Clue(f"{query} Hork-Bajir Chronicles second book Animorphs", "span", 1.0)
+    # one new word only ("Animorphs"): dropped; other kinds pass unchanged
+    assert [k.kind for k in keys] == ["span", "custom", "query"]
+    assert keys[1:] == [Clue("my own key", "custom"), Clue(query, "query", 2.0)]
+    assert anchor_clues([Clue("雷雨 出版 年份", "span")], "哪年") == [
+        Clue("哪年 雷 雨 出 版 份", "span")
+    ]

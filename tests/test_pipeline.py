@@ -579,3 +579,30 @@ def test_stream_answer_yields_pieces_then_the_answer_with_sources(embedder):
     assert qa_pieces[-1].task_type == "qa"
     with pytest.raises(InputError):
         list(pipe.stream_answer("q", task_type="nope"))
+
+
+# -- anchoring ------------------------------------------------------------------------------
+
+
+def test_clues_are_searched_anchored_to_the_query_by_default(embedder):
+    pipe, _, _ = make(embedder)
+    assert pipe.anchor_clues
+    raw = pipe.clues(QUERY)  # the memory's own lines, unchanged
+    result = pipe.retrieve(QUERY, 3)
+    searched = [c for c in result.clues if c.kind in ("span", "surrogate")]
+    assert searched and all(c.text.startswith(QUERY + " ") for c in searched)
+    for key in searched:  # each key adds only words its clue had and the query lacked
+        added = key.text[len(QUERY) :].split()
+        assert len(added) >= 2
+        words = [set(c.text.replace("?", " ").replace(".", " ").split()) for c in raw]
+        assert any(set(added) <= w for w in words)
+    unanchored = make(embedder, anchor_clues=False)[0].retrieve(QUERY, 3)
+    assert [c.text for c in unanchored.clues[1:]] == [c.text for c in raw]
+
+
+def test_a_followup_is_anchored_to_its_standalone_question(embedder):
+    rules = {FOLLOWUP: RESOLVED, (SPAN, RESOLVED): SPAN_REPLY, (SURROGATE, RESOLVED): ""}
+    pipe, _, _ = make(embedder, rules)
+    result = pipe.retrieve(FOLLOW_UP, 3, history=HISTORY)
+    spans = [c for c in result.clues if c.kind == "span"]
+    assert spans and all(c.text.startswith(RESOLVED + " ") for c in spans)
