@@ -641,10 +641,11 @@ def novel_words(clue: str, query: str) -> list[str]:
     seen = set(_tokens(query)) | _STOPWORDS
     out: list[str] = []
     for word in _NOVEL.findall(clue):
-        key = word.lower()
-        if key in seen or (len(key) < 2 and not _CJK.match(key)):
+        # "Frankenstein's" is the query's "Frankenstein": compare the word's own tokens.
+        parts = [t for t in _tokens(word) if _CJK.match(t) or len(t) > 1]
+        if not parts or all(t in seen for t in parts):
             continue
-        seen.add(key)
+        seen.update(parts)
         out.append(word)
     return out
 

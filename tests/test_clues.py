@@ -599,6 +599,11 @@ def test_anchoring_adds_only_the_clues_new_words_to_the_query() -> None:
     # one new word only ("Animorphs"): dropped; other kinds pass unchanged
     assert [k.kind for k in keys] == ["span", "custom", "query"]
     assert keys[1:] == [Clue("my own key", "custom"), Clue(query, "query", 2.0)]
+    # a possessive or hyphenated form of a query word is not new
+    assert novel_words("Frankenstein's ship sailed north", "Where is Frankenstein's ship?") == [
+        "sailed",
+        "north",
+    ]
     assert anchor_clues([Clue("雷雨 出版 年份", "span")], "哪年") == [
         Clue("哪年 雷 雨 出 版 份", "span")
     ]
