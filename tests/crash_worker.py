@@ -179,6 +179,10 @@ def _instrument(stop: tuple[str, int] | None) -> None:
 
 
 def _child(save_dir: str, op: str, trial: int, stop: tuple[str, int] | None) -> None:
+    import faulthandler
+
+    # A child that has not finished after a minute writes every thread's stack to the log.
+    faulthandler.dump_traceback_later(60, exit=False, file=sys.stderr)
     _instrument(stop)
     pipe = make_pipeline(_MODEL)
     if op == "memorize":

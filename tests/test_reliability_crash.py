@@ -80,7 +80,14 @@ class Worker:
     def _next(self, until, outcome: Outcome | None = None) -> str:
         deadline = time.monotonic() + TIMEOUT
         while True:
-            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                steps = outcome.steps if outcome is not None else []
+                raise AssertionError(
+                    f"the crash worker said nothing for {TIMEOUT:.0f} s after steps {steps}; "
+                    f"a child stuck for 60 s dumps its stacks into {self._log.name}"
+                ) from None
             if line is None:
                 raise AssertionError(f"the crash worker died; see {self._log.name}")
             if outcome is not None:
