@@ -375,18 +375,25 @@ class CachedGenerator:
     ) -> Generation:
         turns = [[t.role, t.content] for t in history]
         key = _sha("gen", self.identity, prompt, turns, max_new_tokens, list(stop), temperature)
-        hit = self.cache.get(key)
-        cached = hit is not None
-        if hit is None:
-            generator = self.source()
-            started = time.perf_counter()
-            out = generator.generate(
+        return self._cached(
+            key,
+            lambda g: g.generate(
                 prompt,
                 history=history,
                 max_new_tokens=max_new_tokens,
                 stop=stop,
                 temperature=temperature,
-            )
+            ),
+        )
+
+    def _cached(self, key: str, produce: Callable[[Any], Generation]) -> Generation:
+        """The cached generation under ``key``, else ``produce(source())`` timed and stored."""
+        hit = self.cache.get(key)
+        cached = hit is not None
+        if hit is None:
+            generator = self.source()
+            started = time.perf_counter()
+            out = produce(generator)
             hit = {
                 "text": out.text,
                 "prompt_tokens": out.prompt_tokens,
@@ -424,28 +431,11 @@ class CachedGenerator:
         shape = [constraint.max_spans, constraint.min_tokens, constraint.max_tokens]
         fingerprint = hashlib.sha256(src.ids.tobytes() + src.starts.tobytes()).hexdigest()
         key = _sha("copy", self.identity, prompt, turns, max_new_tokens, shape, fingerprint)
-        hit = self.cache.get(key)
-        cached = hit is not None
-        if hit is None:
-            generator = self.source()
-            started = time.perf_counter()
-            out = generator.generate_constrained(
+        return self._cached(
+            key,
+            lambda g: g.generate_constrained(
                 prompt, constraint, history=history, max_new_tokens=max_new_tokens
-            )
-            hit = {
-                "text": out.text,
-                "prompt_tokens": out.prompt_tokens,
-                "completion_tokens": out.completion_tokens,
-                "finish_reason": out.finish_reason,
-                "seconds": time.perf_counter() - started,
-            }
-            self.cache.put(key, hit)
-        self.log.calls.append((float(hit["seconds"]), cached, int(hit["completion_tokens"])))
-        return Generation(
-            text=hit["text"],
-            prompt_tokens=hit["prompt_tokens"],
-            completion_tokens=hit["completion_tokens"],
-            finish_reason=hit["finish_reason"],
+            ),
         )
 
 
