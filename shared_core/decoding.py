@@ -152,3 +152,27 @@ class Decoder:
                     longest = max(longest, n)
                     break
         return longest
+
+
+class ConstrainedGeneration:
+    """Mixin for generators whose ``_decoder(prompt, history, max_new_tokens, stop,
+    temperature, constraint)`` builds a ``Decoder``: adds constrained decoding."""
+
+    _stop_ids: set[int]
+
+    @property
+    def end_ids(self) -> set[int]:
+        """Token ids that end a reply."""
+        return set(self._stop_ids)
+
+    def generate_constrained(
+        self,
+        prompt: str,
+        constraint: TokenConstraint,
+        *,
+        history: Sequence[Any] = (),
+        max_new_tokens: int = 256,
+    ) -> Generation:
+        """Greedy reply to ``prompt`` whose every token ``constraint`` allows."""
+        run = self._decoder(prompt, history, max_new_tokens, (), 0.0, constraint)  # type: ignore[attr-defined]
+        return run.run()

@@ -13,14 +13,14 @@ from typing import Any
 from transformers import DynamicCache
 
 from shared_core.copying import TokenConstraint
-from shared_core.decoding import Decoder, eos_ids
+from shared_core.decoding import ConstrainedGeneration, Decoder, eos_ids
 from shared_core.errors import InputError, LimitError
 from shared_core.inputs import check_query
 from shared_core.memory.chat_format import ChatFormat
 from shared_core.types import ChatTurn, Generation, Passage, ScoredPassage, TextGenerator
 
 
-class LocalGenerator:
+class LocalGenerator(ConstrainedGeneration):
     """A ``TextGenerator`` over a local causal LM, with a fresh cache per call."""
 
     def __init__(
@@ -65,22 +65,6 @@ class LocalGenerator:
             stop_ids=self._stop_ids,
             constraint=constraint,
         )
-
-    @property
-    def end_ids(self) -> set[int]:
-        """Token ids that end a reply."""
-        return set(self._stop_ids)
-
-    def generate_constrained(
-        self,
-        prompt: str,
-        constraint: TokenConstraint,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-    ) -> Generation:
-        """Greedy reply to ``prompt`` whose every token ``constraint`` allows."""
-        return self._decoder(prompt, history, max_new_tokens, (), 0.0, constraint).run()
 
     def generate(
         self,

@@ -33,7 +33,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from shared_core.copying import TokenConstraint
-from shared_core.decoding import Decoder, eos_ids
+from shared_core.decoding import ConstrainedGeneration, Decoder, eos_ids
 from shared_core.errors import (
     IncompatibleMemoryError,
     InputError,
@@ -47,7 +47,7 @@ from shared_core.memory.chat_format import ChatFormat, frame_texts
 from shared_core.memory.positions import PositionMode, rerotate, rope_inv_freq
 from shared_core.memory.scorers import Scorer, get_scorer, select
 from shared_core.models import LoadedLM, load_causal_lm, model_fingerprint, tokenizer_fingerprint
-from shared_core.types import ChatTurn, Generation
+from shared_core.types import ChatTurn
 
 _TENSORS = "memory.safetensors"
 _MIN_WINDOW = 256
@@ -73,7 +73,7 @@ class _State:
         return int(self.keys[0].shape[-2]) if self.keys else 0
 
 
-class CompressedKVMemory(Memory):
+class CompressedKVMemory(ConstrainedGeneration, Memory):
     """A global memory kept as a compressed KV cache of one causal LM."""
 
     backend = "compressed_kv"
@@ -437,22 +437,6 @@ class CompressedKVMemory(Memory):
             stop_ids=self._stop_ids,
             constraint=constraint,
         )
-
-    @property
-    def end_ids(self) -> set[int]:
-        """Token ids that end a reply."""
-        return set(self._stop_ids)
-
-    def generate_constrained(
-        self,
-        prompt: str,
-        constraint: TokenConstraint,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-    ) -> Generation:
-        """Greedy reply to ``prompt`` whose every token ``constraint`` allows."""
-        return self._decoder(prompt, history, max_new_tokens, (), 0.0, constraint).run()
 
     def stream(
         self,
