@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from shared_core.errors import InputError
@@ -87,8 +87,10 @@ def reciprocal_rank_fusion(results: Results, k: int, *, rrf_k: int = 60) -> list
 def interleave(results: Results, k: int, *, rrf_k: int = 60) -> list[ScoredPassage]:
     """Round-robin by rank over the lists, heavier clues first within a round.
 
-    Returns ``min(k, distinct passages)`` results; scores are the RRF scores (for information),
-    and ``found_by`` lists every clue whose list holds the passage.
+    Returns ``min(k, distinct passages)`` results. A result's score is ``1 / (rrf_k + n + 1)``
+    for its position ``n``, so scores fall in the order given and a caller that re-sorts by
+    score (a framework post-processor) keeps it; ``found_by`` lists every clue whose list holds
+    the passage.
     """
     k = check_k(k)
     entries = {e.passage.id: e for e in _tally(results, _check_rrf_k(rrf_k), None)}
@@ -103,8 +105,12 @@ def interleave(results: Results, k: int, *, rrf_k: int = 60) -> list[ScoredPassa
                 taken.add(hits[rank].passage.id)
                 picked.append(entries[hits[rank].passage.id])
                 if len(picked) == k:
-                    return [e.scored() for e in picked]
-    return [e.scored() for e in picked]
+                    return _by_position(picked, rrf_k)
+    return _by_position(picked, rrf_k)
+
+
+def _by_position(picked: Sequence[_Entry], rrf_k: int) -> list[ScoredPassage]:
+    return [replace(e.scored(), score=1.0 / (rrf_k + n + 1)) for n, e in enumerate(picked)]
 
 
 def union_in_document_order(

@@ -1,4 +1,4 @@
-"""Fusion of several clues' hit lists: weighted RRF and upstream's union in document order."""
+"""Fusion of several clues' hit lists: weighted RRF, interleaving, and upstream's union."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared_core.errors import InputError
-from shared_core.fusion import fuse, reciprocal_rank_fusion, union_in_document_order
+from shared_core.fusion import fuse, interleave, reciprocal_rank_fusion, union_in_document_order
 from shared_core.types import Clue, Hit, Passage
 
 QUERY = Clue("the query", "query")
@@ -164,6 +164,20 @@ def test_fuse_dispatch() -> None:
     assert fuse(results, 1, method="union") == union_in_document_order(results, 1)
 
 
+def test_interleave_takes_each_lists_best_hit_before_any_second() -> None:
+    results = [(QUERY, _hits("a", "b", "c")), (SPAN, _hits("d", "a", "e")), (HEAVY, _hits("f"))]
+    fused = interleave(results, 6)
+    # heaviest list first within a round; a passage already taken is skipped
+    assert [p.passage.id for p in fused] == ["f", "a", "d", "b", "c", "e"]
+    assert [p.passage.id for p in interleave(results, 3)] == ["f", "a", "d"]
+    a = next(p for p in fused if p.passage.id == "a")
+    assert a.found_by == (QUERY, SPAN) and a.ranks == (0, 1)
+    # scores follow the order: re-sorting by score changes nothing
+    assert [p.score for p in fused] == [1 / (61 + n) for n in range(6)]
+    assert fuse(results, 4, method="interleave", rrf_k=5) == interleave(results, 4, rrf_k=5)
+    assert [p.score for p in interleave(results, 2, rrf_k=5)] == [1 / 6, 1 / 7]
+
+
 # ---------------------------------------------------------------------- properties
 
 _ids = st.lists(st.sampled_from("abcdefghij"), max_size=8)
@@ -190,3 +204,22 @@ def test_property_rrf(lists: list[list[str]], k: int, weights: list[float]) -> N
         for clue, rank in zip(scored.found_by, scored.ranks, strict=True):
             source = next(hits for c, hits in results if c is clue)
             assert source[rank].passage.id == scored.passage.id
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lists=st.lists(_ids, max_size=5),
+    k=st.integers(1, 12),
+    weights=st.lists(st.floats(0, 5), min_size=5, max_size=5),
+)
+def test_property_interleave(lists: list[list[str]], k: int, weights: list[float]) -> None:
+    results = [
+        (Clue(f"c{i}", "custom", weight=weights[i]), _hits(*ids)) for i, ids in enumerate(lists)
+    ]
+    fused = interleave(results, k)
+    got = [p.passage.id for p in fused]
+    distinct = {pid for ids in lists for pid in ids}
+    assert len(got) == min(k, len(distinct)) == len(set(got))
+    assert all(a.score > b.score for a, b in pairwise(fused))
+    if k >= len(lists):  # every list's best hit gets a slot
+        assert {ids[0] for ids in lists if ids} <= set(got)
