@@ -356,9 +356,11 @@ class CachedGenerator:
         source: Callable[[], Any],
         log: CallLog,
         *,
+        stop_ids: Callable[[], set[int]] | None = None,
         copies: bool = True,
     ) -> None:
         self.identity = identity
+        self.stop_ids = stop_ids or (lambda: source().end_ids)
         self.cache = cache
         self.source = source
         self.log = log
@@ -415,7 +417,8 @@ class CachedGenerator:
 
     @property
     def end_ids(self) -> set[int]:
-        return self.source().end_ids
+        """The model's end-of-reply ids, without building the source (a cache hit needs none)."""
+        return self.stop_ids()
 
     def generate_constrained(
         self,
@@ -539,7 +542,19 @@ class Runtime:
 
     def plain(self) -> CachedGenerator:
         """The memory-free generator (HyDE, rewrites, answers, the blind control)."""
-        return CachedGenerator(self.identity("plain"), self.cache, self.plain_generator, self.log)
+        return CachedGenerator(
+            self.identity("plain"),
+            self.cache,
+            self.plain_generator,
+            self.log,
+            stop_ids=self.stop_ids,
+        )
+
+    def stop_ids(self) -> set[int]:
+        """End-of-reply token ids of the default model (as every generator of it uses)."""
+        from shared_core.decoding import eos_ids
+
+        return eos_ids(self.lm.model, self.lm.tokenizer)
 
     # -- chunks and vectors -----------------------------------------------------------------
     def chunks_of(self, docs: Sequence[Document]) -> list[Chunk]:
@@ -721,7 +736,12 @@ class MemoryHandle:
 
     def generator(self) -> CachedGenerator:
         return CachedGenerator(
-            self.identity, self.rt.cache, self.build, self.rt.log, copies=self.backend != "gist"
+            self.identity,
+            self.rt.cache,
+            self.build,
+            self.rt.log,
+            stop_ids=self.rt.stop_ids,
+            copies=self.backend != "gist",
         )
 
     def release(self) -> None:
