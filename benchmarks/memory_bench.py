@@ -97,7 +97,7 @@ def worker(spec: Mapping[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(int(spec.get("threads", 2)))
     from shared_core.errors import LimitError
     from shared_core.memory import CompressedKVMemory
-    from shared_core.models import load_causal_lm
+    from shared_core.models.loading import load_causal_lm
 
     started = time.perf_counter()
     lm = load_causal_lm(None, device="cpu")

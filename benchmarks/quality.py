@@ -62,7 +62,8 @@ from benchmarks.metrics import (
     spans_of,
     token_f1,
 )
-from shared_core.clues import (
+from shared_core.clues.copying import CopySource
+from shared_core.clues.writers import (
     ClueWriter,
     CompositeClueWriter,
     DraftAnswerClues,
@@ -70,10 +71,9 @@ from shared_core.clues import (
     SurrogateClues,
     make_clue_writer,
 )
-from shared_core.copying import CopySource
 from shared_core.errors import LimitError
-from shared_core.fusion import fuse
-from shared_core.generation import format_passages
+from shared_core.models.generation import format_passages
+from shared_core.retrieval.fusion import fuse
 from shared_core.types import ChatTurn, Chunk, Clue, Document, Generation, Hit, Passage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -493,7 +493,7 @@ class Runtime:
     @property
     def lm(self) -> Any:
         if self._lm is None:
-            from shared_core.models import load_causal_lm
+            from shared_core.models.loading import load_causal_lm
 
             self._lm = load_causal_lm(None, device="cpu")
         return self._lm
@@ -501,7 +501,7 @@ class Runtime:
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            from shared_core.embeddings import Embedder
+            from shared_core.retrieval.embeddings import Embedder
 
             self._embedder = Embedder.load(None, device="cpu")
         return self._embedder
@@ -524,15 +524,15 @@ class Runtime:
 
     def plain_generator(self) -> Any:
         if self._generator is None:
-            from shared_core.generation import LocalGenerator
+            from shared_core.models.generation import LocalGenerator
 
             self._generator = LocalGenerator(self.lm.model, self.lm.tokenizer, name=self.lm.name)
         return self._generator
 
     @property
     def model_names(self) -> dict[str, str]:
-        from shared_core.embeddings import DEFAULT_EMBEDDER_NAME
-        from shared_core.models import DEFAULT_LM_NAME
+        from shared_core.models.loading import DEFAULT_LM_NAME
+        from shared_core.retrieval.embeddings import DEFAULT_EMBEDDER_NAME
 
         return {"llm": DEFAULT_LM_NAME, "embedder": DEFAULT_EMBEDDER_NAME}
 
@@ -552,7 +552,7 @@ class Runtime:
 
     def stop_ids(self) -> set[int]:
         """End-of-reply token ids of the default model (as every generator of it uses)."""
-        from shared_core.decoding import eos_ids
+        from shared_core.models.decoding import eos_ids
 
         return eos_ids(self.lm.model, self.lm.tokenizer)
 
@@ -671,8 +671,8 @@ class MemoryHandle:
     def _new(self) -> Any:
         lm, prompts = self.rt.lm, self.rt.prompts
         if self.backend == "gist":
-            from shared_core.generation import LocalGenerator
             from shared_core.memory.gist import GistMemory  # type: ignore[import-not-found]
+            from shared_core.models.generation import LocalGenerator
 
             generator = LocalGenerator(lm.model, lm.tokenizer, name=lm.name)
             return GistMemory(

@@ -63,8 +63,8 @@ def environment(seed: int = 0) -> dict[str, Any]:
         commit, dirty = "", False
     import torch
 
-    from shared_core.embeddings import DEFAULT_EMBEDDER_NAME
-    from shared_core.models import DEFAULT_LM_NAME
+    from shared_core.models.loading import DEFAULT_LM_NAME
+    from shared_core.retrieval.embeddings import DEFAULT_EMBEDDER_NAME
 
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from shared_core.memory import CompressedKVMemory
-from shared_core.models import load_causal_lm
+from shared_core.models.loading import load_causal_lm
 
 TEXT = Path(__file__).resolve().parents[1] / "examples" / "data" / "frankenstein.txt"
 

@@ -24,7 +24,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 
 from langchain_memorag import MemoRAGRetriever, MemoryLLM
 from shared_core import MemoRAG
-from shared_core.embeddings import Embedder
+from shared_core.retrieval.embeddings import Embedder
 
 DATA = Path(__file__).parent / "data" / "hotpotqa_sample.jsonl"
 ROW_ID = "hotpot-dev-004"  # "The director of ... "Big Stone Gap" is based in what New York city?"

@@ -27,7 +27,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import TextNode
 
 from llamaindex_memorag import MemoRAGRetriever, MemoryLLM, memorag_query_engine
-from shared_core.embeddings import Embedder
+from shared_core.retrieval.embeddings import Embedder
 
 DATA = Path(__file__).parent / "data" / "musique_sample.jsonl"
 ROW_ID = "2hop__205146_62031"  # "What is the name of the waterfall in the country where ..."

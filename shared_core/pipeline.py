@@ -20,16 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from shared_core.chunking import TokenChunker
-from shared_core.clues import ClueWriter, anchor_clues, make_clue_writer, resolve_followup
-from shared_core.copying import CopySource
-from shared_core.embeddings import Embedder
+from shared_core.clues.copying import CopySource
+from shared_core.clues.writers import ClueWriter, anchor_clues, make_clue_writer, resolve_followup
 from shared_core.errors import InputError, NoMemoryError, PersistenceError
-from shared_core.fusion import fuse
-from shared_core.generation import LocalGenerator, as_generator
-from shared_core.index import DenseIndex
 from shared_core.inputs import ContextInput, as_documents, check_k, check_query
 from shared_core.memory import BACKENDS, Memory, create_memory
+from shared_core.models.generation import LocalGenerator, as_generator
 from shared_core.persistence import (
     SaveDir,
     check_memory_fields,
@@ -37,6 +33,10 @@ from shared_core.persistence import (
     write_manifest,
 )
 from shared_core.prompts import PromptSet, detect_language, get_prompts
+from shared_core.retrieval.chunking import TokenChunker
+from shared_core.retrieval.embeddings import Embedder
+from shared_core.retrieval.fusion import fuse
+from shared_core.retrieval.index import DenseIndex
 from shared_core.tasks import TASKS, run_task
 from shared_core.types import (
     Answer,
@@ -167,7 +167,7 @@ class MemoRAG:
             if self._custom_gen is not None:
                 self._generator = as_generator(self._custom_gen)
             elif self.gen_model_name_or_path is not None:
-                from shared_core.models import load_causal_lm
+                from shared_core.models.loading import load_causal_lm
 
                 lm = load_causal_lm(self.gen_model_name_or_path, **self.model_kwargs)
                 self._generator = LocalGenerator(lm.model, lm.tokenizer, name=lm.name)

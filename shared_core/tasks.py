@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from shared_core.clues import parse_clue_lines
+from shared_core.clues.writers import parse_clue_lines
 from shared_core.errors import InputError
-from shared_core.generation import format_passages
 from shared_core.inputs import check_query
 from shared_core.memory.base import Memory
+from shared_core.models.generation import format_passages
 from shared_core.prompts import PromptSet
 from shared_core.types import Answer, ChatTurn, Clue, RetrievalResult, TextGenerator
 

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny_models import tiny_model, tiny_tokenizer
 
-from shared_core.embeddings import Embedder
 from shared_core.memory.compressed_kv import CompressedKVMemory
 from shared_core.pipeline import MemoRAG
+from shared_core.retrieval.embeddings import Embedder
 from shared_core.types import Clue, Document
 
 STEP_DELAY = 0.03
@@ -134,9 +134,9 @@ def _instrument(stop: tuple[str, int] | None) -> None:
     """Announce and slow down every stage of memorize/add/save (in the child only)."""
     import safetensors.torch
 
-    import shared_core.index as index_mod
     import shared_core.persistence as persistence
     import shared_core.pipeline as pipeline_mod
+    import shared_core.retrieval.index as index_mod
 
     seen: dict[str, int] = {}
 

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from shared_core.embeddings import Embedder
 from shared_core.errors import IncompatibleMemoryError, InputError, NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
 from shared_core.persistence import read_json
 from shared_core.prompts import get_prompts
+from shared_core.retrieval.embeddings import Embedder
 from shared_core.types import ChatTurn, Document, Generation
 
 

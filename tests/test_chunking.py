@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared_core.chunking import TokenChunker, approx_token_count
 from shared_core.errors import InputError
+from shared_core.retrieval.chunking import TokenChunker, approx_token_count
 from shared_core.types import Chunk, Document
 
 
@@ -195,7 +195,7 @@ def test_linear_time_on_large_text() -> None:
 def hf_tokenizer():  # -> transformers tokenizer
     from transformers import AutoTokenizer
 
-    from shared_core.embeddings import default_embedder_path
+    from shared_core.retrieval.embeddings import default_embedder_path
 
     return AutoTokenizer.from_pretrained(default_embedder_path())
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared_core.clues import (
+from shared_core.clues.writers import (
     ClueWriter,
     CompositeClueWriter,
     DraftAnswerClues,
@@ -581,7 +581,7 @@ def test_lead_ins_cut_off_before_any_new_word_are_dropped():
 
 
 def test_anchoring_adds_only_the_clues_new_words_to_the_query() -> None:
-    from shared_core.clues import anchor_clues, novel_words
+    from shared_core.clues.writers import anchor_clues, novel_words
 
     query = "Which series has companion books?"
     clue = "The Hork-Bajir Chronicles is the second companion book to the Animorphs series"

@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared_core.errors import InputError
-from shared_core.fusion import fuse, interleave, reciprocal_rank_fusion, union_in_document_order
+from shared_core.retrieval.fusion import (
+    fuse,
+    interleave,
+    reciprocal_rank_fusion,
+    union_in_document_order,
+)
 from shared_core.types import Clue, Hit, Passage
 
 QUERY = Clue("the query", "query")

@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared_core.embeddings import (
-    DEFAULT_EMBEDDER_NAME,
-    Embedder,
-    default_embedder_path,
-    resolve_device,
-)
 from shared_core.errors import (
     IncompatibleMemoryError,
     InputError,
     NoMemoryError,
     PersistenceError,
 )
-from shared_core.index import CHUNKS_FILE, VECTORS_FILE, DenseIndex
+from shared_core.retrieval.embeddings import (
+    DEFAULT_EMBEDDER_NAME,
+    Embedder,
+    default_embedder_path,
+    resolve_device,
+)
+from shared_core.retrieval.index import CHUNKS_FILE, VECTORS_FILE, DenseIndex
 from shared_core.types import Chunk, SearchBackend
 
 pytestmark = pytest.mark.real_model

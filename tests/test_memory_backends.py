@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_models import tiny_tokenizer
 
-import shared_core.models
+import shared_core.models.loading
 from shared_core.errors import IncompatibleMemoryError, InputError, NoMemoryError
 from shared_core.memory import create_memory
 from shared_core.memory.beacon import NativeBeaconMemory
@@ -156,9 +156,11 @@ def test_create_memory_routes_memorag_checkpoints_to_native_beacon(monkeypatch):
 
     def fake_load(name, **kw):
         seen.update(kw, name=name)
-        return shared_core.models.LoadedLM(StandInBeaconModel(), tiny_tokenizer(), str(name))
+        return shared_core.models.loading.LoadedLM(
+            StandInBeaconModel(), tiny_tokenizer(), str(name)
+        )
 
-    monkeypatch.setattr(shared_core.models, "load_causal_lm", fake_load)
+    monkeypatch.setattr(shared_core.models.loading, "load_causal_lm", fake_load)
     mem = create_memory("TommyChien/memorag-qwen2-7b-inst", access_token="tok", cache_dir="/c")
     assert isinstance(mem, NativeBeaconMemory)
     assert seen["trust_remote_code"] is True

@@ -30,7 +30,7 @@ TEXT = (
 
 @pytest.fixture(scope="module")
 def smollm():
-    from shared_core.models import load_causal_lm
+    from shared_core.models.loading import load_causal_lm
 
     lm = load_causal_lm(device="cpu")
     return lm.model, lm.tokenizer

@@ -20,8 +20,8 @@ import torch
 from crash_worker import corpus, make_memory, make_pipeline
 
 from shared_core.errors import InputError
-from shared_core.index import DenseIndex
 from shared_core.pipeline import MemoRAG, read_save_info
+from shared_core.retrieval.index import DenseIndex
 from shared_core.types import Chunk, Document, RetrievalResult
 
 QUESTIONS = [

@@ -665,7 +665,7 @@ def test_from_dir_checks_every_saved_setting(key, value, message, golden, tmp_pa
     root = tmp_path / "mem"
     shutil.copytree(golden, root)
     set_(f"pipeline.{key}", value)(root)
-    monkeypatch.setattr("shared_core.models.load_causal_lm", _no_model_loads)
+    monkeypatch.setattr("shared_core.models.loading.load_causal_lm", _no_model_loads)
     with pytest.raises(PersistenceError, match=message) as caught:
         MemoRAG.from_dir(root, embedder=shared_embedder())
     assert "manifest.json" in str(caught.value)
@@ -696,7 +696,7 @@ def test_a_save_cannot_make_from_dir_run_code_shipped_with_a_model(
     (evil / "modeling.py").write_text(f"open({str(tmp_path / 'PWNED')!r}, 'w').close()\n")
     for key, value in settings.items():
         set_(f"pipeline.{key}", value.format(root=root))(root)
-    monkeypatch.setattr("shared_core.models.load_causal_lm", _no_model_loads)
+    monkeypatch.setattr("shared_core.models.loading.load_causal_lm", _no_model_loads)
     with pytest.raises(
         PersistenceError,
         match=r"manifest\.json: the save names memory model "

@@ -38,7 +38,7 @@ def create_memory(
             if name_or_path and "memorag" in str(name_or_path).lower()
             else ("compressed_kv")
         )
-    from shared_core.models import load_causal_lm
+    from shared_core.models.loading import load_causal_lm
 
     lm = load_causal_lm(
         name_or_path,
@@ -64,8 +64,8 @@ def create_memory(
             **frame,
         )
     if backend == "gist":
-        from shared_core.generation import LocalGenerator
         from shared_core.memory.gist import GistMemory
+        from shared_core.models.generation import LocalGenerator
 
         generator = LocalGenerator(lm.model, lm.tokenizer, name=lm.name)
         return GistMemory(generator, prompts=prompts, **frame)

@@ -22,7 +22,7 @@ import torch
 from shared_core.errors import IncompatibleMemoryError, InputError, NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
-from shared_core.memory.chat_format import ChatFormat, frame_texts
+from shared_core.models.chat_format import ChatFormat, frame_texts
 from shared_core.types import ChatTurn, Generation
 
 _TENSORS = "beacon.safetensors"

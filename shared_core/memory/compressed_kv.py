@@ -32,8 +32,6 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from shared_core.copying import TokenConstraint
-from shared_core.decoding import ConstrainedGeneration, Decoder, eos_ids
 from shared_core.errors import (
     IncompatibleMemoryError,
     InputError,
@@ -43,10 +41,16 @@ from shared_core.errors import (
 )
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
-from shared_core.memory.chat_format import ChatFormat, frame_texts
 from shared_core.memory.positions import PositionMode, rerotate, rope_inv_freq
 from shared_core.memory.scorers import Scorer, get_scorer, select
-from shared_core.models import LoadedLM, load_causal_lm, model_fingerprint, tokenizer_fingerprint
+from shared_core.models.chat_format import ChatFormat, frame_texts
+from shared_core.models.decoding import ConstrainedGeneration, Decoder, TokenConstraint, eos_ids
+from shared_core.models.loading import (
+    LoadedLM,
+    load_causal_lm,
+    model_fingerprint,
+    tokenizer_fingerprint,
+)
 from shared_core.types import ChatTurn
 
 _TENSORS = "memory.safetensors"

@@ -13,11 +13,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared_core.chunking import TokenChunker, approx_token_count
 from shared_core.errors import InputError, NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
 from shared_core.persistence import read_json, write_json
+from shared_core.retrieval.chunking import TokenChunker, approx_token_count
 from shared_core.types import ChatTurn, Generation, TextGenerator
 
 _GISTS = "gists.json"

@@ -12,11 +12,10 @@ from typing import Any
 
 from transformers import DynamicCache
 
-from shared_core.copying import TokenConstraint
-from shared_core.decoding import ConstrainedGeneration, Decoder, eos_ids
 from shared_core.errors import InputError, LimitError
 from shared_core.inputs import check_query
-from shared_core.memory.chat_format import ChatFormat
+from shared_core.models.chat_format import ChatFormat
+from shared_core.models.decoding import ConstrainedGeneration, Decoder, TokenConstraint, eos_ids
 from shared_core.types import ChatTurn, Generation, Passage, ScoredPassage, TextGenerator
 
 

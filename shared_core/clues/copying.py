@@ -16,27 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from shared_core.errors import InputError
 
-__all__ = ["CopySource", "SpanCopier", "TokenConstraint"]
+__all__ = ["CopySource", "SpanCopier"]
 
 _SEP = -1  # between texts and in place of tokens that contain a line break
-
-
-class TokenConstraint(Protocol):
-    """Restricts which token a decoder may emit next."""
-
-    def allowed(self) -> Sequence[int] | None:
-        """Token ids allowed next (``None``: any)."""
-        ...
-
-    def advance(self, token: int) -> None:
-        """Record the token the decoder emitted."""
-        ...
 
 
 def _piece_flags(tokenizer: Any, ids: np.ndarray) -> dict[str, np.ndarray]:

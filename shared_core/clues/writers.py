@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from shared_core.copying import CopySource
+from shared_core.clues.copying import CopySource
 from shared_core.errors import InputError
 from shared_core.prompts import PromptSet, get_prompts
 from shared_core.types import ChatTurn, Clue, ClueKind, Generation, TextGenerator

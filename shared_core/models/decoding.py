@@ -8,12 +8,23 @@ logits at each step (copy-from-text clues).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from shared_core.copying import TokenConstraint
 from shared_core.types import Generation
+
+
+class TokenConstraint(Protocol):
+    """Restricts which token a decoder may emit next."""
+
+    def allowed(self) -> Sequence[int] | None:
+        """Token ids allowed next (``None``: any)."""
+        ...
+
+    def advance(self, token: int) -> None:
+        """Record the token the decoder emitted."""
+        ...
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:

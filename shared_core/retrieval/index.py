@@ -23,7 +23,6 @@ import faiss
 import numpy as np
 from safetensors.numpy import save as save_safetensors
 
-from shared_core.embeddings import Embedder
 from shared_core.errors import (
     IncompatibleMemoryError,
     InputError,
@@ -31,6 +30,7 @@ from shared_core.errors import (
     PersistenceError,
 )
 from shared_core.inputs import check_k, check_query
+from shared_core.retrieval.embeddings import Embedder
 from shared_core.types import Chunk, Hit, Passage
 
 VECTORS_FILE = "index.safetensors"

@@ -1,0 +1,1 @@
+"""Clues: what the memory writes to drive retrieval (spans, surrogate questions, drafts)."""

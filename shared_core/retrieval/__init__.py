@@ -1,0 +1,1 @@
+"""Retrieval: chunking, embeddings, the dense index, fusion of hit lists."""
