@@ -26,17 +26,13 @@ from shared_core.errors import InputError, NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_k, check_query
 from shared_core.memory import BACKENDS, Memory, create_memory
 from shared_core.models.generation import LocalGenerator, as_generator
-from shared_core.persistence import (
-    SaveDir,
-    check_memory_fields,
-    saved_settings,
-    write_manifest,
-)
+from shared_core.persistence import SaveDir, write_manifest
 from shared_core.prompts import PromptSet, detect_language, get_prompts
 from shared_core.retrieval.chunking import TokenChunker
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.fusion import fuse
 from shared_core.retrieval.index import DenseIndex
+from shared_core.saved_settings import check_memory_fields, saved_settings
 from shared_core.tasks import TASKS, run_task
 from shared_core.types import (
     Answer,

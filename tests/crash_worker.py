@@ -134,7 +134,8 @@ def _instrument(stop: tuple[str, int] | None) -> None:
     """Announce and slow down every stage of memorize/add/save (in the child only)."""
     import safetensors.torch
 
-    import shared_core.persistence as persistence
+    import shared_core.persistence.files as files_mod
+    import shared_core.persistence.save_dir as save_dir_mod
     import shared_core.pipeline as pipeline_mod
     import shared_core.retrieval.index as index_mod
 
@@ -160,9 +161,10 @@ def _instrument(stop: tuple[str, int] | None) -> None:
     index_mod.DenseIndex.add = staged("embed", index_mod.DenseIndex.add)
     index_mod.DenseIndex.save = staged("write-index", index_mod.DenseIndex.save)
     pipeline_mod.write_manifest = staged("write-manifest", pipeline_mod.write_manifest)
-    persistence._fsync_tree = staged("fsync-snapshot", persistence._fsync_tree)
-    persistence._fsync_dir = staged("dir-sync", persistence._fsync_dir)  # staging, rename, CURRENT
-    persistence.shutil.rmtree = staged("cleanup", persistence.shutil.rmtree)
+    save_dir_mod.fsync_tree = staged("fsync-snapshot", save_dir_mod.fsync_tree)
+    # staging, rename, CURRENT (and the folders fsync_tree syncs)
+    files_mod.fsync_dir = save_dir_mod.fsync_dir = staged("dir-sync", files_mod.fsync_dir)
+    save_dir_mod.shutil.rmtree = staged("cleanup", save_dir_mod.shutil.rmtree)
 
     save_file = safetensors.torch.save_file
 

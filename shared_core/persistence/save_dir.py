@@ -1,0 +1,196 @@
+"""Crash-safe save directories: safetensors + JSON only, never pickle.
+
+A save directory holds committed snapshots ``snap-<hex>/`` and a ``CURRENT`` file naming the
+live one. A save writes a new snapshot beside the old one, fsyncs it, then atomically replaces
+``CURRENT``; a crash at any point leaves either the previous snapshot or the new one live,
+never a mix. Every file of a snapshot is listed with its size and sha256 in ``manifest.json``
+and checked before anything is loaded from it.
+
+Reading never trusts the directory: every size is checked against the file before anything
+is allocated, JSON is parsed with a size cap and without NaN/Infinity, symbolic links and
+names that climb out of the snapshot are refused, and a snapshot may hold no file that its
+manifest does not list. Nothing is ever written while reading. See ``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from shared_core.errors import InputError, PersistenceError
+from shared_core.persistence.files import fsync_dir, fsync_tree, read_json
+from shared_core.persistence.manifest import MANIFEST, read_manifest, verify_files
+
+_POINTER = "CURRENT"
+_SNAPSHOT = re.compile(r"^snap-[0-9a-f]{32}$")
+_MAX_POINTER_BYTES = 256
+#: How often a load starts again when a concurrent save replaced the snapshot it was reading.
+_READ_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+class SaveDir:
+    """One save directory: read the live snapshot, or stage and commit a new one."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    # -- reading ----------------------------------------------------------------------------
+    def current(self) -> Path | None:
+        """The live snapshot folder, or ``None`` if nothing was ever committed here."""
+        pointer = self.root / _POINTER
+        if not pointer.is_file():
+            return None
+        try:
+            with pointer.open("rb") as f:
+                raw = f.read(_MAX_POINTER_BYTES)
+        except OSError as exc:
+            raise PersistenceError(f"{pointer} cannot be read: {exc}") from None
+        name = raw.decode("utf-8", errors="replace").strip()
+        if not _SNAPSHOT.match(name):
+            raise PersistenceError(f"{pointer} names {name[:80]!r}, not a snapshot of this format")
+        snap = self.root / name
+        if snap.is_symlink():
+            raise PersistenceError(f"{pointer} names {name}, a symbolic link: refused")
+        if not snap.is_dir():
+            raise PersistenceError(f"{pointer} names {name}, which is missing from {self.root}")
+        return snap
+
+    def require(self) -> tuple[Path, dict[str, Any]]:
+        """The live snapshot and its verified manifest; clear errors when there is none."""
+        if not self.root.exists():
+            raise PersistenceError(f"{self.root} does not exist")
+        if not self.root.is_dir():
+            raise PersistenceError(f"{self.root} is not a directory")
+        snap = self.current()
+        if snap is None:
+            raise PersistenceError(f"{self.root} holds no saved memory (no {_POINTER} file)")
+        try:
+            manifest = read_manifest(snap)
+            verify_files(snap, manifest)
+        except PersistenceError:
+            raise
+        except OSError as exc:  # e.g. a concurrent save removed this snapshot meanwhile
+            raise PersistenceError(f"{snap} cannot be read: {exc}") from None
+        return snap, manifest
+
+    def read(self, loader: Callable[[Path, dict[str, Any]], T]) -> T:
+        """``loader(snapshot, manifest)`` on the live snapshot, verified first.
+
+        A save committed by another process while we read deletes the snapshot being read
+        (its files go missing, never change); the read then starts again on the new live
+        snapshot, so a load sees one whole save, never a mix. ``loader`` must not keep state
+        from a failed attempt.
+        """
+        for attempt in range(_READ_ATTEMPTS):
+            live = self._live()
+            try:
+                snap, manifest = self.require()
+                return loader(snap, manifest)
+            except OSError as exc:  # PersistenceError included; raw ones: file vanished
+                moved = self._live() != live or (live is not None and not live.is_dir())
+                if attempt + 1 < _READ_ATTEMPTS and moved:
+                    continue
+                if isinstance(exc, PersistenceError):
+                    raise
+                raise PersistenceError(f"{live or self.root} cannot be read: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _live(self) -> Path | None:
+        try:
+            return self.current()
+        except PersistenceError:
+            return None
+
+    # -- writing ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stage(self, *, lineage: str, overwrite: bool = False) -> Iterator[Path]:
+        """Yield an empty staging folder; on success it becomes the live snapshot.
+
+        ``lineage`` identifies the memory being saved: re-saving the same memory (after
+        ``add``) replaces its snapshot; a different memory needs ``overwrite=True``.
+        """
+        self._check_target(lineage, overwrite)  # before creating anything (.lock included)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock():  # one writer at a time, across threads and processes
+            self._check_target(lineage, overwrite)  # again under the lock: no check-then-act
+            self._clean_leftovers()
+            name = f"snap-{uuid.uuid4().hex}"
+            staging = self.root / f".staging-{name}"
+            staging.mkdir()
+            try:
+                yield staging
+                if not (staging / MANIFEST).is_file():
+                    raise PersistenceError("internal: a snapshot was staged without a manifest")
+                fsync_tree(staging)
+                final = self.root / name
+                staging.rename(final)
+                fsync_dir(self.root)  # the snapshot is durable before CURRENT names it
+                old = self.current()
+                tmp = self.root / f".{_POINTER}.tmp"
+                tmp.write_text(name, "utf-8")
+                with tmp.open("rb") as f:
+                    os.fsync(f.fileno())
+                tmp.replace(self.root / _POINTER)
+                fsync_dir(self.root)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            if old is not None and old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _check_target(self, lineage: str, overwrite: bool) -> None:
+        if not self.root.exists():
+            return
+        if not self.root.is_dir():
+            raise InputError(f"save directory {self.root} is a file")
+        try:
+            snap = self.current()
+        except PersistenceError:
+            snap = None
+        if snap is None:
+            ours = {p.name for p in self.root.iterdir() if not p.name.startswith(".")}
+            ours -= {_POINTER}
+            ours = {n for n in ours if not _SNAPSHOT.match(n)}
+            if ours and not overwrite:
+                raise InputError(
+                    f"save directory {self.root} is not empty and holds no memory "
+                    f"({sorted(ours)[:3]}...); pick an empty directory or pass overwrite=True"
+                )
+            return
+        try:
+            manifest = read_json(snap / MANIFEST)
+        except PersistenceError:
+            manifest = None
+        existing = manifest.get("lineage") if isinstance(manifest, dict) else None
+        if existing != lineage and not overwrite:
+            raise InputError(
+                f"save directory {self.root} already holds another memory; "
+                "pass overwrite=True (CLI: --overwrite) to replace it"
+            )
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with (self.root / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _clean_leftovers(self) -> None:
+        live = None
+        with contextlib.suppress(PersistenceError):
+            live = self.current()
+        for item in self.root.iterdir():
+            stale_stage = item.name.startswith(".staging-snap-")
+            orphan = _SNAPSHOT.match(item.name) and (live is None or item != live)
+            if item.is_dir() and (stale_stage or orphan):
+                shutil.rmtree(item, ignore_errors=True)
