@@ -62,8 +62,7 @@ from benchmarks.metrics import (
     spans_of,
     token_f1,
 )
-from shared_core.clues.copying import CopySource
-from shared_core.clues.writers import (
+from shared_core.clues import (
     ClueWriter,
     CompositeClueWriter,
     DraftAnswerClues,
@@ -71,6 +70,7 @@ from shared_core.clues.writers import (
     SurrogateClues,
     make_clue_writer,
 )
+from shared_core.clues.copying import CopySource
 from shared_core.errors import LimitError
 from shared_core.models.generation import format_passages
 from shared_core.retrieval.fusion import fuse

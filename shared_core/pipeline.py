@@ -20,8 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from shared_core.clues import ClueWriter, anchor_clues, make_clue_writer, resolve_followup
 from shared_core.clues.copying import CopySource
-from shared_core.clues.writers import ClueWriter, anchor_clues, make_clue_writer, resolve_followup
 from shared_core.errors import InputError, NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_k, check_query
 from shared_core.memory import BACKENDS, Memory, create_memory

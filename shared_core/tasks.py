@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from shared_core.clues.writers import parse_clue_lines
+from shared_core.clues import parse_clue_lines
 from shared_core.errors import InputError
 from shared_core.inputs import check_query
 from shared_core.memory.base import Memory

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared_core.clues.writers import (
+from shared_core.clues import (
     ClueWriter,
     CompositeClueWriter,
     DraftAnswerClues,
@@ -370,7 +370,7 @@ def test_writers_are_deterministic() -> None:
         ("answer", ["answer"]),
         ("span+surrogate", ["span", "surrogate"]),
         ("span+surrogate+answer", ["span", "surrogate", "answer"]),
-        (" Span + SUR ", ["span", "surrogate"]),
+        (" Span + SURROGATE ", ["span", "surrogate"]),
         ("span+span", ["span"]),
         ("none", []),
         ("", []),
@@ -396,7 +396,7 @@ def test_make_clue_writer_passes_prompts_and_instances_through() -> None:
 
 @pytest.mark.parametrize("spec", ["spam", "span+bogus", "span surrogate"])
 def test_make_clue_writer_unknown_name(spec: str) -> None:
-    with pytest.raises(InputError, match="unknown clue writer"):
+    with pytest.raises(InputError, match="unknown clue strategy"):
         make_clue_writer(spec, EN)
 
 
@@ -581,7 +581,7 @@ def test_lead_ins_cut_off_before_any_new_word_are_dropped():
 
 
 def test_anchoring_adds_only_the_clues_new_words_to_the_query() -> None:
-    from shared_core.clues.writers import anchor_clues, novel_words
+    from shared_core.clues import anchor_clues, novel_words
 
     query = "Which series has companion books?"
     clue = "The Hork-Bajir Chronicles is the second companion book to the Animorphs series"
@@ -607,3 +607,9 @@ def test_anchoring_adds_only_the_clues_new_words_to_the_query() -> None:
     assert anchor_clues([Clue("雷雨 出版 年份", "span")], "哪年") == [
         Clue("哪年 雷 雨 出 版 份", "span")
     ]
+
+
+@pytest.mark.parametrize("alias", ["sur", "spans", "draft", "off", "copied", "span,surrogate"])
+def test_only_the_five_documented_strategy_names_are_accepted(alias: str) -> None:
+    with pytest.raises(InputError, match="unknown clue strategy"):
+        make_clue_writer(alias)

@@ -11,8 +11,8 @@ from scripted import ScriptedMemory, shared_embedder
 from tiny_models import tiny_model, tiny_tokenizer
 
 from shared_core import MemoRAG
+from shared_core.clues import CompositeClueWriter, SpanClues, make_clue_writer
 from shared_core.clues.copying import CopySource
-from shared_core.clues.writers import CompositeClueWriter, SpanClues, make_clue_writer
 from shared_core.errors import InputError
 from shared_core.memory.compressed_kv import CompressedKVMemory
 from shared_core.models.generation import LocalGenerator

@@ -17,7 +17,7 @@ import pytest
 from crash_worker import corpus, make_memory, make_pipeline
 from tiny_models import tiny_model
 
-from shared_core.clues.writers import make_clue_writer
+from shared_core.clues import make_clue_writer
 from shared_core.errors import InputError, LimitError
 from shared_core.models.generation import LocalGenerator
 from shared_core.types import ChatTurn, Clue, Generation
