@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from shared_core.errors import InputError, LimitError
+
 Role = Literal["system", "user", "assistant"]
 ClueKind = Literal["query", "span", "surrogate", "answer", "history", "custom"]
 
@@ -101,6 +103,45 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: Literal["stop", "length"] = "stop"
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How to decode one reply: the one value every generator and memory takes."""
+
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        n = self.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise LimitError(f"max_new_tokens={n!r} is outside 0..(the model's cap)")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
+            raise InputError(f"stop must be a sequence of strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 100:
+            raise InputError(f"temperature must be a number in [0, 100], got {t!r}")
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The ``TextGenerator`` keyword arguments for these options."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "stop": self.stop,
+            "temperature": self.temperature,
+        }
+
+
+@runtime_checkable
+class GenerationRun(Protocol):
+    """One reply being decoded: iterate it for text pieces; then ``generation`` holds the
+    whole text and the real token counts."""
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    @property
+    def generation(self) -> Generation: ...
 
 
 @runtime_checkable

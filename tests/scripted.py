@@ -30,7 +30,7 @@ from shared_core.memory.base import Memory, MemoryStats
 from shared_core.persistence import read_json
 from shared_core.prompts import get_prompts
 from shared_core.retrieval.embeddings import Embedder
-from shared_core.types import ChatTurn, Document, Generation
+from shared_core.types import ChatTurn, Document, Generation, GenerationOptions
 
 
 def marker(template: str) -> str:
@@ -109,12 +109,16 @@ class _Recorder:
 
 
 class _Run:
-    """What ``Memory._decoder`` returns: ``run()`` gives the whole generation."""
+    """A scripted ``GenerationRun``: word pieces, then the generation."""
 
     def __init__(self, text: str, prompt: str, reason: str) -> None:
         self.text, self.prompt, self.reason = text, prompt, reason
 
-    def run(self) -> Generation:
+    def __iter__(self) -> Iterator[str]:
+        yield from _pieces(self.text)
+
+    @property
+    def generation(self) -> Generation:
         return Generation(
             text=self.text,
             prompt_tokens=len(self.prompt.split()),
@@ -203,32 +207,19 @@ class ScriptedMemory(_Recorder, Memory):
                 return reply
         return self.default
 
-    def _decoder(
+    def _open_run(
         self,
         prompt: str,
-        history: Sequence[ChatTurn],
-        max_new_tokens: int,
-        stop: Sequence[str],
-        temperature: float,
+        history: tuple[ChatTurn, ...],
+        options: GenerationOptions,
+        constraint: Any,
     ) -> _Run:
         if self.is_empty:
             raise NoMemoryError("this memory is empty: call memorize(text) first")
         check_query(prompt)
-        self._record(prompt, history, max_new_tokens, stop)
-        text, reason = _cut(self.reply_for(prompt), max_new_tokens, stop)
+        self._record(prompt, history, options.max_new_tokens, options.stop)
+        text, reason = _cut(self.reply_for(prompt), options.max_new_tokens, options.stop)
         return _Run(text, prompt, reason)
-
-    def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        run = self._decoder(prompt, history, max_new_tokens, stop, temperature)
-        yield from _pieces(run.text)
 
     # -- persistence ------------------------------------------------------------------------
     def write_files(self, folder: Path) -> dict[str, Any]:
@@ -316,7 +307,7 @@ class ScriptedGenerator(_Recorder):
         temperature: float = 0.0,
     ) -> Generation:
         text, reason = self._text(prompt, history, max_new_tokens, stop)
-        return _Run(text, prompt, reason).run()
+        return _Run(text, prompt, reason).generation
 
     def stream(
         self,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import tiny_model
+from tiny_models import next_token_logits, tiny_model
 
 from shared_core.errors import (
     IncompatibleMemoryError,
@@ -49,7 +49,7 @@ def test_ratio_one_windowed_equals_one_prefill(kind, tokenizer):
     mem = make(tiny_model(kind), tokenizer, beacon_ratio=1)
     mem.memorize(TEXT)
     assert mem.stats().windows > 3
-    got = mem.next_token_logits("Where is the owl?")
+    got = next_token_logits(mem, "Where is the owl?")
     want = plain_logits(mem, TEXT, "Where is the owl?")
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
@@ -114,7 +114,7 @@ def test_compact_ratio_one_matches_absolute(llama, tokenizer):
     c = make(llama, tokenizer, beacon_ratio=1, position_mode="compact")
     a.memorize(TEXT)
     c.memorize(TEXT)
-    torch.testing.assert_close(a.next_token_logits("q?"), c.next_token_logits("q?"))
+    torch.testing.assert_close(next_token_logits(a, "q?"), next_token_logits(c, "q?"))
 
 
 def test_prompts_roll_back(llama, tokenizer):
@@ -152,7 +152,7 @@ def test_add_equals_one_shot_at_ratio_one(llama, tokenizer):
     inc.add(second)
     assert inc.stats().tokens_read == one.stats().tokens_read
     torch.testing.assert_close(
-        inc.next_token_logits("q?"), one.next_token_logits("q?"), atol=1e-4, rtol=1e-4
+        next_token_logits(inc, "q?"), next_token_logits(one, "q?"), atol=1e-4, rtol=1e-4
     )
     assert [d["doc_id"] for d in inc.documents] == ["doc-0", "doc-1"]
 

@@ -64,3 +64,14 @@ def tiny_model(
         raise ValueError(kind)
     model.config.name_or_path = f"tiny-{kind}"
     return model.eval()
+
+
+def next_token_logits(memory, prompt: str, history=()):
+    """Logits of the first reply token a memory would decode for ``prompt``."""
+    import torch
+
+    from shared_core.types import GenerationOptions
+
+    run = memory._open_run(prompt, tuple(history), GenerationOptions(max_new_tokens=1), None)
+    with torch.inference_mode():
+        return run._step(run.prompt_ids)

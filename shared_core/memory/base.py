@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from shared_core.inputs import ContextInput
-from shared_core.types import ChatTurn, Generation
+from shared_core.models.decoding import GeneratorBase
+from shared_core.types import TextGenerator
 
 
 @dataclass
@@ -54,13 +55,22 @@ class MemoryStats:
         return "\n".join(lines)
 
 
-class Memory(ABC):
+class Memory(GeneratorBase, ABC):
     """A model that has read a long text once and answers prompts against it.
 
-    ``generate``/``stream`` never change the memory: each prompt rolls back afterwards.
+    ``generate``/``stream``/``start`` (from ``GeneratorBase``) never change the memory: each
+    prompt runs on a fork or rolls back afterwards. What the pipeline uses beyond that is
+    declared here, with the defaults of a memory that has no local model.
     """
 
     backend: ClassVar[str]
+    #: Caps on one ``memorize``/``add`` call's text (``None``: none), checked before any work.
+    max_chars: int | None = None
+    max_documents: int | None = None
+    #: The memory model's tokenizer (copy-from-text clues decode in its tokens), if any.
+    tokenizer: Any = None
+    #: Whether ``generate_constrained`` works (copy-from-text clues).
+    supports_copying: bool = False
 
     @abstractmethod
     def memorize(self, context: ContextInput, *, show_progress: bool | None = None) -> MemoryStats:
@@ -78,41 +88,10 @@ class Memory(ABC):
     @abstractmethod
     def stats(self) -> MemoryStats: ...
 
-    @abstractmethod
-    def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        """Yield the reply to ``prompt`` piece by piece, against the memory."""
-
-    def generate(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation:
-        """The whole reply to ``prompt`` with token accounting."""
-        run = self._decoder(prompt, history, max_new_tokens, stop, temperature)
-        return run.run()
-
-    def _decoder(
-        self,
-        prompt: str,
-        history: Sequence[ChatTurn],
-        max_new_tokens: int,
-        stop: Sequence[str],
-        temperature: float,
-    ) -> Any:
-        """A decoding run for ``prompt``; back-ends that decode elsewhere override ``generate``."""
-        raise NotImplementedError
+    def answer_generator(self) -> TextGenerator | None:
+        """A plain generator over the memory's own model (no second copy), or ``None`` when
+        the memory has none: then the pipeline needs ``generator=``."""
+        return None
 
     # -- persistence ------------------------------------------------------------------------
     @abstractmethod

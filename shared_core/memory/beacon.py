@@ -13,7 +13,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from shared_core.errors import IncompatibleMemoryError, InputError, NoMemoryErro
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
 from shared_core.models.chat_format import ChatFormat, frame_texts
-from shared_core.types import ChatTurn, Generation
+from shared_core.models.generation import FinishedRun
+from shared_core.types import ChatTurn, Generation, GenerationOptions
 
 _TENSORS = "beacon.safetensors"
 _MORE = "More of the text follows.\n\n"
@@ -118,15 +119,18 @@ class NativeBeaconMemory(Memory):
             self._seconds += time.perf_counter() - started
         return self.stats()
 
-    def generate(
+    def _open_run(
         self,
         prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation:
+        history: tuple[ChatTurn, ...],
+        options: GenerationOptions,
+        constraint: Any,
+    ) -> FinishedRun:
+        max_new_tokens, stop, temperature = (
+            options.max_new_tokens,
+            options.stop,
+            options.temperature,
+        )
         check_query(prompt)
         if self._state is None:
             raise NoMemoryError("this memory is empty: call memorize(text) or load(dir) first")
@@ -149,27 +153,11 @@ class NativeBeaconMemory(Memory):
         for s in stop:
             if s and s in text:
                 text, finish = text[: text.index(s)], "stop"
-        return Generation(
-            text=text, prompt_tokens=len(ids), completion_tokens=len(new), finish_reason=finish
+        return FinishedRun(
+            Generation(
+                text=text, prompt_tokens=len(ids), completion_tokens=len(new), finish_reason=finish
+            )
         )
-
-    def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        """The beacon model generates under a lock; the reply arrives as one piece."""
-        yield self.generate(
-            prompt,
-            history=history,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            temperature=temperature,
-        ).text
 
     def stats(self) -> MemoryStats:
         tensors = _flatten(self._state)[1] if self._state is not None else {}

@@ -22,7 +22,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,13 +45,14 @@ from shared_core.memory.positions import PositionMode, rerotate, rope_inv_freq
 from shared_core.memory.scorers import Scorer, get_scorer, select
 from shared_core.models.chat_format import ChatFormat, frame_texts
 from shared_core.models.decoding import ConstrainedGeneration, Decoder, TokenConstraint, eos_ids
+from shared_core.models.generation import LocalGenerator
 from shared_core.models.loading import (
     LoadedLM,
     load_causal_lm,
     model_fingerprint,
     tokenizer_fingerprint,
 )
-from shared_core.types import ChatTurn
+from shared_core.types import ChatTurn, GenerationOptions
 
 _TENSORS = "memory.safetensors"
 _MIN_WINDOW = 256
@@ -404,20 +405,19 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         )
 
     # -- prompting --------------------------------------------------------------------------
-    def _decoder(
+    def _open_run(
         self,
         prompt: str,
-        history: Sequence[ChatTurn],
-        max_new_tokens: int,
-        stop: Sequence[str],
-        temperature: float,
-        constraint: TokenConstraint | None = None,
+        history: tuple[ChatTurn, ...],
+        options: GenerationOptions,
+        constraint: TokenConstraint | None,
     ) -> Decoder:
         state = self._state
         if state is None:
             raise NoMemoryError("this memory is empty: call memorize(text) or load(dir) first")
         check_query(prompt)
-        if max_new_tokens < 0 or max_new_tokens > self.max_new_tokens_cap:
+        max_new_tokens = options.max_new_tokens
+        if max_new_tokens > self.max_new_tokens_cap:
             raise LimitError(
                 f"max_new_tokens={max_new_tokens} is outside 0..{self.max_new_tokens_cap}"
             )
@@ -435,30 +435,14 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             ids,
             cache=_cache_of(state.keys, state.values, room=len(ids) + max_new_tokens + 1),
             start_position=state.next_position,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            temperature=temperature,
+            options=options,
             stop_ids=self._stop_ids,
             constraint=constraint,
         )
 
-    def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        run = self._decoder(prompt, history, max_new_tokens, stop, temperature)
-        yield from run
-
-    def next_token_logits(self, prompt: str, *, history: Sequence[ChatTurn] = ()) -> torch.Tensor:
-        """Logits of the first reply token (for tests and scoring)."""
-        run = self._decoder(prompt, history, 1, (), 0.0)
-        with torch.inference_mode():
-            return run._step(run.prompt_ids)
+    def answer_generator(self) -> LocalGenerator:
+        """A plain generator over the same weights (no memory, no second copy)."""
+        return LocalGenerator(self.model, self.tokenizer, name=self.name)
 
     # -- introspection ----------------------------------------------------------------------
     def stats(self) -> MemoryStats:

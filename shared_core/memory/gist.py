@@ -9,16 +9,18 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from shared_core.errors import InputError, NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
+from shared_core.models.decoding import TokenConstraint
+from shared_core.models.generation import run_of
 from shared_core.persistence import read_json, write_json
 from shared_core.retrieval.chunking import TokenChunker, approx_token_count
-from shared_core.types import ChatTurn, Generation, TextGenerator
+from shared_core.types import ChatTurn, GenerationOptions, GenerationRun, TextGenerator
 
 _GISTS = "gists.json"
 
@@ -123,41 +125,15 @@ class GistMemory(Memory):
         body = "\n".join(f"- {g}" for g in self._gists)
         return [ChatTurn("user", f"{self.intro}{body}"), ChatTurn("assistant", self.ack), *history]
 
-    def generate(
+    def _open_run(
         self,
         prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation:
+        history: tuple[ChatTurn, ...],
+        options: GenerationOptions,
+        constraint: TokenConstraint | None,
+    ) -> GenerationRun:
         check_query(prompt)
-        return self.generator.generate(
-            prompt,
-            history=self._history(history),
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            temperature=temperature,
-        )
-
-    def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        check_query(prompt)
-        yield from self.generator.stream(
-            prompt,
-            history=self._history(history),
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            temperature=temperature,
-        )
+        return run_of(self.generator, prompt, history=self._history(history), options=options)
 
     def stats(self) -> MemoryStats:
         size = sum(len(g.encode("utf-8")) for g in self._gists)

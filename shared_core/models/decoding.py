@@ -7,12 +7,13 @@ logits at each step (copy-from-text clues).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
 
-from shared_core.types import Generation
+from shared_core.types import ChatTurn, Generation, GenerationOptions, GenerationRun
 
 
 class TokenConstraint(Protocol):
@@ -54,9 +55,7 @@ class Decoder:
         *,
         cache: Any,
         start_position: int,
-        max_new_tokens: int,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
+        options: GenerationOptions,
         seed: int = 0,
         stop_ids: set[int] | None = None,
         constraint: TokenConstraint | None = None,
@@ -66,9 +65,9 @@ class Decoder:
         self.prompt_ids = list(prompt_ids)
         self.cache = cache
         self.position = start_position
-        self.max_new_tokens = max_new_tokens
-        self.stop = [s for s in stop if s]
-        self.temperature = temperature
+        self.max_new_tokens = options.max_new_tokens
+        self.stop = [s for s in options.stop if s]
+        self.temperature = options.temperature
         self.generator = torch.Generator().manual_seed(seed)
         self.stop_ids = stop_ids if stop_ids is not None else eos_ids(model, tokenizer)
         self.constraint = constraint
@@ -165,11 +164,52 @@ class Decoder:
         return longest
 
 
-class ConstrainedGeneration:
-    """Mixin for generators whose ``_decoder(prompt, history, max_new_tokens, stop,
-    temperature, constraint)`` builds a ``Decoder``: adds constrained decoding."""
+class GeneratorBase(ABC):
+    """``generate`` and ``stream`` written once, over ``start``: what every local generator and
+    memory back-end implements is how to open one decoding run."""
+
+    def start(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        options: GenerationOptions | None = None,
+    ) -> GenerationRun:
+        """A run for ``prompt``: iterate it for pieces; ``.generation`` then counts tokens."""
+        return self._open_run(prompt, tuple(history), options or GenerationOptions(), None)
+
+    def generate(
+        self, prompt: str, *, history: Sequence[ChatTurn] = (), **options: Any
+    ) -> Generation:
+        """The whole reply; ``options`` are ``GenerationOptions`` fields."""
+        run = self.start(prompt, history=history, options=GenerationOptions(**options))
+        for _ in run:
+            pass
+        return run.generation
+
+    def stream(
+        self, prompt: str, *, history: Sequence[ChatTurn] = (), **options: Any
+    ) -> Iterator[str]:
+        """The reply piece by piece; ``options`` are ``GenerationOptions`` fields."""
+        yield from self.start(prompt, history=history, options=GenerationOptions(**options))
+
+    @abstractmethod
+    def _open_run(
+        self,
+        prompt: str,
+        history: tuple[ChatTurn, ...],
+        options: GenerationOptions,
+        constraint: TokenConstraint | None,
+    ) -> GenerationRun:
+        """Open one decoding run (``constraint`` only where ``supports_copying``)."""
+
+
+class ConstrainedGeneration(GeneratorBase):
+    """A generator that can decode under a ``TokenConstraint`` (copy-from-text clues)."""
 
     _stop_ids: set[int]
+    #: Wrappers that cannot decode under a constraint say False.
+    supports_copying: bool = True
 
     @property
     def end_ids(self) -> set[int]:
@@ -181,9 +221,12 @@ class ConstrainedGeneration:
         prompt: str,
         constraint: TokenConstraint,
         *,
-        history: Sequence[Any] = (),
+        history: Sequence[ChatTurn] = (),
         max_new_tokens: int = 256,
     ) -> Generation:
         """Greedy reply to ``prompt`` whose every token ``constraint`` allows."""
-        run = self._decoder(prompt, history, max_new_tokens, (), 0.0, constraint)  # type: ignore[attr-defined]
-        return run.run()
+        options = GenerationOptions(max_new_tokens=max_new_tokens)
+        run = self._open_run(prompt, tuple(history), options, constraint)
+        for _ in run:
+            pass
+        return run.generation

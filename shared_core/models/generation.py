@@ -15,8 +15,22 @@ from transformers import DynamicCache
 from shared_core.errors import InputError, LimitError
 from shared_core.inputs import check_query
 from shared_core.models.chat_format import ChatFormat
-from shared_core.models.decoding import ConstrainedGeneration, Decoder, TokenConstraint, eos_ids
-from shared_core.types import ChatTurn, Generation, Passage, ScoredPassage, TextGenerator
+from shared_core.models.decoding import (
+    ConstrainedGeneration,
+    Decoder,
+    GeneratorBase,
+    TokenConstraint,
+    eos_ids,
+)
+from shared_core.types import (
+    ChatTurn,
+    Generation,
+    GenerationOptions,
+    GenerationRun,
+    Passage,
+    ScoredPassage,
+    TextGenerator,
+)
 
 
 class LocalGenerator(ConstrainedGeneration):
@@ -33,17 +47,16 @@ class LocalGenerator(ConstrainedGeneration):
         self.max_new_tokens_cap = max_new_tokens_cap
         self._stop_ids = eos_ids(model, tokenizer)
 
-    def _decoder(
+    def _open_run(
         self,
         prompt: str,
-        history: Sequence[ChatTurn],
-        max_new_tokens: int,
-        stop: Sequence[str],
-        temperature: float,
-        constraint: TokenConstraint | None = None,
+        history: tuple[ChatTurn, ...],
+        options: GenerationOptions,
+        constraint: TokenConstraint | None,
     ) -> Decoder:
         check_query(prompt)
-        if not 0 <= max_new_tokens <= self.max_new_tokens_cap:
+        max_new_tokens = options.max_new_tokens
+        if max_new_tokens > self.max_new_tokens_cap:
             cap = self.max_new_tokens_cap
             raise LimitError(f"max_new_tokens={max_new_tokens} is outside 0..{cap}")
         ids = self.format.plain(history, prompt)
@@ -58,81 +71,98 @@ class LocalGenerator(ConstrainedGeneration):
             ids,
             cache=DynamicCache(),
             start_position=0,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            temperature=temperature,
+            options=options,
             stop_ids=self._stop_ids,
             constraint=constraint,
         )
-
-    def generate(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation:
-        return self._decoder(prompt, history, max_new_tokens, stop, temperature).run()
-
-    def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        yield from self._decoder(prompt, history, max_new_tokens, stop, temperature)
 
     def count_tokens(self, text: str) -> int:
         return len(self.format.encode(text))
 
 
-class CallableGenerator:
+class FinishedRun:
+    """A reply that arrives whole: one piece, then its generation."""
+
+    def __init__(self, generation: Generation) -> None:
+        self.generation = generation
+
+    def __iter__(self) -> Iterator[str]:
+        if self.generation.text:
+            yield self.generation.text
+
+
+class CallableGenerator(GeneratorBase):
     """Adapts an object with ``.generate(prompt, max_new_tokens=...)`` (upstream's
-    ``customized_gen_model``, returning ``str`` or ``[str]``) to ``TextGenerator``."""
+    ``customized_gen_model``, returning ``str`` or ``[str]``) to ``TextGenerator``.
+
+    Token counts are whitespace words: the client does not report tokens."""
 
     def __init__(self, client: Any) -> None:
         if not callable(getattr(client, "generate", None)):
             raise InputError("customized_gen_model needs .generate(prompt, max_new_tokens)")
         self.client = client
 
-    def generate(
+    def _open_run(
         self,
         prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation:
+        history: tuple[ChatTurn, ...],
+        options: GenerationOptions,
+        constraint: TokenConstraint | None,
+    ) -> FinishedRun:
         text = prompt
         if history:
             turns = "\n".join(f"{t.role}: {t.content}" for t in history)
             text = f"{turns}\nuser: {prompt}"
-        out = self.client.generate(text, max_new_tokens=max_new_tokens)
-        reply = out[0] if isinstance(out, (list, tuple)) else out
-        reply = str(reply)
-        for s in stop:
+        out = self.client.generate(text, max_new_tokens=options.max_new_tokens)
+        reply = str(out[0] if isinstance(out, (list, tuple)) else out)
+        for s in options.stop:
             if s and s in reply:
                 reply = reply[: reply.index(s)]
-        return Generation(
-            text=reply, prompt_tokens=len(text.split()), completion_tokens=len(reply.split())
+        return FinishedRun(
+            Generation(
+                text=reply, prompt_tokens=len(text.split()), completion_tokens=len(reply.split())
+            )
         )
 
-    def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        yield self.generate(prompt, history=history, max_new_tokens=max_new_tokens, stop=stop).text
+
+class _ForeignRun:
+    """A run over a generator that only has ``stream``; its token counts are whitespace
+    words, since such a generator reports none."""
+
+    def __init__(self, pieces: Iterator[str], prompt: str, options: GenerationOptions) -> None:
+        self._pieces, self._prompt, self._options = pieces, prompt, options
+        self._text: list[str] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._pieces:
+            self._text.append(piece)
+            yield piece
+
+    @property
+    def generation(self) -> Generation:
+        text = "".join(self._text)
+        words = len(text.split())
+        return Generation(
+            text=text,
+            prompt_tokens=len(self._prompt.split()),
+            completion_tokens=words,
+            finish_reason="length" if words >= self._options.max_new_tokens else "stop",
+        )
+
+
+def run_of(
+    generator: TextGenerator,
+    prompt: str,
+    *,
+    history: Sequence[ChatTurn] = (),
+    options: GenerationOptions | None = None,
+) -> GenerationRun:
+    """A ``GenerationRun`` from any ``TextGenerator`` (real token counts where it has them)."""
+    options = options or GenerationOptions()
+    if isinstance(generator, GeneratorBase):
+        return generator.start(prompt, history=history, options=options)
+    pieces = generator.stream(prompt, history=tuple(history), **options.as_kwargs())
+    return _ForeignRun(iter(pieces), prompt, options)
 
 
 def as_generator(obj: Any) -> TextGenerator:
