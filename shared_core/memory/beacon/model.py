@@ -131,14 +131,14 @@ class BeaconAttention(nn.Module):
             v = v.repeat_interleave(groups, dim=1)
             scores = (q @ k.transpose(-1, -2)) / self.head_dim**0.5
             if t > 1:
-                scores = scores.masked_fill(~_allowed(t, m, q.device), float("-inf"))
+                scores = scores.masked_fill(~allowed_mask(t, m, q.device), float("-inf"))
             probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
             return probs @ v
-        mask = _allowed(t, m, q.device) if t > 1 else None
+        mask = allowed_mask(t, m, q.device) if t > 1 else None
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=groups > 1)
 
 
-def _allowed(t: int, m: int, device: torch.device) -> torch.Tensor:
+def allowed_mask(t: int, m: int, device: torch.device) -> torch.Tensor:
     """``[T, M+T]`` bool: row i may see every memory column and chunk columns ``<= i``."""
     cols = torch.arange(m + t, device=device)
     rows = torch.arange(t, device=device)[:, None] + m
