@@ -109,5 +109,9 @@ class BeaconEngine:
         """The base model with no beacons and no memory: logits of every position."""
         tensor = torch.tensor([list(ids)], dtype=torch.long, device=self.model.device)
         return self.model.step(
-            tensor, None, None, logit_rows=torch.arange(len(ids)), output_hidden_states=output_hidden_states
+            tensor,
+            None,
+            None,
+            logit_rows=torch.arange(len(ids)),
+            output_hidden_states=output_hidden_states,
         )

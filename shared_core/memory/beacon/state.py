@@ -131,7 +131,7 @@ def advance(state: BeaconState, plan: ChunkPlan, kv: Sequence[KV]) -> BeaconStat
     common = {
         "consumed": state.consumed + len(plan.raw),
         "remainder": plan.remainder_after,
-        "beacon_sizes": state.beacon_sizes + (plan.n_beacons,),
+        "beacon_sizes": (*state.beacon_sizes, plan.n_beacons),
         "closed_last": plan.closes_window,
     }
     if not plan.closes_window:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -177,9 +176,13 @@ def load_beacon_model(
     beacon_ratio: int | None = None,
 ) -> tuple[BeaconForCausalLM, Path, str]:
     """The model, the folder it came from and its revision."""
-    folder, rev = resolve_folder(name_or_path, cache_dir=cache_dir, token=access_token, revision=revision)
+    folder, rev = resolve_folder(
+        name_or_path, cache_dir=cache_dir, token=access_token, revision=revision
+    )
     cfg = BeaconConfig.from_file(folder, ratio=beacon_ratio)
-    where = pick_device("cuda" if (device_map or load_in_4bit) and device in (None, "auto") else device)
+    where = pick_device(
+        "cuda" if (device_map or load_in_4bit) and device in (None, "auto") else device
+    )
     dtype = pick_dtype(where, dtype)
     attention = "sdpa"
     if enable_flash_attn:
