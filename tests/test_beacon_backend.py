@@ -228,6 +228,48 @@ def test_unsupported_configs_are_refused_clearly():
             BeaconConfig.from_dict({**base, key: value})
 
 
+def test_hub_ids_go_through_snapshot_download(tok, monkeypatch):
+    import huggingface_hub
+
+    seen: dict[str, object] = {}
+
+    def fake_download(repo_id: str, **kw: object) -> str:
+        seen.update(kw, repo_id=repo_id)
+        return str(MODEL)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    memory = NativeBeaconMemory.from_pretrained(
+        "TommyChien/memorag-qwen2-7b-inst",
+        cache_dir="/c",
+        access_token="tok",
+        revision="abc",
+        tokenizer=tok,
+        device="cpu",
+    )
+    assert (seen["repo_id"], seen["cache_dir"], seen["token"], seen["revision"]) == (
+        "TommyChien/memorag-qwen2-7b-inst",
+        "/c",
+        "tok",
+        "abc",
+    )
+    assert memory.name == "TommyChien/memorag-qwen2-7b-inst"
+    assert "*.safetensors" in seen["allow_patterns"] and "*.bin" not in seen["allow_patterns"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU errors")
+def test_gpu_only_options_fail_clearly_without_cuda(tok):
+    from shared_core.errors import MemoRAGError
+
+    with pytest.raises(MemoRAGError, match="needs CUDA"):
+        load(tok, device_map="auto")
+    with pytest.raises(MemoRAGError, match="needs CUDA"):
+        load(tok, load_in_4bit=True)
+    with pytest.raises(InputError, match="device_map"):
+        load(tok, device_map="balanced")
+    # flash-attention is optional: without it (or on CPU) SDPA runs, with the same results
+    assert load(tok, enable_flash_attn=True).lm.options.attention == "sdpa"
+
+
 def test_generate_constrained_copies_from_the_text(mem, tok):
     text_ids = tok("Skerry Point", add_special_tokens=False)["input_ids"]
 

@@ -220,6 +220,14 @@ def test_fixtures_catch_a_wrong_implementation(family: str, ablation: StepOption
     assert worst(right["continue"][1], fx["continue/prompt_logits"]) <= ATOL
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eager_attention_matches_too(family: str) -> None:
+    fx = _file(family, "r2_ctx100.safetensors")
+    got = run_all(family, 2, 100, StepOptions(attention="eager"))
+    assert worst(got["continue"][1], fx["continue/prompt_logits"]) <= ATOL
+    assert got["generate"][3] == fx["generate/ids"].tolist()
+
+
 def test_report_worst_differences(capsys: pytest.CaptureFixture[str]) -> None:
     """Prints the worst absolute difference per fixture family (run after the others)."""
     if not DIFFS:

@@ -176,13 +176,21 @@ def load_beacon_model(
     beacon_ratio: int | None = None,
 ) -> tuple[BeaconForCausalLM, Path, str]:
     """The model, the folder it came from and its revision."""
+    if device_map not in (None, "auto"):
+        raise InputError(f"device_map must be None or 'auto', got {device_map!r}")
+    if (device_map or load_in_4bit) and not torch.cuda.is_available():
+        what = "device_map='auto'" if device_map else "load_in_4bit"
+        raise MemoRAGError(f"{what} needs CUDA GPUs; none is visible (use device='cpu')")
+    if load_in_4bit:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as exc:
+            raise MemoRAGError("load_in_4bit needs bitsandbytes: pip install bitsandbytes") from exc
     folder, rev = resolve_folder(
         name_or_path, cache_dir=cache_dir, token=access_token, revision=revision
     )
     cfg = BeaconConfig.from_file(folder, ratio=beacon_ratio)
-    where = pick_device(
-        "cuda" if (device_map or load_in_4bit) and device in (None, "auto") else device
-    )
+    where = pick_device("cuda" if device_map or load_in_4bit else device)
     dtype = pick_dtype(where, dtype)
     attention = "sdpa"
     if enable_flash_attn:
@@ -195,8 +203,6 @@ def load_beacon_model(
                 attention = "flash_attention_2"
     options = StepOptions(attention=attention)
     tensors = read_state_dict(folder)
-    if device_map not in (None, "auto"):
-        raise InputError(f"device_map must be None or 'auto', got {device_map!r}")
     first = torch.device("cpu") if (device_map or load_in_4bit) else where
     model = build_model(cfg, tensors, device=first, dtype=dtype, options=options)
     if load_in_4bit:
