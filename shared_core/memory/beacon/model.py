@@ -134,8 +134,16 @@ class BeaconAttention(nn.Module):
                 scores = scores.masked_fill(~allowed_mask(t, m, q.device), float("-inf"))
             probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
             return probs @ v
-        mask = allowed_mask(t, m, q.device) if t > 1 else None
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=groups > 1)
+        if t == 1:  # one new entry sees everything: no mask, GQA in the kernel
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=groups > 1)
+        # A lower-right causal bias is exactly "memory visible, causal in the chunk" and keeps
+        # the fused kernels (no [T, M+T] mask, no materialised scores); K/V heads are expanded
+        # because fused kernels with a bias do not all take GQA.
+        from torch.nn.attention.bias import causal_lower_right
+
+        if groups > 1:
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(t, m + t))
 
 
 def allowed_mask(t: int, m: int, device: torch.device) -> torch.Tensor:
