@@ -103,7 +103,7 @@ def random_model(cfg: BeaconConfig, device: torch.device, dtype: torch.dtype) ->
     """A random-weight model of ``cfg``'s shape, filled in place on ``device`` (no download)."""
     with torch.device("meta"):
         model = BeaconForCausalLM(cfg, StepOptions())
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to(dtype).to_empty(device=device)  # allocate once, in the final dtype
     gen = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
