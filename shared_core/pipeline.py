@@ -172,14 +172,10 @@ class MemoRAG:
         return self._generator
 
     def _shared_generator(self) -> TextGenerator:
-        memory = self.memory
-        model = getattr(memory, "model", None)
-        if model is not None and getattr(memory, "tokenizer", None) is not None:
-            return LocalGenerator(model, memory.tokenizer, name=getattr(memory, "name", None))
-        generator = getattr(memory, "generator", None)
-        if generator is not None:
-            return generator
-        raise InputError("this memory has no model to generate with; pass generator=")
+        generator = self.memory.answer_generator()
+        if generator is None:
+            raise InputError("this memory has no model to generate with; pass generator=")
+        return generator
 
     @property
     def prompts(self) -> PromptSet:

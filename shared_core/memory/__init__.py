@@ -38,6 +38,21 @@ def create_memory(
             if name_or_path and "memorag" in str(name_or_path).lower()
             else ("compressed_kv")
         )
+    frame: dict[str, Any] = {}
+    if prompts is not None:
+        frame = {"intro": prompts.memory_intro, "ack": prompts.memory_ack}
+    if backend == "beacon":
+        return _native_beacon(
+            name_or_path,
+            cache_dir,
+            access_token,
+            device,
+            dtype,
+            load_in_4bit,
+            beacon_ratio,
+            frame,
+            options,
+        )
     from shared_core.models.loading import load_causal_lm
 
     lm = load_causal_lm(
@@ -47,22 +62,7 @@ def create_memory(
         device=device,
         dtype=dtype,
         load_in_4bit=load_in_4bit,
-        trust_remote_code=backend == "beacon",
     )
-    frame: dict[str, Any] = {}
-    if prompts is not None:
-        frame = {"intro": prompts.memory_intro, "ack": prompts.memory_ack}
-    if backend == "beacon":
-        from shared_core.memory.beacon import NativeBeaconMemory
-
-        return NativeBeaconMemory(
-            lm.model,
-            lm.tokenizer,
-            name=lm.name,
-            revision=lm.revision,
-            beacon_ratio=beacon_ratio,
-            **frame,
-        )
     if backend == "gist":
         from shared_core.memory.gist import GistMemory
         from shared_core.models.generation import LocalGenerator
@@ -79,6 +79,42 @@ def create_memory(
         beacon_ratio=beacon_ratio,
         **frame,
         **options,
+    )
+
+
+_BEACON_OPTIONS = ("revision", "enable_flash_attn", "device_map", "tokenizer", "show_progress")
+
+
+def _native_beacon(
+    name_or_path: str | None,
+    cache_dir: str | None,
+    access_token: str | None,
+    device: str | None,
+    dtype: Any,
+    load_in_4bit: bool,
+    beacon_ratio: int | None,
+    frame: dict[str, Any],
+    options: dict[str, Any],
+) -> Memory:
+    """Our own Activation Beacon implementation of a memorag-* checkpoint (no remote code).
+
+    ``window``/``scorer`` (compressed-KV settings) do not apply: the checkpoint fixes them.
+    """
+    from shared_core.memory.beacon import NativeBeaconMemory
+
+    if name_or_path is None:
+        raise InputError("backend='beacon' needs a memorag checkpoint (hub id or folder)")
+    extra = {k: options[k] for k in _BEACON_OPTIONS if k in options}
+    return NativeBeaconMemory.from_pretrained(
+        name_or_path,
+        cache_dir=cache_dir,
+        access_token=access_token,
+        device=device,
+        dtype=dtype,
+        load_in_4bit=load_in_4bit,
+        beacon_ratio=beacon_ratio,
+        **extra,
+        **frame,
     )
 
 

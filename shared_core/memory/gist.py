@@ -125,6 +125,10 @@ class GistMemory(Memory):
         body = "\n".join(f"- {g}" for g in self._gists)
         return [ChatTurn("user", f"{self.intro}{body}"), ChatTurn("assistant", self.ack), *history]
 
+    def answer_generator(self) -> TextGenerator:
+        """The generator that writes the gists answers too."""
+        return self.generator
+
     def _open_run(
         self,
         prompt: str,
