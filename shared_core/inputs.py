@@ -66,10 +66,7 @@ def as_documents(
     if not items:
         raise InputError("context is an empty list: there is nothing to memorize")
     if max_documents is not None and len(items) > max_documents:
-        raise LimitError(
-            f"{len(items)} documents in one call is over the limit of {max_documents} "
-            "(raise max_documents or send them in several add() calls)"
-        )
+        _too_many(len(items), max_documents)
     docs: list[Document] = []
     for offset, item in enumerate(items):
         index = start_index + offset
@@ -99,13 +96,29 @@ def as_documents(
         if doc.doc_id in seen:
             raise InputError(f"duplicate doc_id {doc.doc_id!r}: document ids must be unique")
         seen.add(doc.doc_id)  # type: ignore[arg-type]
+    check_caps(docs, max_chars=max_chars)
+    return docs
+
+
+def _too_many(count: int, limit: int) -> None:
+    raise LimitError(
+        f"{count} documents in one call is over the limit of {limit} "
+        "(raise max_documents or send them in several add() calls)"
+    )
+
+
+def check_caps(
+    docs: Sequence[Document], *, max_documents: int | None = None, max_chars: int | None = None
+) -> None:
+    """Refuse one call's documents over a memory's caps, before any work on them."""
+    if max_documents is not None and len(docs) > max_documents:
+        _too_many(len(docs), max_documents)
     total = sum(len(d.text) for d in docs)
     if max_chars is not None and total > max_chars:
         raise LimitError(
             f"context has {total:,} characters, over the limit of {max_chars:,} "
             "(raise max_chars, or memorize it in parts with add())"
         )
-    return docs
 
 
 def check_query(query: object) -> str:

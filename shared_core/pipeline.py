@@ -1,16 +1,16 @@
 """``MemoRAG``: wires memorize -> memory -> clues -> retrieval -> fusion -> generation.
 
-Upstream-compatible (``MemoRAG(mem_model_name_or_path=..., ret_model_name_or_path=...)``,
-``memorize``, ``load``, ``__call__(query, context, task_type=...)``), and the
-``RetrievalEngine`` the LangChain and LlamaIndex adapters call. It holds no model code of its
-own: models load lazily on first use, so constructing one is cheap and every argument defaults
-to the embedded offline models.
+Upstream-compatible (``MemoRAG(mem_model_name_or_path, ret_model_name_or_path,
+gen_model_name_or_path, customized_gen_model)``, ``memorize``, ``load``, ``__call__(query,
+context, task_type=...)``), and the ``RetrievalEngine`` the LangChain and LlamaIndex adapters
+call. It holds no model code: settings are one validated ``MemoRAGConfig``; the parts (memory,
+embedder, generator, clue writer) are built in one step on first use, after the prompt
+language is known, so constructing a pipeline is cheap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import queue
 import threading
 import time
@@ -20,19 +20,30 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from shared_core.clues import ClueWriter, anchor_clues, make_clue_writer, resolve_followup
-from shared_core.clues.copying import CopySource
-from shared_core.errors import InputError, NoMemoryError, PersistenceError
-from shared_core.inputs import ContextInput, as_documents, check_k, check_query
-from shared_core.memory import BACKENDS, Memory, create_memory
-from shared_core.models.generation import LocalGenerator, as_generator
-from shared_core.persistence import SaveDir, write_manifest
-from shared_core.prompts import PromptSet, detect_language, get_prompts
+from shared_core.clues import ClueWriter, CopySource, resolve_followup
+from shared_core.clues.keys import retrieval_keys
+from shared_core.clues.writers import CopyingClueWriter
+from shared_core.config import MemoRAGConfig
+from shared_core.errors import InputError, NoMemoryError
+from shared_core.inputs import ContextInput, as_documents, check_caps, check_k, check_query
+from shared_core.memory import Memory
+from shared_core.parts import Injected, Parts, build_parts
+from shared_core.persistence import SaveDir
+from shared_core.prompts import PromptSet, detect_language
 from shared_core.retrieval.chunking import TokenChunker
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.fusion import fuse
 from shared_core.retrieval.index import DenseIndex
-from shared_core.saved_settings import check_memory_fields, saved_settings
+from shared_core.retrieval.search import asearch_all, corpus_size, search_all
+from shared_core.saved_settings import saved_settings
+from shared_core.saving import (
+    pipeline_section,
+    read_index,
+    read_save_info,
+    saved_language,
+    saved_pipeline,
+    write_save,
+)
 from shared_core.tasks import TASKS, run_task
 from shared_core.types import (
     Answer,
@@ -40,6 +51,7 @@ from shared_core.types import (
     ChatTurn,
     Clue,
     Generation,
+    GenerationOptions,
     Hit,
     RetrievalResult,
     SearchBackend,
@@ -52,147 +64,91 @@ TASK_TYPES = tuple(TASKS)
 class MemoRAG:
     """A global memory in front of dense retrieval, with a generator behind it.
 
-    Defaults chosen on the tuning sets (HotpotQA context and pooled, QMSum; see
-    ``docs/benchmarks.md``): clues are evidence spans the memory copies verbatim from the text
-    plus surrogate questions (``clue_strategy="copy+surrogate"``); each clue is searched
-    anchored to the query, as ``query + the clue's new words`` (``anchor_clues=True``); the
-    keys' hit lists are interleaved, query first (``fusion="interleave"``; best for k <= 5,
-    while ``fusion="rrf"`` keeps recall at depth 10 and the better MRR).
+    Settings are ``MemoRAGConfig`` fields, given as keywords or as ``config=``; parts can be
+    injected (``memory=``, ``embedder=``, ``generator=``). Defaults chosen on the tuning sets
+    (``docs/benchmarks.md``): copied evidence spans plus surrogate questions as clues, each
+    searched anchored to the query, hit lists interleaved query first (``fusion="rrf"`` keeps
+    recall at depth 10 and the better MRR).
     """
-
-    #: Cap on the clues one query gets from the clue writer (each clue costs a search).
-    max_clues: int = 16
 
     def __init__(
         self,
         mem_model_name_or_path: str | None = None,
         ret_model_name_or_path: str | None = None,
         gen_model_name_or_path: str | None = None,
-        *,
         customized_gen_model: Any = None,
+        *,
+        config: MemoRAGConfig | None = None,
         memory: Memory | None = None,
         embedder: Embedder | None = None,
         generator: TextGenerator | None = None,
-        cache_dir: str | None = None,
-        access_token: str | None = None,
-        beacon_ratio: int = 4,
-        load_in_4bit: bool = False,
-        device: str | None = "auto",
-        dtype: Any = None,
-        memory_backend: str = "auto",
-        window: int = 2048,
-        scorer: str = "key_norm",
-        ret_hit: int = 3,
-        retrieval_chunk_size: int = 512,
-        chunk_overlap: int = 32,
-        clue_strategy: str | ClueWriter = "copy+surrogate",
-        query_weight: float = 2.0,
-        fusion: str = "interleave",
-        rrf_k: int = 60,
-        anchor_clues: bool = True,
-        language: str = "auto",
-        enable_flash_attn: bool = False,
-        **memory_kwargs: Any,
+        **options: Any,
     ) -> None:
-        del enable_flash_attn  # accepted for upstream compatibility; attention is picked by HF
-        self.mem_model_name_or_path = mem_model_name_or_path
-        self.ret_model_name_or_path = ret_model_name_or_path
-        self.gen_model_name_or_path = gen_model_name_or_path
-        self.model_kwargs = {
-            "cache_dir": cache_dir,
-            "access_token": access_token,
-            "device": device,
-            "dtype": dtype,
-            "load_in_4bit": load_in_4bit,
+        names = {
+            "mem_model_name_or_path": mem_model_name_or_path,
+            "ret_model_name_or_path": ret_model_name_or_path,
+            "gen_model_name_or_path": gen_model_name_or_path,
         }
-        self.memory_options = {
-            "beacon_ratio": beacon_ratio,
-            "window": window,
-            "scorer": scorer,
-            "backend": memory_backend,
-            **memory_kwargs,
-        }
-        self.ret_hit = check_k(ret_hit, name="ret_hit")
-        self.retrieval_chunk_size = retrieval_chunk_size
-        self.chunk_overlap = chunk_overlap
-        self.clue_strategy = clue_strategy
-        self.query_weight = query_weight
-        self.fusion = fusion
-        self.rrf_k = rrf_k
-        self.anchor_clues = anchor_clues
-        self.language = language
-        self._memory = memory
-        self._embedder = embedder
-        self._generator = as_generator(generator) if generator is not None else None
-        self._custom_gen = customized_gen_model
+        options.update({k: v for k, v in names.items() if v is not None})
+        if config is not None and not isinstance(config, MemoRAGConfig):
+            raise InputError(f"config must be a MemoRAGConfig, got {type(config).__name__}")
+        if config is None:
+            self.config = MemoRAGConfig.from_options(options)
+        else:
+            self.config = MemoRAGConfig.from_options({**_fields_of(config), **options})
+        if generator is not None and customized_gen_model is not None:
+            raise InputError("pass generator= or customized_gen_model, not both")
+        self._injected = Injected(memory, embedder, generator or customized_gen_model)
+        self._parts: Parts | None = None
         self._index: DenseIndex | None = None
-        self._prompts: PromptSet | None = None
-        self._clue_writer: ClueWriter | None = None
-        self._copy_cache: tuple[tuple[int, int, int], CopySource] | None = None
-        self._copy_lock = threading.Lock()
-        self._load_lock = threading.Lock()
-        # Reliability: re-entrant so add() on an empty pipeline can memorize() and save()
-        # under the same lock (two concurrent first add() calls cannot both memorize).
+        self._copy_cache: tuple[tuple[int, int], CopySource] | None = None
+        self._build_lock = threading.Lock()
+        # Re-entrant so add() on an empty pipeline can memorize() and save() under it.
         self._write_lock = threading.RLock()
-        self._chunk_tokenizer: Any = None
 
-    # -- lazy parts -------------------------------------------------------------------------
+    # -- parts ------------------------------------------------------------------------------
+    def _built(self, language: str | None = None) -> Parts:
+        """The parts, built once under one lock; ``language`` decides the prompts when the
+        config says ``auto`` (English when nothing is known yet)."""
+        with self._build_lock:
+            if self._parts is None:
+                chosen = self.config.language
+                if chosen == "auto":
+                    chosen = language or "en"
+                self._parts = build_parts(self.config, chosen, self._injected)
+            return self._parts
+
     @property
     def memory(self) -> Memory:
-        with self._load_lock:
-            if self._memory is None:
-                self._memory = create_memory(
-                    self.mem_model_name_or_path,
-                    **self.model_kwargs,
-                    **self.memory_options,
-                    prompts=self.prompts,
-                )
-        return self._memory
+        return self._built().memory
 
     @property
     def embedder(self) -> Embedder:
-        with self._load_lock:
-            if self._embedder is None:
-                kw = {k: self.model_kwargs[k] for k in ("cache_dir", "access_token")}
-                self._embedder = Embedder.load(self.ret_model_name_or_path, **kw)
-        return self._embedder
+        return self._built().embedder
+
+    @property
+    def prompts(self) -> PromptSet:
+        return self._built().prompts
+
+    @property
+    def clue_writer(self) -> ClueWriter:
+        return self._built().clue_writer
+
+    @property
+    def chunker(self) -> TokenChunker:
+        return self._built().chunker
 
     @property
     def generator(self) -> TextGenerator:
-        if self._generator is None:
-            if self._custom_gen is not None:
-                self._generator = as_generator(self._custom_gen)
-            elif self.gen_model_name_or_path is not None:
-                from shared_core.models.loading import load_causal_lm
-
-                lm = load_causal_lm(self.gen_model_name_or_path, **self.model_kwargs)
-                self._generator = LocalGenerator(lm.model, lm.tokenizer, name=lm.name)
-            else:
-                self._generator = self._shared_generator()
-        return self._generator
-
-    def _shared_generator(self) -> TextGenerator:
-        generator = self.memory.answer_generator()
+        generator = self._built().generator
         if generator is None:
             raise InputError("this memory has no model to generate with; pass generator=")
         return generator
 
     @property
-    def prompts(self) -> PromptSet:
-        if self._prompts is None:
-            self._prompts = get_prompts("en" if self.language == "auto" else self.language)
-        return self._prompts
-
-    @property
-    def clue_writer(self) -> ClueWriter:
-        if self._clue_writer is None:
-            self._clue_writer = make_clue_writer(self.clue_strategy, self.prompts)
-        return self._clue_writer
-
-    @property
     def index(self) -> DenseIndex:
         if self._index is None:
-            raise NoMemoryError("nothing is memorized: call memorize(context) or load(save_dir)")
+            raise NoMemoryError("nothing is memorized: call memorize(context) or load(dir) first")
         return self._index
 
     @property
@@ -200,29 +156,11 @@ class MemoRAG:
         """How many passages the engine's own index holds (0 before ``memorize``)."""
         return len(self._index) if self._index is not None else 0
 
-    @property
-    def chunker(self) -> TokenChunker:
-        size = min(self.retrieval_chunk_size, self.embedder.max_tokens or self.retrieval_chunk_size)
-        # Reliability: chunking counts tokens with its own copy of the embedder's tokenizer. A
-        # HF fast tokenizer keeps truncation/padding state; chunking (no truncation) and query
-        # embedding (truncation) on one object from two threads broke both.
-        embedder = self.embedder
-        with self._load_lock:
-            if self._chunk_tokenizer is None:
-                self._chunk_tokenizer = copy.deepcopy(embedder.tokenizer)
-        return TokenChunker.from_tokenizer(
-            self._chunk_tokenizer,
-            chunk_tokens=size,
-            overlap_tokens=self.chunk_overlap,
-        )
-
-    def _text_caps(self) -> dict[str, Any]:
-        """The memory's caps on one call's text, checked before any chunking or embedding."""
-        memory = self.memory
-        return {
-            "max_documents": getattr(memory, "max_documents", None),
-            "max_chars": getattr(memory, "max_chars", None),
-        }
+    def _documents(self, context: ContextInput, start: int = 0) -> tuple[Parts, list[Any]]:
+        docs = as_documents(context, start_index=start)
+        parts = self._built(detect_language(docs[0].text))
+        check_caps(docs, max_documents=parts.memory.max_documents, max_chars=parts.memory.max_chars)
+        return parts, docs
 
     # -- memorize ---------------------------------------------------------------------------
     def memorize(
@@ -234,13 +172,11 @@ class MemoRAG:
         overwrite: bool = False,
     ) -> MemoRAG:
         """Read ``context`` (a text or documents) into the memory and the index."""
-        docs = as_documents(context, **self._text_caps())  # limits refused before any compute
-        if self.language == "auto" and self._prompts is None:
-            self._prompts = get_prompts(detect_language(docs[0].text))
+        parts, docs = self._documents(context)  # limits refused before any text is processed
         with self._write_lock:
-            index = DenseIndex(self.embedder)
-            index.add(self.chunker.split(docs), show_progress=print_stats)
-            self.memory.memorize(docs, show_progress=print_stats or None)
+            index = DenseIndex(parts.embedder)
+            index.add(parts.chunker.split(docs), show_progress=print_stats)
+            parts.memory.memorize(docs, show_progress=print_stats or None)
             self._index = index
         if save_dir is not None:
             self.save(save_dir, overwrite=overwrite)
@@ -253,12 +189,10 @@ class MemoRAG:
         with self._write_lock:
             if self._index is None:
                 return self.memorize(context, save_dir)
-            docs = as_documents(
-                context, start_index=len(self.memory.documents), **self._text_caps()
-            )
-            chunks = self.chunker.split(docs)
-            self.memory.add(docs)
-            self.index.add(chunks)
+            parts, docs = self._documents(context, start=len(self.memory.documents))
+            chunks = parts.chunker.split(docs)
+            parts.memory.add(docs)
+            self._index.add(chunks)
         if save_dir is not None:
             self.save(save_dir)
         return self
@@ -267,49 +201,45 @@ class MemoRAG:
     def clues(self, query: str, *, history: Sequence[ChatTurn] = ()) -> list[Clue]:
         """The memory's retrieval clues for ``query`` (the query itself not included)."""
         check_query(query)
-        standalone = self._standalone(query, history)
-        writer = self.clue_writer
-        extra = {"source": self._copy_source()} if getattr(writer, "uses_source", False) else {}
-        clues = list(writer.write(standalone, self.memory, **extra))[: self.max_clues]
+        parts = self._built()
+        standalone = (
+            resolve_followup(query, history, parts.memory, parts.prompts) if history else query
+        )
+        writer = parts.clue_writer
+        if isinstance(writer, CopyingClueWriter) and writer.uses_source:
+            clues = writer.write(standalone, parts.memory, source=self._copy_source())
+        else:
+            clues = writer.write(standalone, parts.memory)
+        clues = list(clues)[: self.config.max_clues]
         if standalone != query:
-            clues.insert(0, Clue(text=standalone, kind="history", weight=self.query_weight))
+            clues.insert(0, Clue(text=standalone, kind="history", weight=self.config.query_weight))
         return clues
 
     def _copy_source(self) -> CopySource | None:
         """The corpus in the memory model's tokens, for copy-from-text clues (cached)."""
-        tokenizer = getattr(self.memory, "tokenizer", None)
-        index = self._index
+        tokenizer, index = self.memory.tokenizer, self._index
         if tokenizer is None or index is None or len(index) == 0:
             return None
-        key = (id(index), len(index), id(tokenizer))
-        with self._copy_lock:
+        key = (id(index), len(index))
+        with self._build_lock:
             if self._copy_cache is None or self._copy_cache[0] != key:
                 texts = [chunk.text for chunk in index.chunks]
                 self._copy_cache = (key, CopySource.from_texts(texts, tokenizer))
             return self._copy_cache[1]
 
-    def _standalone(self, query: str, history: Sequence[ChatTurn]) -> str:
-        if not history:
-            return query
-        return resolve_followup(query, history, self.memory, self.prompts)
+    def _keys(self, query: str, clues: Sequence[Clue], extra: Sequence[str] = ()) -> list[Clue]:
+        return retrieval_keys(
+            query,
+            clues,
+            extra,
+            query_weight=self.config.query_weight,
+            anchor=self.config.anchor_clues,
+        )
 
-    def _keys(
-        self, query: str, clues: Sequence[Clue], extra: Sequence[str], *, anchor: bool = True
-    ) -> list[Clue]:
-        if anchor and self.anchor_clues:
-            anchor = next((c.text for c in clues if c.kind == "history"), query)
-            clues = anchor_clues(clues, anchor)
-        keys = [Clue(text=query, kind="query", weight=self.query_weight)]
-        keys += [Clue(text=e, kind="custom") for e in extra if isinstance(e, str) and e.strip()]
-        keys += clues
-        seen: set[str] = set()
-        unique = []
-        for key in keys:
-            norm = " ".join(key.text.lower().split())
-            if norm not in seen:
-                seen.add(norm)
-                unique.append(key)
-        return unique
+    def _depth(self, k: int, search_k: int | None) -> int:
+        if search_k is not None:
+            return check_k(search_k, name="search_k")
+        return self.config.search_k or max(k, self.config.ret_hit)
 
     def _fuse(
         self,
@@ -321,14 +251,14 @@ class MemoRAG:
         backend: object,
     ) -> RetrievalResult:
         started = time.perf_counter()
+        size = self.config.ret_hit if self.config.fusion == "union" else k
         pairs = list(zip(keys, lists, strict=True))
-        size = self.ret_hit if self.fusion == "union" else k
-        fused = fuse(pairs, size, method=self.fusion, rrf_k=self.rrf_k)
+        fused = fuse(pairs, size, method=self.config.fusion, rrf_k=self.config.rrf_k)
         timings["fusion"] = time.perf_counter() - started
-        size = len(backend) if hasattr(backend, "__len__") else None  # type: ignore[arg-type]
-        if size is not None and k > size:
+        held = corpus_size(backend)
+        if held is not None and k > held:
             warnings.warn(
-                f"k={k} is more than the {size} passages in the corpus; returning all", stacklevel=3
+                f"k={k} is more than the {held} passages in the corpus; returning all", stacklevel=3
             )
         return RetrievalResult(
             query=query, clues=tuple(keys), passages=tuple(fused), timings=dict(timings)
@@ -346,23 +276,17 @@ class MemoRAG:
     ) -> RetrievalResult:
         """Clues from the memory, one search per clue and the query, fused into exactly ``k``.
 
-        ``search_k`` is the depth of each search (default ``max(k, ret_hit)``). The default
-        fusion, ``interleave``, takes the query's best hit, then each clue's, then the query's
-        second, ... (``fusion="rrf"``: weighted reciprocal-rank fusion with ``rrf_k``).
+        ``search_k`` is the depth of each search (default: the config's ``search_k``, else
+        ``max(k, ret_hit)``).
         """
         check_query(query)
         check_k(k)
         backend = search if search is not None else self.index
-        timings: dict[str, float] = {}
         started = time.perf_counter()
         keys = self._keys(query, self.clues(query, history=history), extra_queries)
-        timings["clues"] = time.perf_counter() - started
+        timings = {"clues": time.perf_counter() - started}
         started = time.perf_counter()
-        depth = check_k(search_k, name="search_k") if search_k else max(k, self.ret_hit)
-        if hasattr(backend, "search_many"):
-            lists = backend.search_many([c.text for c in keys], depth)  # type: ignore[union-attr]
-        else:
-            lists = [backend.search(c.text, depth) for c in keys]
+        lists = search_all(backend, [c.text for c in keys], self._depth(k, search_k))
         timings["search"] = time.perf_counter() - started
         return self._fuse(query, k, keys, lists, timings, backend)
 
@@ -380,20 +304,12 @@ class MemoRAG:
         check_query(query)
         check_k(k)
         backend = search if search is not None else self.index
-        timings: dict[str, float] = {}
         started = time.perf_counter()
         clues = await asyncio.to_thread(self.clues, query, history=history)
         keys = self._keys(query, clues, extra_queries)
-        timings["clues"] = time.perf_counter() - started
+        timings = {"clues": time.perf_counter() - started}
         started = time.perf_counter()
-        depth = check_k(search_k, name="search_k") if search_k else max(k, self.ret_hit)
-        texts = [c.text for c in keys]
-        if isinstance(backend, AsyncSearchBackend):
-            lists = await asyncio.gather(*(backend.asearch(t, depth) for t in texts))
-        elif hasattr(backend, "search_many"):
-            lists = await asyncio.to_thread(backend.search_many, texts, depth)
-        else:
-            lists = [await asyncio.to_thread(backend.search, t, depth) for t in texts]
+        lists = await asearch_all(backend, [c.text for c in keys], self._depth(k, search_k))
         timings["search"] = time.perf_counter() - started
         return self._fuse(query, k, keys, lists, timings, backend)
 
@@ -404,71 +320,41 @@ class MemoRAG:
         the clues are searched as given (never anchored)."""
         check_query(query)
         check_k(k)
-        keys = self._keys(query, clues, (), anchor=False)
-        weight = self.query_weight if query_weight is None else query_weight
+        keys = retrieval_keys(query, clues, query_weight=self.config.query_weight, anchor=False)
+        weight = self.config.query_weight if query_weight is None else query_weight
         keys = [replace(c, weight=weight) if c.kind == "query" else c for c in keys]
         keys = [c for c in keys if c.weight > 0] or keys
-        timings: dict[str, float] = {}
         started = time.perf_counter()
-        lists = self.index.search_many([c.text for c in keys], max(k, self.ret_hit))
-        timings["search"] = time.perf_counter() - started
+        lists = search_all(self.index, [c.text for c in keys], self._depth(k, None))
+        timings = {"search": time.perf_counter() - started}
         return self._fuse(query, k, keys, lists, timings, self.index)
 
     # -- chat against the memory ------------------------------------------------------------
-    @staticmethod
-    def _split(messages: Sequence[ChatTurn]) -> tuple[list[ChatTurn], str]:
+    def start_chat(
+        self, messages: Sequence[ChatTurn], options: GenerationOptions | None = None
+    ) -> Any:
+        """A ``GenerationRun`` answering the last message against the memory (earlier turns
+        are the history): iterate it for pieces; ``.generation`` then counts real tokens."""
         if not messages:
             raise InputError("messages is empty")
         *history, last = messages
-        return list(history), last.content
+        return self.memory.start(last.content, history=history, options=options)
 
-    def chat(
-        self,
-        messages: Sequence[ChatTurn],
-        *,
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation:
-        """Answer the last message against the memory; earlier turns are the history."""
-        history, prompt = self._split(messages)
-        return self.memory.generate(
-            prompt,
-            history=history,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            temperature=temperature,
-        )
+    def chat(self, messages: Sequence[ChatTurn], **options: Any) -> Generation:
+        """Answer the last message against the memory; ``options``: ``GenerationOptions``."""
+        run = self.start_chat(messages, GenerationOptions(**options))
+        for _ in run:
+            pass
+        return run.generation
 
-    def stream_chat(
-        self,
-        messages: Sequence[ChatTurn],
-        *,
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        history, prompt = self._split(messages)
-        yield from self.memory.stream(
-            prompt,
-            history=history,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            temperature=temperature,
-        )
+    def stream_chat(self, messages: Sequence[ChatTurn], **options: Any) -> Iterator[str]:
+        yield from self.start_chat(messages, GenerationOptions(**options))
 
     async def astream_chat(
-        self,
-        messages: Sequence[ChatTurn],
-        *,
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
+        self, messages: Sequence[ChatTurn], **options: Any
     ) -> AsyncIterator[str]:
         """Stream in a worker thread, handing pieces to the event loop as they come."""
-        iterator = self.stream_chat(
-            messages, max_new_tokens=max_new_tokens, stop=stop, temperature=temperature
-        )
+        iterator = iter(self.stream_chat(messages, **options))
         done = object()
         while True:
             piece = await asyncio.to_thread(next, iterator, done)
@@ -497,7 +383,7 @@ class MemoRAG:
             self,
             task_type,
             query,
-            k=k or self.ret_hit,
+            k=self.config.ret_hit if k is None else k,
             history=history,
             prompt_template=prompt_template,
             max_new_tokens=max_new_tokens,
@@ -556,113 +442,59 @@ class MemoRAG:
         ).text
 
     # -- persistence ------------------------------------------------------------------------
-    def _section(self) -> dict[str, Any]:
-        options = {k: v for k, v in self.memory_options.items() if k != "backend"}
-        return {
-            "mem_model_name_or_path": self.mem_model_name_or_path,
-            "ret_model_name_or_path": self.ret_model_name_or_path,
-            "embedder": self.embedder.name,
-            "memory_options": {
-                k: v
-                for k, v in options.items()
-                if isinstance(v, (str, int, float, bool, type(None)))
-            },
-            "memory_backend": self.memory.backend,
-            "retrieval_chunk_size": self.retrieval_chunk_size,
-            "chunk_overlap": self.chunk_overlap,
-            "language": self.prompts.language,
-            "documents": [d["doc_id"] for d in self.memory.documents],
-        }
-
     def save(self, save_dir: str | Path, *, overwrite: bool = False) -> None:
         """Atomically save memory + index + settings to ``save_dir`` (safetensors + JSON)."""
-        index = self.index
-        memory = self.memory
-        with (
-            self._write_lock,
-            SaveDir(save_dir).stage(lineage=memory.lineage, overwrite=overwrite) as folder,
-        ):
-            section = memory.write_files(folder)
-            index_section = index.save(folder)
-            write_manifest(
-                folder,
-                {
-                    "kind": "memorag",
-                    "lineage": memory.lineage,
-                    "memory": section,
-                    "index": index_section,
-                    "pipeline": self._section(),
-                },
-            )
+        index, parts = self.index, self._built()
+        section = pipeline_section(
+            self.config, parts.memory, parts.embedder, parts.prompts.language
+        )
+        with self._write_lock:
+            write_save(save_dir, parts.memory, index, section, overwrite=overwrite)
 
-    def load(self, save_dir: str | Path) -> MemoRAG:
+    def load(self, save_dir: str | Path, print_stats: bool = False) -> MemoRAG:
         """Restore memory and index from ``save_dir``, refusing mismatched parts."""
         # Reliability: SaveDir.read starts again if a concurrent save replaces the snapshot.
-        return SaveDir(save_dir).read(self._load_snapshot)
+        SaveDir(save_dir).read(self._load_snapshot)
+        if print_stats:
+            print(self.stats_text())
+        return self
 
     def _load_snapshot(self, folder: Path, manifest: dict[str, Any]) -> MemoRAG:
-        where = folder / "manifest.json"
-        if manifest.get("kind") != "memorag":
-            raise PersistenceError(f"{where} holds a {manifest.get('kind')!r}, not a MemoRAG save")
-        for key in ("memory", "index", "pipeline"):
-            if not isinstance(manifest.get(key), dict):
-                raise PersistenceError(f"{where} has no {key!r} section")
-        pipeline = manifest["pipeline"]
-        language = pipeline.get("language")
-        if language in ("en", "zh"):
-            self._prompts = get_prompts(language)
-        index = DenseIndex.load(folder, self.embedder, expected=manifest["index"])
-        doc_ids = pipeline.get("documents")
-        chunk_docs = {c.doc_id for c in index.chunks}
-        if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids):
-            raise PersistenceError(f"{where}: pipeline.documents must be a list of doc ids")
-        if set(doc_ids) != chunk_docs:
-            raise PersistenceError(f"{where}: the index and the memory hold different documents")
-        check_memory_fields(where, manifest["memory"])
-        if [d["doc_id"] for d in manifest["memory"]["documents"]] != doc_ids:
-            raise PersistenceError(f"{where}: the memory section lists other documents")
+        parts = self._built(saved_language(manifest))
+        index = read_index(folder, manifest, parts.embedder)
         with self._write_lock:
-            self.memory.read_files(folder, manifest["memory"])
+            parts.memory.read_files(folder, manifest["memory"])
             self._index = index
         return self
 
     @classmethod
     def from_dir(cls, save_dir: str | Path, **kwargs: Any) -> MemoRAG:
         """Build a pipeline with the models and settings a save names, then load it."""
-        folder, manifest = SaveDir(save_dir).require()
-        pipeline = manifest.get("pipeline")
-        if not isinstance(pipeline, dict):
-            raise PersistenceError(f"{folder / 'manifest.json'} is not a MemoRAG save")
-        # Reliability: every saved setting is type-checked, and a save cannot make this load
-        # run code shipped with a model (trust_remote_code) unless the caller names the model.
-        settings = saved_settings(folder / "manifest.json", pipeline, kwargs, BACKENDS)
+        folder, pipeline = saved_pipeline(save_dir)
+        # Reliability: every saved setting is type-checked before it is used.
+        settings = saved_settings(folder / "manifest.json", pipeline, kwargs)
         return cls(**settings).load(save_dir)
 
     # -- stats ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        memory = self.memory.stats().as_dict()
-        chunks = len(self._index) if self._index is not None else 0
         return {
-            "memory": memory,
-            "chunks": chunks,
-            "embedder": self._embedder.name if self._embedder else None,
+            "memory": self.memory.stats().as_dict(),
+            "chunks": self.corpus_size,
+            "embedder": self._parts.embedder.name if self._parts else None,
         }
 
     def stats_text(self) -> str:
-        chunks = len(self._index) if self._index is not None else 0
         return (
             f"{self.memory.stats().summary()}\n"
-            f"retrieval corpus:  {chunks:,} chunks of <= {self.retrieval_chunk_size} tokens"
+            f"retrieval corpus:  {self.corpus_size:,} chunks of <= "
+            f"{self.config.retrieval_chunk_size} tokens"
         )
 
 
-def read_save_info(save_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a save directory, checked (for ``memorag stats``)."""
-    folder, manifest = SaveDir(save_dir).require()
-    manifest = dict(manifest)
-    manifest["snapshot"] = folder.name
-    del manifest["files"]
-    return manifest
+def _fields_of(config: MemoRAGConfig) -> dict[str, Any]:
+    from dataclasses import fields
+
+    return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
 __all__ = ["TASK_TYPES", "Answer", "MemoRAG", "read_save_info"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from shared_core.config import BACKENDS
 from shared_core.errors import PersistenceError
 from shared_core.persistence.files import is_int, short
 
@@ -40,7 +41,7 @@ def check_memory_fields(where: Path, section: Mapping[str, Any]) -> None:
 
 
 def saved_settings(
-    where: Path, section: Mapping[str, Any], given: Mapping[str, Any], backends: Sequence[str]
+    where: Path, section: Mapping[str, Any], given: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The ``MemoRAG`` settings a save's ``pipeline`` section names, each checked.
 
@@ -79,8 +80,8 @@ def saved_settings(
         "memory_backend": pick(
             "memory_backend",
             "auto",
-            lambda v: isinstance(v, str) and v in backends,
-            f"one of {tuple(backends)}",
+            lambda v: isinstance(v, str) and v in BACKENDS,
+            f"one of {BACKENDS}",
         ),
     }
     options = section.get("memory_options", {})

@@ -293,8 +293,12 @@ def test_create_memory_loads_a_memorag_folder_natively(tok, tmp_path):
     folder = tmp_path / "memorag-tiny-qwen2"
     shutil.copytree(MODEL, folder)
     tok.save_pretrained(folder)
-    memory = create_memory(str(folder), device="cpu", beacon_ratio=8, window=2048, scorer="x")
+    memory = create_memory(str(folder), device="cpu", beacon_ratio=8)
     assert isinstance(memory, NativeBeaconMemory) and memory.beacon_ratio == 8
+    # Compressed-KV settings are refused for the beacon memory, never dropped silently.
+    for option in ({"window": 2048}, {"scorer": "key_norm"}, {"reserve_tokens": 64}):
+        with pytest.raises(InputError, match=next(iter(option))):
+            create_memory(str(folder), device="cpu", **option)
     assert memory.config.capacity_tokens() == (512 - 16) * 8 + 16
     with pytest.raises(InputError, match="memorag checkpoint"):
         create_memory(None, backend="beacon")

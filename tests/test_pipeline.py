@@ -150,7 +150,7 @@ def test_a_verbatim_clue_puts_its_passage_in_the_top_k(embedder):
     )
     hits = pipe.index.search("Halloran rents a small room above the bakery.", 1)
     assert hits[0].passage.id == EVIDENCE  # the clue's own search ranks the evidence first
-    assert pipe.fusion == "interleave"
+    assert pipe.config.fusion == "interleave"
     assert EVIDENCE in ids(pipe.retrieve(QUERY, 3))
     # Under RRF (k=60) the same rank-0 hit is outvoted by passages every list holds lower:
     # why interleave became the default (benchmarks: docs/benchmarks.md).
@@ -170,7 +170,7 @@ def test_rrf_gives_exactly_k_distinct_passages_in_rrf_order(embedder, k):
     got = ids(result)
     assert len(got) == k and len(set(got)) == k
     # Recompute the weighted RRF independently from each key's own search.
-    depth = max(k, pipe.ret_hit)
+    depth = max(k, pipe.config.ret_hit)
     scores: dict[str, float] = {}
     for clue in result.clues:
         for rank, hit in enumerate(pipe.index.search(clue.text, depth)):
@@ -183,7 +183,7 @@ def test_rrf_gives_exactly_k_distinct_passages_in_rrf_order(embedder, k):
     assert min(p.score for p in result.passages) >= max(
         (s for pid, s in scores.items() if pid not in got), default=0.0
     )
-    assert result.clues[0] == Clue(QUERY, "query", pipe.query_weight)
+    assert result.clues[0] == Clue(QUERY, "query", pipe.config.query_weight)
 
 
 def test_k_larger_than_the_corpus_returns_everything_with_a_warning(embedder):
@@ -317,8 +317,8 @@ def test_dialogue_task_resolves_the_follow_up_before_retrieval(embedder):
     assert FOLLOWUP in rewrite.prompt and FOLLOW_UP in rewrite.prompt
     assert "User: Tell me about Halloran, the ship's doctor." in rewrite.prompt
     assert RESOLVED in span.prompt and RESOLVED in surrogate.prompt  # clues for the standalone
-    assert Clue(RESOLVED, "history", pipe.query_weight) in answer.clues
-    assert answer.clues[0] == Clue(FOLLOW_UP, "query", pipe.query_weight)
+    assert Clue(RESOLVED, "history", pipe.config.query_weight) in answer.clues
+    assert answer.clues[0] == Clue(FOLLOW_UP, "query", pipe.config.query_weight)
     assert EVIDENCE in [p.passage.id for p in answer.passages]
     (call,) = generator.calls
     assert call.history == tuple(HISTORY) and FOLLOW_UP in call.prompt
@@ -586,7 +586,7 @@ def test_stream_answer_yields_pieces_then_the_answer_with_sources(embedder):
 
 def test_clues_are_searched_anchored_to_the_query_by_default(embedder):
     pipe, _, _ = make(embedder)
-    assert pipe.anchor_clues
+    assert pipe.config.anchor_clues
     raw = pipe.clues(QUERY)  # the memory's own lines, unchanged
     result = pipe.retrieve(QUERY, 3)
     searched = [c for c in result.clues if c.kind in ("span", "surrogate")]

@@ -20,6 +20,7 @@ from tiny_models import tiny_model
 from shared_core.clues import make_clue_writer
 from shared_core.errors import InputError, LimitError
 from shared_core.models.generation import LocalGenerator
+from shared_core.pipeline import MemoRAG
 from shared_core.types import ChatTurn, Clue, Generation
 
 
@@ -166,8 +167,11 @@ class Flood:
 def test_the_pipeline_caps_the_clues_of_any_writer(llama):
     pipe = make_pipeline(llama, clues=Flood())
     pipe.memorize(corpus(3))
-    assert len(pipe.clues("fox")) == pipe.max_clues == 16
-    pipe.max_clues = 3  # configurable per pipeline
+    assert len(pipe.clues("fox")) == pipe.config.max_clues == 16
+    pipe = MemoRAG(
+        config=pipe.config.with_changes(max_clues=3), memory=pipe.memory, embedder=pipe.embedder
+    )  # configurable per pipeline
+    pipe.memorize(corpus(3))
     result = pipe.retrieve("fox", 2)
     assert len(result.clues) == 1 + 3  # the query itself, then three clues
     assert len(result.passages) == 2

@@ -24,6 +24,7 @@ from shared_core.clues.parsing import (
     word_tokens,
 )
 from shared_core.errors import InputError
+from shared_core.models.decoding import CopyingGenerator
 from shared_core.prompts import PromptSet, get_prompts
 from shared_core.types import ChatTurn, Clue, ClueKind, Generation, TextGenerator
 
@@ -34,6 +35,24 @@ class ClueWriter(Protocol):
 
     def write(
         self, query: str, memory: TextGenerator, *, history: Sequence[ChatTurn] = ()
+    ) -> list[Clue]: ...
+
+
+@runtime_checkable
+class CopyingClueWriter(Protocol):
+    """A clue writer that can copy spans from the corpus: it takes ``source`` when
+    ``uses_source`` says so."""
+
+    @property
+    def uses_source(self) -> bool: ...
+
+    def write(
+        self,
+        query: str,
+        memory: TextGenerator,
+        *,
+        history: Sequence[ChatTurn] = (),
+        source: CopySource | None = None,
     ) -> list[Clue]: ...
 
 
@@ -115,11 +134,9 @@ class _PromptedClues:
 
 
 def can_copy(generator: object) -> bool:
-    """Whether ``generator`` decodes under a constraint (``generate_constrained`` + ``end_ids``);
-    a wrapper may say no with ``supports_copying = False``."""
-    return callable(getattr(generator, "generate_constrained", None)) and bool(
-        getattr(generator, "supports_copying", True)
-    )
+    """Whether ``generator`` decodes under a constraint (a wrapper may say no with
+    ``supports_copying = False``)."""
+    return isinstance(generator, CopyingGenerator) and generator.supports_copying
 
 
 @dataclass
@@ -159,13 +176,14 @@ class SpanClues(_PromptedClues):
         if self.max_clues == 0:
             return []
         spans = min(self.copy_spans, self.max_clues)
+        assert isinstance(memory, CopyingGenerator)
         constraint = source.constraint(
-            memory.end_ids,  # type: ignore[attr-defined]
+            memory.end_ids,
             max_spans=spans,
             min_tokens=self.copy_min_tokens,
             max_tokens=self.copy_max_tokens,
         )
-        generation = memory.generate_constrained(  # type: ignore[attr-defined]
+        generation = memory.generate_constrained(
             self._prompt(query),
             constraint,
             history=tuple(history),
@@ -246,7 +264,7 @@ class CompositeClueWriter:
 
     @property
     def uses_source(self) -> bool:
-        return any(getattr(w, "uses_source", False) for w in self.writers)
+        return any(_copies(w) for w in self.writers)
 
     def write(
         self,
@@ -263,8 +281,11 @@ class CompositeClueWriter:
             seen.append(query_tokens)
         clues: list[Clue] = []
         for writer in self.writers:
-            extra = {"source": source} if getattr(writer, "uses_source", False) else {}
-            for clue in writer.write(query, memory, history=history, **extra):
+            if _copies(writer):
+                found = writer.write(query, memory, history=history, source=source)
+            else:
+                found = writer.write(query, memory, history=history)
+            for clue in found:
                 tokens = frozenset(word_tokens(clue.text))
                 if not tokens or any(jaccard(tokens, other) >= NEAR_DUPLICATE for other in seen):
                     continue
@@ -273,6 +294,10 @@ class CompositeClueWriter:
                 if self.max_clues is not None and len(clues) >= self.max_clues:
                     return clues
         return clues
+
+
+def _copies(writer: ClueWriter) -> bool:
+    return isinstance(writer, CopyingClueWriter) and writer.uses_source
 
 
 #: The five documented strategy names; "copy" is ``SpanClues(copy_from_text=True)``.

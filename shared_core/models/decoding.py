@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -162,6 +162,25 @@ class Decoder:
                     longest = max(longest, n)
                     break
         return longest
+
+
+@runtime_checkable
+class CopyingGenerator(Protocol):
+    """A generator that decodes under a ``TokenConstraint`` (copy-from-text clues)."""
+
+    supports_copying: bool
+
+    @property
+    def end_ids(self) -> set[int]: ...
+
+    def generate_constrained(
+        self,
+        prompt: str,
+        constraint: TokenConstraint,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+    ) -> Generation: ...
 
 
 class GeneratorBase(ABC):

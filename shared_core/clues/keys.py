@@ -1,0 +1,34 @@
+"""Retrieval keys: the query, the caller's extra queries and the memory's clues, once each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared_core.clues.anchoring import anchor_clues
+from shared_core.types import Clue
+
+
+def retrieval_keys(
+    query: str,
+    clues: Sequence[Clue],
+    extra: Sequence[str] = (),
+    *,
+    query_weight: float,
+    anchor: bool,
+) -> list[Clue]:
+    """The query first (``query_weight``), then ``extra``, then ``clues``; with ``anchor`` each
+    memory clue is searched as the query (or the standalone follow-up) plus its new words."""
+    if anchor:
+        base = next((c.text for c in clues if c.kind == "history"), query)
+        clues = anchor_clues(clues, base)
+    keys = [Clue(text=query, kind="query", weight=query_weight)]
+    keys += [Clue(text=e, kind="custom") for e in extra if isinstance(e, str) and e.strip()]
+    keys += clues
+    seen: set[str] = set()
+    unique = []
+    for key in keys:
+        norm = " ".join(key.text.lower().split())
+        if norm not in seen:
+            seen.add(norm)
+            unique.append(key)
+    return unique
