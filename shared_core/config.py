@@ -74,7 +74,7 @@ class MemoRAGConfig:
     enable_flash_attn: bool = False
     # -- memory ------------------------------------------------------------------------------
     memory_backend: str = "auto"
-    beacon_ratio: int | None = 4
+    beacon_ratio: int | None = None  # compressed KV: 4; beacon: the checkpoint's
     window: int | None = None  # compressed/full KV: 2048
     scorer: str | None = None  # compressed/full KV: "key_norm"
     position_mode: str | None = None  # compressed/full KV: "auto"
@@ -144,7 +144,7 @@ class MemoRAGConfig:
                     f"memory_backend={backend!r}"
                 )
         if backend == "full_kv" and self.beacon_ratio not in (None, 1):
-            raise InputError("memory_backend='full_kv' keeps every entry: leave beacon_ratio at 1")
+            raise InputError("memory_backend='full_kv' keeps every entry: beacon_ratio must be 1")
         allowed = BACKEND_OPTIONS[backend]
         for name, value in self.memory_options.items():
             if name not in allowed:

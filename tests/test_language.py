@@ -1,0 +1,69 @@
+"""The prompt language is resolved before any part is built (issue: a Chinese corpus got
+English prompts on the lazy path, because building the memory fixed the prompts first)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from scripted import shared_embedder
+from tiny_models import tiny_model, tiny_tokenizer
+
+from shared_core.config import MemoRAGConfig
+from shared_core.errors import InputError
+from shared_core.pipeline import MemoRAG
+from shared_core.prompts import get_prompts
+
+ZH = "长城是中国古代的军事防御工程。它东起山海关，西至嘉峪关，全长两万多公里。" * 3
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_a_chinese_corpus_gets_chinese_prompts_on_the_lazy_path(model_dir: Path) -> None:
+    pipe = MemoRAG(str(model_dir), embedder=shared_embedder(), device="cpu", window=64)
+    pipe.memorize(ZH)
+    zh = get_prompts("zh")
+    assert pipe.prompts.language == "zh"
+    assert pipe.memory.intro == zh.memory_intro  # the memory itself is framed in Chinese
+
+
+def test_an_explicit_language_wins_over_detection(model_dir: Path) -> None:
+    pipe = MemoRAG(str(model_dir), embedder=shared_embedder(), device="cpu", language="en")
+    pipe.memorize(ZH)
+    assert pipe.prompts.language == "en"
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"windw": 512}, "windw"),
+        ({"memory_backend": "gist", "window": 512}, "window"),
+        ({"memory_backend": "gist", "scorer": "key_norm"}, "scorer"),
+        ({"memory_backend": "gist", "reserve_tokens": 8}, "reserve_tokens"),
+        ({"memory_backend": "compressed_kv", "chunk_tokens": 8}, "chunk_tokens"),
+        ({"fusion": "sum"}, "fusion"),
+        ({"ret_hit": 0}, "ret_hit"),
+        ({"beacon_ratio": True}, "beacon_ratio"),
+        ({"clue_strategy": "copyy"}, "copyy"),
+        ({"max_chars": "big"}, "max_chars"),
+        ({"memory_backend": "full_kv", "beacon_ratio": 4}, "beacon_ratio"),
+    ],
+)
+def test_wrong_options_are_refused_at_construction_with_their_name(options, name) -> None:
+    with pytest.raises(InputError, match=name):
+        MemoRAG(**options)
+
+
+def test_options_that_a_backend_takes_are_kept() -> None:
+    config = MemoRAG(memory_backend="gist", chunk_tokens=256).config
+    assert config.memory_kwargs() == {"chunk_tokens": 256}
+    kv = MemoRAGConfig(window=512, memory_options={"reserve_tokens": 64})
+    assert kv.memory_kwargs()["window"] == 512 and kv.memory_kwargs()["reserve_tokens"] == 64
+    assert MemoRAGConfig(memory_backend="full_kv").ratio == 1
+    assert MemoRAGConfig().ratio == 4
