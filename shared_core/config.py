@@ -196,6 +196,10 @@ class MemoRAGConfig:
             "load_in_4bit": self.load_in_4bit,
         }
 
+    def as_options(self) -> dict[str, Any]:
+        """Every field by name (``from_options`` takes it back)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def with_changes(self, **changes: Any) -> MemoRAGConfig:
         """A copy with ``changes`` applied (validated again)."""
         return replace(self, **changes)

@@ -1,17 +1,13 @@
 """``MemoRAG``: wires memorize -> memory -> clues -> retrieval -> fusion -> generation.
 
-Upstream-compatible (``MemoRAG(mem_model_name_or_path, ret_model_name_or_path,
-gen_model_name_or_path, customized_gen_model)``, ``memorize``, ``load``, ``__call__(query,
-context, task_type=...)``), and the ``RetrievalEngine`` the LangChain and LlamaIndex adapters
-call. It holds no model code: settings are one validated ``MemoRAGConfig``; the parts (memory,
-embedder, generator, clue writer) are built in one step on first use, after the prompt
-language is known, so constructing a pipeline is cheap.
+Upstream-compatible names and calls; the ``RetrievalEngine`` both adapters call. Settings are
+one ``MemoRAGConfig``; the parts are built once, on first use, after the prompt language is
+known (``parts.py``), so constructing a pipeline is cheap. No model code lives here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
 import warnings
@@ -20,7 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from shared_core.clues import ClueWriter, CopySource, resolve_followup
+from shared_core.clues import CopySource, resolve_followup
+from shared_core.clues.copying import CopySourceCache
 from shared_core.clues.keys import retrieval_keys
 from shared_core.clues.writers import CopyingClueWriter
 from shared_core.config import MemoRAGConfig
@@ -30,7 +27,6 @@ from shared_core.memory import Memory
 from shared_core.parts import Injected, Parts, build_parts
 from shared_core.persistence import SaveDir
 from shared_core.prompts import PromptSet, detect_language
-from shared_core.retrieval.chunking import TokenChunker
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.fusion import fuse
 from shared_core.retrieval.index import DenseIndex
@@ -44,6 +40,7 @@ from shared_core.saving import (
     saved_pipeline,
     write_save,
 )
+from shared_core.streaming import aiter_in_thread, pieces_then_result
 from shared_core.tasks import TASKS, run_task
 from shared_core.types import (
     Answer,
@@ -64,11 +61,8 @@ TASK_TYPES = tuple(TASKS)
 class MemoRAG:
     """A global memory in front of dense retrieval, with a generator behind it.
 
-    Settings are ``MemoRAGConfig`` fields, given as keywords or as ``config=``; parts can be
-    injected (``memory=``, ``embedder=``, ``generator=``). Defaults chosen on the tuning sets
-    (``docs/benchmarks.md``): copied evidence spans plus surrogate questions as clues, each
-    searched anchored to the query, hit lists interleaved query first (``fusion="rrf"`` keeps
-    recall at depth 10 and the better MRR).
+    Settings: ``MemoRAGConfig`` fields as keywords, or ``config=``; parts can be injected
+    (``memory=``, ``embedder=``, ``generator=``). Defaults: see ``docs/benchmarks.md``.
     """
 
     def __init__(
@@ -84,32 +78,27 @@ class MemoRAG:
         generator: TextGenerator | None = None,
         **options: Any,
     ) -> None:
-        names = {
-            "mem_model_name_or_path": mem_model_name_or_path,
-            "ret_model_name_or_path": ret_model_name_or_path,
-            "gen_model_name_or_path": gen_model_name_or_path,
-        }
-        options.update({k: v for k, v in names.items() if v is not None})
+        models = (mem_model_name_or_path, ret_model_name_or_path, gen_model_name_or_path)
+        for role, name in zip(("mem", "ret", "gen"), models, strict=True):
+            if name is not None:
+                options[f"{role}_model_name_or_path"] = name
         if config is not None and not isinstance(config, MemoRAGConfig):
             raise InputError(f"config must be a MemoRAGConfig, got {type(config).__name__}")
-        if config is None:
-            self.config = MemoRAGConfig.from_options(options)
-        else:
-            self.config = MemoRAGConfig.from_options({**_fields_of(config), **options})
+        base = config.as_options() if config is not None else {}
+        self.config = MemoRAGConfig.from_options({**base, **options})
         if generator is not None and customized_gen_model is not None:
             raise InputError("pass generator= or customized_gen_model, not both")
         self._injected = Injected(memory, embedder, generator or customized_gen_model)
         self._parts: Parts | None = None
         self._index: DenseIndex | None = None
-        self._copy_cache: tuple[tuple[int, int], CopySource] | None = None
+        self._copies = CopySourceCache()
         self._build_lock = threading.Lock()
         # Re-entrant so add() on an empty pipeline can memorize() and save() under it.
         self._write_lock = threading.RLock()
 
     # -- parts ------------------------------------------------------------------------------
     def _built(self, language: str | None = None) -> Parts:
-        """The parts, built once under one lock; ``language`` decides the prompts when the
-        config says ``auto`` (English when nothing is known yet)."""
+        """The parts, built once under one lock, in ``language`` when the config says auto."""
         with self._build_lock:
             if self._parts is None:
                 chosen = self.config.language
@@ -131,12 +120,9 @@ class MemoRAG:
         return self._built().prompts
 
     @property
-    def clue_writer(self) -> ClueWriter:
-        return self._built().clue_writer
-
-    @property
-    def chunker(self) -> TokenChunker:
-        return self._built().chunker
+    def parts(self) -> Parts:
+        """Everything the pipeline runs with (built on first use)."""
+        return self._built()
 
     @property
     def generator(self) -> TextGenerator:
@@ -220,12 +206,7 @@ class MemoRAG:
         tokenizer, index = self.memory.tokenizer, self._index
         if tokenizer is None or index is None or len(index) == 0:
             return None
-        key = (id(index), len(index))
-        with self._build_lock:
-            if self._copy_cache is None or self._copy_cache[0] != key:
-                texts = [chunk.text for chunk in index.chunks]
-                self._copy_cache = (key, CopySource.from_texts(texts, tokenizer))
-            return self._copy_cache[1]
+        return self._copies.get((id(index), len(index)), index.chunks, tokenizer)
 
     def _keys(self, query: str, clues: Sequence[Clue], extra: Sequence[str] = ()) -> list[Clue]:
         return retrieval_keys(
@@ -237,9 +218,8 @@ class MemoRAG:
         )
 
     def _depth(self, k: int, search_k: int | None) -> int:
-        if search_k is not None:
-            return check_k(search_k, name="search_k")
-        return self.config.search_k or max(k, self.config.ret_hit)
+        given = check_k(search_k, name="search_k") if search_k is not None else None
+        return given or self.config.search_k or max(k, self.config.ret_hit)
 
     def _fuse(
         self,
@@ -279,16 +259,18 @@ class MemoRAG:
         ``search_k`` is the depth of each search (default: the config's ``search_k``, else
         ``max(k, ret_hit)``).
         """
-        check_query(query)
-        check_k(k)
-        backend = search if search is not None else self.index
-        started = time.perf_counter()
+        backend, started = self._target(query, k, search), time.perf_counter()
         keys = self._keys(query, self.clues(query, history=history), extra_queries)
         timings = {"clues": time.perf_counter() - started}
         started = time.perf_counter()
         lists = search_all(backend, [c.text for c in keys], self._depth(k, search_k))
         timings["search"] = time.perf_counter() - started
         return self._fuse(query, k, keys, lists, timings, backend)
+
+    def _target(self, query: str, k: int, search: Any) -> Any:
+        check_query(query)
+        check_k(k)
+        return search if search is not None else self.index
 
     async def aretrieve(
         self,
@@ -301,10 +283,7 @@ class MemoRAG:
         search_k: int | None = None,
     ) -> RetrievalResult:
         """``retrieve`` without blocking the event loop (model work runs in a thread)."""
-        check_query(query)
-        check_k(k)
-        backend = search if search is not None else self.index
-        started = time.perf_counter()
+        backend, started = self._target(query, k, search), time.perf_counter()
         clues = await asyncio.to_thread(self.clues, query, history=history)
         keys = self._keys(query, clues, extra_queries)
         timings = {"clues": time.perf_counter() - started}
@@ -330,11 +309,9 @@ class MemoRAG:
         return self._fuse(query, k, keys, lists, timings, self.index)
 
     # -- chat against the memory ------------------------------------------------------------
-    def start_chat(
-        self, messages: Sequence[ChatTurn], options: GenerationOptions | None = None
-    ) -> Any:
-        """A ``GenerationRun`` answering the last message against the memory (earlier turns
-        are the history): iterate it for pieces; ``.generation`` then counts real tokens."""
+    def start_chat(self, messages: Sequence[ChatTurn], options: GenerationOptions) -> Any:
+        """A ``GenerationRun`` for the last message against the memory (earlier turns: the
+        history); after iterating it, ``.generation`` counts the real tokens."""
         if not messages:
             raise InputError("messages is empty")
         *history, last = messages
@@ -354,13 +331,8 @@ class MemoRAG:
         self, messages: Sequence[ChatTurn], **options: Any
     ) -> AsyncIterator[str]:
         """Stream in a worker thread, handing pieces to the event loop as they come."""
-        iterator = iter(self.stream_chat(messages, **options))
-        done = object()
-        while True:
-            piece = await asyncio.to_thread(next, iterator, done)
-            if piece is done:
-                return
-            yield piece  # type: ignore[misc]
+        async for piece in aiter_in_thread(self.stream_chat(messages, **options)):
+            yield piece
 
     # -- tasks ------------------------------------------------------------------------------
     def answer(
@@ -397,23 +369,7 @@ class MemoRAG:
         Takes ``answer``'s arguments. Clues and retrieval run first, so the first piece comes
         after them; the final ``Answer`` carries the passages (sources) and timings.
         """
-        pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-        def work() -> None:
-            try:
-                result = self.answer(query, on_text=lambda t: pieces.put(("text", t)), **kwargs)
-                pieces.put(("done", result))
-            except BaseException as exc:  # handed to the consumer's thread
-                pieces.put(("error", exc))
-
-        threading.Thread(target=work, daemon=True, name="memorag-answer").start()
-        while True:
-            kind, item = pieces.get()
-            if kind == "error":
-                raise item
-            yield item
-            if kind == "done":
-                return
+        return pieces_then_result(lambda on_text: self.answer(query, on_text=on_text, **kwargs))
 
     def __call__(
         self,
@@ -489,12 +445,6 @@ class MemoRAG:
             f"retrieval corpus:  {self.corpus_size:,} chunks of <= "
             f"{self.config.retrieval_chunk_size} tokens"
         )
-
-
-def _fields_of(config: MemoRAGConfig) -> dict[str, Any]:
-    from dataclasses import fields
-
-    return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
 __all__ = ["TASK_TYPES", "Answer", "MemoRAG", "read_save_info"]

@@ -250,7 +250,7 @@ def test_chunking_and_query_embedding_at_once_do_not_break_each_other(pipe, monk
         for i in range(3)
     ]
     texts = ["Owl?", "Which animal lives by the meadow and sleeps at hour seven?"]
-    want = pipe.chunker.split(docs)
+    want = pipe.parts.chunker.split(docs)
     queries = pipe.embedder.embed_queries(texts)
     tokenizer = pipe.embedder.tokenizer
     chunked: list[Any] = []
@@ -260,7 +260,7 @@ def test_chunking_and_query_embedding_at_once_do_not_break_each_other(pipe, monk
         result = original(self, *args, **kwargs)
         if self is tokenizer and not chunked:
             chunked.append(None)
-            chunked[0] = pipe.chunker.split(docs)  # "another thread" chunks here
+            chunked[0] = pipe.parts.chunker.split(docs)  # "another thread" chunks here
         return result
 
     monkeypatch.setattr(type(tokenizer), "set_truncation_and_padding", interleaved)
@@ -276,7 +276,7 @@ def test_chunking_and_query_embedding_at_once_do_not_break_each_other(pipe, monk
     def chunk() -> None:
         while not done.is_set():
             try:
-                assert pipe.chunker.split(docs) == want
+                assert pipe.parts.chunker.split(docs) == want
                 time.sleep(0.002)
             except BaseException as exc:
                 errors.append(exc)

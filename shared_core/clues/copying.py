@@ -14,7 +14,8 @@ the constraint only guarantees the clue is real text, which is what dense retrie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from shared_core.errors import InputError
 
-__all__ = ["CopySource", "SpanCopier"]
+__all__ = ["CopySource", "CopySourceCache", "SpanCopier"]
 
 _SEP = -1  # between texts and in place of tokens that contain a line break
 
@@ -150,3 +151,18 @@ class SpanCopier:
             return
         self.cand = where + 1
         self.length += 1
+
+
+class CopySourceCache:
+    """One ``CopySource`` per corpus version (``key``), rebuilt only when the corpus changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entry: tuple[Hashable, CopySource] | None = None
+
+    def get(self, key: Hashable, chunks: Sequence[Any], tokenizer: Any) -> CopySource:
+        with self._lock:
+            if self._entry is None or self._entry[0] != key:
+                texts = [chunk.text for chunk in chunks]
+                self._entry = (key, CopySource.from_texts(texts, tokenizer))
+            return self._entry[1]
