@@ -194,6 +194,7 @@ class MemoRAGConfig:
             "device": self.device,
             "dtype": self.dtype,
             "load_in_4bit": self.load_in_4bit,
+            "enable_flash_attn": self.enable_flash_attn,
         }
 
     def as_options(self) -> dict[str, Any]:

@@ -8,11 +8,10 @@ from typing import Any
 
 from shared_core.config import MemoRAGConfig
 from shared_core.errors import PersistenceError
-from shared_core.memory.base import Memory
+from shared_core.memory.base import Memory, check_memory_fields
 from shared_core.persistence import SaveDir, write_manifest
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.index import DenseIndex
-from shared_core.saved_settings import check_memory_fields
 
 KIND = "memorag"
 

@@ -76,11 +76,14 @@ def _generate(
     return text
 
 
-def _fill(template: str | None, default: str, query: str, context: str) -> str:
+def _fill(
+    template: str | None, default: str, query: str, context: str, *, needs_input: bool = True
+) -> str:
     if template is None:
         return default.format(question=query, context=context)
-    if "{context}" not in template or "{input}" not in template:
-        raise InputError("prompt_template must contain {input} and {context}")
+    if "{context}" not in template or (needs_input and "{input}" not in template):
+        wanted = "{input} and {context}" if needs_input else "{context}"
+        raise InputError(f"prompt_template must contain {wanted}")
     return template.replace("{input}", query).replace("{context}", context)
 
 
@@ -171,7 +174,7 @@ def summarize(
     )
     context = format_passages(result.passages)
     if prompt_template is not None:
-        prompt = _fill(prompt_template, "", query, context)
+        prompt = _fill(prompt_template, "", query, context, needs_input=False)
     else:
         prompt = pipe.prompts.summarize.format(context=context)
     text = _generate(pipe.generator, prompt, (), max_new_tokens, timings, on_text)

@@ -685,7 +685,8 @@ def _no_model_loads(*args: Any, **kwargs: Any) -> Any:
 def test_a_save_cannot_make_from_dir_run_code_shipped_with_a_model(
     settings, golden, tmp_path, monkeypatch
 ):
-    """``trust_remote_code`` loads are never chosen by a save directory alone."""
+    """A model folder's own code never runs: the beacon back-end is our code, and a folder
+    that is not a beacon checkpoint is refused by name."""
     root = tmp_path / "mem"
     shutil.copytree(golden, root)
     evil = root / "evil-model"
@@ -696,13 +697,11 @@ def test_a_save_cannot_make_from_dir_run_code_shipped_with_a_model(
     (evil / "modeling.py").write_text(f"open({str(tmp_path / 'PWNED')!r}, 'w').close()\n")
     for key, value in settings.items():
         set_(f"pipeline.{key}", value.format(root=root))(root)
-    monkeypatch.setattr("shared_core.models.loading.load_causal_lm", _no_model_loads)
-    with pytest.raises(
-        PersistenceError,
-        match=r"manifest\.json: the save names memory model "
-        r".*trust_remote_code",
-    ):
+    set_("pipeline.memory_options", {})(root)  # no compressed-KV settings for a beacon memory
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(Exception, match=r"evil-model|memorag-qwen2-7b-inst") as caught:
         MemoRAG.from_dir(root, embedder=shared_embedder())
+    assert not isinstance(caught.value, AssertionError)
     assert not (tmp_path / "PWNED").exists()
 
 

@@ -8,8 +8,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from shared_core.errors import PersistenceError
 from shared_core.inputs import ContextInput
 from shared_core.models.decoding import GeneratorBase
+from shared_core.persistence.files import is_int
 from shared_core.types import TextGenerator
 
 
@@ -131,3 +133,32 @@ class Memory(GeneratorBase, ABC):
             raise PersistenceError(f"{folder / 'manifest.json'} has no 'memory' section")
         self.read_files(folder, section)
         return self.stats()
+
+
+def check_memory_fields(where: Path, section: Mapping[str, Any]) -> None:
+    """Check the generic fields of a memory's manifest section (documents, seconds, ...)."""
+    documents = section.get("documents")
+    if not isinstance(documents, list):
+        raise PersistenceError(f"{where}: the memory's documents must be a list")
+    seen: set[str] = set()
+    for i, doc in enumerate(documents):
+        doc_id = doc.get("doc_id") if isinstance(doc, dict) else None
+        if not isinstance(doc_id, str) or not doc_id or doc_id in seen:
+            raise PersistenceError(
+                f"{where}: memory document {i} needs a unique, non-empty string doc_id"
+            )
+        seen.add(doc_id)
+        chars = doc.get("chars", 0)
+        keys = doc.get("metadata_keys", [])
+        if not (is_int(chars) and chars >= 0) or not (
+            isinstance(keys, list) and all(isinstance(k, str) for k in keys)
+        ):
+            raise PersistenceError(f"{where}: memory document {i} ({doc_id}) is malformed")
+    seconds = section.get("seconds")
+    if seconds is not None and not (
+        isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 <= seconds < 1e12
+    ):
+        raise PersistenceError(f"{where}: seconds must be a non-negative number")
+    for key in ("text_sha256", "lineage"):
+        if section.get(key) is not None and not isinstance(section.get(key), str):
+            raise PersistenceError(f"{where}: {key} must be a string")

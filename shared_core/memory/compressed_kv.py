@@ -529,9 +529,9 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
     def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:
         from safetensors import safe_open
 
+        from shared_core.memory.base import check_memory_fields
         from shared_core.memory.kv_files import check_kv_layout
         from shared_core.persistence import check_safetensors_header
-        from shared_core.saved_settings import check_memory_fields
 
         where = folder / "manifest.json"
         if section.get("backend") != self.backend:

@@ -23,7 +23,6 @@ def build_memory(config: MemoRAGConfig, prompts: PromptSet) -> Memory:
         return NativeBeaconMemory.from_pretrained(
             name,
             **models,
-            enable_flash_attn=config.enable_flash_attn,
             **config.memory_kwargs(),
             **frame,
         )

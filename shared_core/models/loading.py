@@ -105,6 +105,18 @@ def _convert_gguf(gguf_dir: Path, target: Path) -> None:
         raise
 
 
+def attention_implementation(device: str) -> str:
+    """``flash_attention_2`` where it can run, else ``sdpa`` (with a warning saying why)."""
+    import importlib.util
+    import warnings
+
+    if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    why = "no CUDA device" if device != "cuda" else "the flash_attn package is not installed"
+    warnings.warn(f"enable_flash_attn: {why}; using SDPA attention", stacklevel=3)
+    return "sdpa"
+
+
 def load_causal_lm(
     name_or_path: str | os.PathLike[str] | None = None,
     *,
@@ -113,10 +125,15 @@ def load_causal_lm(
     device: str | None = "auto",
     dtype: torch.dtype | str | None = None,
     load_in_4bit: bool = False,
-    trust_remote_code: bool = False,
     revision: str | None = None,
+    enable_flash_attn: bool = False,
 ) -> LoadedLM:
-    """Load a causal LM and its tokenizer (``None`` = the embedded SmolLM2-135M-Instruct)."""
+    """Load a causal LM and its tokenizer (``None`` = the embedded SmolLM2-135M-Instruct).
+
+    ``enable_flash_attn`` asks for flash-attention 2 (CUDA with ``flash_attn`` installed);
+    elsewhere it warns and keeps PyTorch's SDPA attention. Model code shipped with a
+    checkpoint is never run.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
@@ -131,8 +148,9 @@ def load_causal_lm(
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     common: dict[str, Any] = {"cache_dir": cache_dir, "token": access_token, "revision": revision}
-    common["trust_remote_code"] = trust_remote_code
     kwargs: dict[str, Any] = {"dtype": dtype, **common}
+    if enable_flash_attn:
+        kwargs["attn_implementation"] = attention_implementation(device)
     if load_in_4bit:
         if device != "cuda":
             raise MemoRAGError("load_in_4bit needs a CUDA device (bitsandbytes); got " + device)

@@ -345,7 +345,7 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
 
     def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:
         from shared_core.errors import PersistenceError
-        from shared_core.saved_settings import check_memory_fields
+        from shared_core.memory.base import check_memory_fields
 
         where = folder / "manifest.json"
         if section.get("backend") != self.backend:

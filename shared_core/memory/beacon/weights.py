@@ -35,13 +35,19 @@ def resolve_folder(
         return path, "local"
     from huggingface_hub import snapshot_download
 
-    folder = snapshot_download(
-        str(name_or_path),
-        cache_dir=cache_dir,
-        token=token,
-        revision=revision,
-        allow_patterns=_PATTERNS + _TOKENIZER_PATTERNS,
-    )
+    try:
+        folder = snapshot_download(
+            str(name_or_path),
+            cache_dir=cache_dir,
+            token=token,
+            revision=revision,
+            allow_patterns=_PATTERNS + _TOKENIZER_PATTERNS,
+        )
+    except Exception as exc:  # hub errors come in many types; name the model either way
+        raise InputError(
+            f"cannot get the beacon checkpoint {str(name_or_path)!r}: it is no local folder and "
+            f"the model hub did not serve it ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     return Path(folder), Path(folder).name
 
 
