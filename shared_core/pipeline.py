@@ -21,9 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from shared_core.clues.copying import CopySource
-from shared_core.clues.writers import ClueWriter, anchor_clues, make_clue_writer, resolve_followup
+from shared_core.clues.writers import (
+    ClueWriter,
+    NoClues,
+    anchor_clues,
+    make_clue_writer,
+    resolve_followup,
+)
 from shared_core.errors import InputError, NoMemoryError, PersistenceError
-from shared_core.inputs import ContextInput, as_documents, check_k, check_query
+from shared_core.inputs import (
+    ContextInput,
+    as_documents,
+    check_k,
+    check_max_new_tokens,
+    check_query,
+)
 from shared_core.memory import BACKENDS, Memory, create_memory
 from shared_core.models.generation import LocalGenerator, as_generator
 from shared_core.persistence import SaveDir, write_manifest
@@ -32,7 +44,8 @@ from shared_core.retrieval.chunking import TokenChunker
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.fusion import fuse
 from shared_core.retrieval.index import DenseIndex
-from shared_core.saved_settings import check_memory_fields, saved_settings
+from shared_core.retrieval.saved_chunking import check_chunking, chunking_record
+from shared_core.saved_settings import check_memory_fields, model_ref, saved_settings
 from shared_core.tasks import TASKS, run_task
 from shared_core.types import (
     Answer,
@@ -47,6 +60,8 @@ from shared_core.types import (
 )
 
 TASK_TYPES = tuple(TASKS)
+#: Said (a warning and ``RetrievalResult.notes``) when the clue writer wrote no clue.
+NO_CLUES_NOTE = "the memory wrote no clues for this query: only the query itself was searched"
 
 
 class MemoRAG:
@@ -125,6 +140,16 @@ class MemoRAG:
         self._embedder = embedder
         self._generator = as_generator(generator) if generator is not None else None
         self._custom_gen = customized_gen_model
+        # Reliability (issue 15): what a save records about the generator, and the snapshots
+        # this memory's state contains (a save refuses to replace any other: lost update).
+        self._generator_kind = (
+            "custom"
+            if generator is not None or customized_gen_model is not None
+            else "model"
+            if gen_model_name_or_path is not None
+            else "memory"
+        )
+        self._snapshots: set[str] = set()
         self._index: DenseIndex | None = None
         self._prompts: PromptSet | None = None
         self._clue_writer: ClueWriter | None = None
@@ -246,6 +271,7 @@ class MemoRAG:
             index.add(self.chunker.split(docs), show_progress=print_stats)
             self.memory.memorize(docs, show_progress=print_stats or None)
             self._index = index
+            self._snapshots = set()  # a new memory: no snapshot holds it yet
         if save_dir is not None:
             self.save(save_dir, overwrite=overwrite)
         if print_stats:
@@ -275,9 +301,16 @@ class MemoRAG:
         writer = self.clue_writer
         extra = {"source": self._copy_source()} if getattr(writer, "uses_source", False) else {}
         clues = list(writer.write(standalone, self.memory, **extra))[: self.max_clues]
+        if not clues and not isinstance(writer, NoClues):
+            warnings.warn(NO_CLUES_NOTE, stacklevel=2)
         if standalone != query:
             clues.insert(0, Clue(text=standalone, kind="history", weight=self.query_weight))
         return clues
+
+    def _clue_notes(self, clues: Sequence[Clue]) -> tuple[str, ...]:
+        """``(NO_CLUES_NOTE,)`` when the clue writer (not the "none" strategy) wrote nothing."""
+        empty = not clues and not isinstance(self.clue_writer, NoClues)
+        return (NO_CLUES_NOTE,) if empty else ()
 
     def _copy_source(self) -> CopySource | None:
         """The corpus in the memory model's tokens, for copy-from-text clues (cached)."""
@@ -323,6 +356,7 @@ class MemoRAG:
         lists: Sequence[Sequence[Hit]],
         timings: dict[str, float],
         backend: object,
+        notes: tuple[str, ...] = (),
     ) -> RetrievalResult:
         started = time.perf_counter()
         pairs = list(zip(keys, lists, strict=True))
@@ -335,7 +369,11 @@ class MemoRAG:
                 f"k={k} is more than the {size} passages in the corpus; returning all", stacklevel=3
             )
         return RetrievalResult(
-            query=query, clues=tuple(keys), passages=tuple(fused), timings=dict(timings)
+            query=query,
+            clues=tuple(keys),
+            passages=tuple(fused),
+            timings=dict(timings),
+            notes=notes,
         )
 
     def retrieve(
@@ -359,7 +397,8 @@ class MemoRAG:
         backend = search if search is not None else self.index
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        keys = self._keys(query, self.clues(query, history=history), extra_queries)
+        clues = self.clues(query, history=history)
+        keys = self._keys(query, clues, extra_queries)
         timings["clues"] = time.perf_counter() - started
         started = time.perf_counter()
         depth = check_k(search_k, name="search_k") if search_k else max(k, self.ret_hit)
@@ -368,7 +407,7 @@ class MemoRAG:
         else:
             lists = [backend.search(c.text, depth) for c in keys]
         timings["search"] = time.perf_counter() - started
-        return self._fuse(query, k, keys, lists, timings, backend)
+        return self._fuse(query, k, keys, lists, timings, backend, self._clue_notes(clues))
 
     async def aretrieve(
         self,
@@ -399,7 +438,7 @@ class MemoRAG:
         else:
             lists = [await asyncio.to_thread(backend.search, t, depth) for t in texts]
         timings["search"] = time.perf_counter() - started
-        return self._fuse(query, k, keys, lists, timings, backend)
+        return self._fuse(query, k, keys, lists, timings, backend, self._clue_notes(clues))
 
     def retrieve_with(
         self, query: str, k: int, clues: Sequence[Clue], *, query_weight: float | None = None
@@ -497,11 +536,12 @@ class MemoRAG:
 
         ``on_text`` receives the answer's pieces as they are generated.
         """
+        check_max_new_tokens(max_new_tokens)
         return run_task(
             self,
             task_type,
             query,
-            k=k or self.ret_hit,
+            k=self.ret_hit if k is None else check_k(k),
             history=history,
             prompt_template=prompt_template,
             max_new_tokens=max_new_tokens,
@@ -563,8 +603,8 @@ class MemoRAG:
     def _section(self) -> dict[str, Any]:
         options = {k: v for k, v in self.memory_options.items() if k != "backend"}
         return {
-            "mem_model_name_or_path": self.mem_model_name_or_path,
-            "ret_model_name_or_path": self.ret_model_name_or_path,
+            "mem_model_name_or_path": model_ref(self.mem_model_name_or_path),
+            "ret_model_name_or_path": model_ref(self.ret_model_name_or_path),
             "embedder": self.embedder.name,
             "memory_options": {
                 k: v
@@ -576,28 +616,44 @@ class MemoRAG:
             "chunk_overlap": self.chunk_overlap,
             "language": self.prompts.language,
             "documents": [d["doc_id"] for d in self.memory.documents],
+            # Reliability (issue 15): what from_dir needs to serve the memory as it was.
+            "ret_hit": self.ret_hit,
+            "fusion": self.fusion,
+            "rrf_k": self.rrf_k,
+            "query_weight": self.query_weight,
+            "anchor_clues": self.anchor_clues,
+            "clue_strategy": self.clue_strategy if isinstance(self.clue_strategy, str) else None,
+            "gen_model_name_or_path": model_ref(self.gen_model_name_or_path),
+            "generator": self._generator_kind,
         }
 
     def save(self, save_dir: str | Path, *, overwrite: bool = False) -> None:
         """Atomically save memory + index + settings to ``save_dir`` (safetensors + JSON)."""
         index = self.index
         memory = self.memory
-        with (
-            self._write_lock,
-            SaveDir(save_dir).stage(lineage=memory.lineage, overwrite=overwrite) as folder,
-        ):
-            section = memory.write_files(folder)
-            index_section = index.save(folder)
-            write_manifest(
-                folder,
-                {
-                    "kind": "memorag",
-                    "lineage": memory.lineage,
-                    "memory": section,
-                    "index": index_section,
-                    "pipeline": self._section(),
-                },
-            )
+        target = SaveDir(save_dir)
+        with self._write_lock:
+            with target.stage(
+                lineage=memory.lineage, overwrite=overwrite, known=frozenset(self._snapshots)
+            ) as folder:
+                self._write_snapshot(folder, memory, index)
+            self._snapshots.add(str(target.committed))
+
+    def _write_snapshot(self, folder: Path, memory: Memory, index: DenseIndex) -> None:
+        section = memory.write_files(folder)
+        index_section = index.save(
+            folder, chunking=chunking_record(self.retrieval_chunk_size, self.chunk_overlap)
+        )
+        write_manifest(
+            folder,
+            {
+                "kind": "memorag",
+                "lineage": memory.lineage,
+                "memory": section,
+                "index": index_section,
+                "pipeline": self._section(),
+            },
+        )
 
     def load(self, save_dir: str | Path) -> MemoRAG:
         """Restore memory and index from ``save_dir``, refusing mismatched parts."""
@@ -625,9 +681,17 @@ class MemoRAG:
         check_memory_fields(where, manifest["memory"])
         if [d["doc_id"] for d in manifest["memory"]["documents"]] != doc_ids:
             raise PersistenceError(f"{where}: the memory section lists other documents")
+        check_chunking(
+            where,
+            manifest,
+            index.chunks,
+            chunk_size=self.retrieval_chunk_size,
+            chunk_overlap=self.chunk_overlap,
+        )
         with self._write_lock:
             self.memory.read_files(folder, manifest["memory"])
             self._index = index
+            self._snapshots = {folder.name}
         return self
 
     @classmethod

@@ -94,12 +94,12 @@ def test_max_new_tokens_cap_on_the_memory_and_the_generator(llama, tokenizer, co
     memory = make_memory(llama, max_new_tokens_cap=32)
     memory.memorize(" ".join(d.text for d in corpus(3)))
     compute.forwards = 0
-    with pytest.raises(LimitError, match=r"max_new_tokens=33 is outside 0\.\.32"):
+    with pytest.raises(LimitError, match=r"max_new_tokens=33 is outside 1\.\.32"):
         memory.generate("Where is the fox?", max_new_tokens=33)
     with pytest.raises(LimitError, match=r"max_new_tokens=-1 is outside"):
         list(memory.stream("Where is the fox?", max_new_tokens=-1))
     generator = LocalGenerator(llama, tokenizer, max_new_tokens_cap=16)
-    with pytest.raises(LimitError, match=r"max_new_tokens=17 is outside 0\.\.16"):
+    with pytest.raises(LimitError, match=r"max_new_tokens=17 is outside 1\.\.16"):
         generator.generate("Hello there", max_new_tokens=17)
     assert compute.forwards == 0
     assert len(memory.generate("Where is the fox?", max_new_tokens=32).text) >= 0
