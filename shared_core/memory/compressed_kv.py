@@ -428,13 +428,13 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             raise LimitError(
                 f"the prompt (query, history and instructions) is {len(ids):,} tokens, but the "
                 f"memory leaves {room:,} of {self.name}'s {self.max_positions:,} positions; "
-                "shorten the query or the history"
+                "shorten the prompt/history (the query or the earlier turns)"
             )
         if len(ids) + max_new_tokens > room:
             raise LimitError(
-                f"the prompt is {len(ids):,} tokens and asks for max_new_tokens={max_new_tokens:,} "
-                f"more, but the memory leaves {room:,} of {self.name}'s {self.max_positions:,} "
-                "positions; shorten the prompt/history or lower max_new_tokens"
+                f"the prompt is {len(ids):,} tokens and asks for {max_new_tokens:,} more, but the "
+                f"memory leaves {room:,} of {self.name}'s {self.max_positions:,} positions; "
+                "shorten the prompt/history or lower max_new_tokens"
             )
         return Decoder(
             self.model,
