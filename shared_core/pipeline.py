@@ -309,7 +309,8 @@ class MemoRAG:
 
     def _clue_notes(self, clues: Sequence[Clue]) -> tuple[str, ...]:
         """``(NO_CLUES_NOTE,)`` when the clue writer (not the "none" strategy) wrote nothing."""
-        empty = not clues and not isinstance(self.clue_writer, NoClues)
+        written = [c for c in clues if c.kind != "history"]  # the rewrite is not a clue
+        empty = not written and not isinstance(self.clue_writer, NoClues)
         return (NO_CLUES_NOTE,) if empty else ()
 
     def _copy_source(self) -> CopySource | None:
