@@ -115,10 +115,16 @@ def test_a_prompt_longer_than_the_positions_left_is_refused_before_any_compute(c
     try:
         with pytest.raises(
             LimitError,
-            match=r"the prompt is .* tokens and asks for 8 more, "
+            match=r"the prompt \(query, history and instructions\) is .* tokens, "
             r"but the memory leaves .* of tiny-llama's 1,024",
         ):
             memory.generate("Why? " * (left // 4), max_new_tokens=8)
+        with pytest.raises(
+            LimitError,
+            match=r"the prompt is .* tokens and asks for 400 more, "
+            r"but the memory leaves .* of tiny-llama's 1,024",
+        ):
+            memory.generate("Why? " * 20, max_new_tokens=400)
         history = [ChatTurn("user", "Tell me everything. " * 40), ChatTurn("assistant", "No.")]
         with pytest.raises(LimitError, match=r"shorten the prompt/history"):
             memory.generate("And now?", history=history, max_new_tokens=8)
