@@ -1,7 +1,10 @@
 """``memorag``: memorize text files into a saved memory, then ask, retrieve and inspect it.
 
     memorag memorize book.txt notes.txt --save-dir mem/        # progress bars, then stats
+    memorag add letters.txt mem/                               # more text, same memory
     memorag ask mem/ "Who is the narrator writing to?"
+    memorag ask mem/ "And where?" --task-type dialogue --turn "user:Who wrote it?" \
+        --turn "assistant:Walton."
     memorag retrieve mem/ "Who is the narrator writing to?" -k 5
     memorag stats mem/ --json
 
@@ -22,10 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from shared_core.cli_inputs import documents_from_files, read_turns, stats_from_manifest
 from shared_core.errors import InputError, MemoRAGError
-from shared_core.inputs import check_text
+from shared_core.persistence.save_dir import check_not_inside_save
 from shared_core.pipeline import TASK_TYPES, Answer, MemoRAG, read_save_info
-from shared_core.types import Document, RetrievalResult
+from shared_core.types import RetrievalResult
 
 PREVIEW_CHARS = 100
 
@@ -74,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = command("memorize", "read text files into a new memory and save it")
-    p.add_argument("files", nargs="+", metavar="FILE", help="UTF-8 text files")
+    p.add_argument("files", nargs="+", metavar="FILE", help="text files (UTF-8 unless --encoding)")
+    p.add_argument("--encoding", default="utf-8", metavar="NAME", help=_ENCODING_HELP)
     p.add_argument("--save-dir", required=True, type=_non_empty, metavar="DIR")
     p.add_argument("--overwrite", action="store_true", help="replace a memory already saved in DIR")
     p.add_argument(
@@ -98,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_memorize)
 
+    p = command("add", "read more text files into a saved memory (nothing is re-read)")
+    p.add_argument("paths", nargs="+", metavar="FILE... DIR", help="text files, then the save dir")
+    p.add_argument("--encoding", default="utf-8", metavar="NAME", help=_ENCODING_HELP)
+    p.set_defaults(func=_add)
+
     p = command("ask", "answer a question over a saved memory")
     p.add_argument("save_dir", metavar="DIR")
     p.add_argument("question", metavar="QUESTION")
@@ -108,7 +118,19 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="passages to answer over (default: the save's ret_hit, 3)",
+        help="passages to answer over (default: the save's ret_hit)",
+    )
+    p.add_argument(
+        "--history",
+        metavar="FILE.json",
+        help='earlier turns: a JSON list of {"role": "user"|"assistant"|"system", "content": ...}',
+    )
+    p.add_argument(
+        "--turn",
+        action="append",
+        default=[],
+        metavar="ROLE:TEXT",
+        help="an earlier turn, e.g. 'user:Who wrote it?' (repeat, in order; after --history)",
     )
     p.add_argument("--stream", action="store_true", help="print the answer as it is written")
     p.set_defaults(func=_ask)
@@ -128,42 +150,12 @@ def _parser() -> argparse.ArgumentParser:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> str:
-    """A file's text, or an ``InputError`` saying why it cannot be memorized."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory, not a text file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); "
-            "is it a binary file? convert it to plain text first"
-        ) from None
-    return check_text(text, what=str(path))
-
-
-def _documents(paths: Sequence[str]) -> list[Document]:
-    """One document per file, id = file name (the path where names repeat)."""
-    files = [Path(p) for p in paths]
-    texts = [_read_text(f) for f in files]
-    names = [f.name for f in files]
-    docs = []
-    for file, text in zip(files, texts, strict=True):
-        doc_id = file.name if names.count(file.name) == 1 else str(file)
-        docs.append(Document(text, doc_id=doc_id, metadata={"source": str(file)}))
-    if len({d.doc_id for d in docs}) != len(docs):
-        raise InputError("the same file is given more than once")
-    return docs
+_ENCODING_HELP = "text encoding of the files (default utf-8; e.g. latin-1, cp1252)"
 
 
 def _check_target(save_dir: Path, overwrite: bool) -> None:
     """Refuse a save dir that would be refused after memorizing, before the slow part."""
+    check_not_inside_save(save_dir)  # also with --overwrite: it would break the outer save
     if not save_dir.exists():
         return
     if not save_dir.is_dir():
@@ -171,7 +163,11 @@ def _check_target(save_dir: Path, overwrite: bool) -> None:
     if overwrite:
         return
     if (save_dir / "CURRENT").is_file():
-        raise InputError(f"{save_dir} already holds a saved memory; pass --overwrite to replace it")
+        raise InputError(
+            f"{save_dir} already holds a saved memory; to add these files to it run "
+            f"`memorag add FILE... {save_dir}`, or pass --overwrite to replace it (its "
+            "documents are then lost)"
+        )
     if any(not p.name.startswith(".") for p in save_dir.iterdir()):
         raise InputError(
             f"{save_dir} is not empty and holds no memory; pick an empty directory "
@@ -227,7 +223,7 @@ def _timings(timings: dict[str, float]) -> str:
 
 
 def _memorize(args: argparse.Namespace) -> int:
-    docs = _documents(args.files)  # every file is checked before anything is loaded
+    docs = documents_from_files(args.files, args.encoding)  # all checked before any model loads
     save_dir = Path(args.save_dir)
     _check_target(save_dir, args.overwrite)
     pipe = _build_pipeline(
@@ -260,6 +256,46 @@ def _memorize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add(args: argparse.Namespace) -> int:
+    if len(args.paths) < 2:
+        raise InputError("memorag add needs one or more text files, then the save directory")
+    *files, save_dir = args.paths
+    docs = documents_from_files(files, args.encoding)
+    info = read_save_info(save_dir)  # a clear error before any model is loaded
+    saved = set(info.get("pipeline", {}).get("documents") or [])
+    again = [d.doc_id for d in docs if d.doc_id in saved]
+    if again:
+        raise InputError(
+            f"{save_dir} already holds {', '.join(map(repr, again[:3]))}; rename the file(s) to "
+            "add them as new documents"
+        )
+    pipe = _build_pipeline(save_dir=save_dir)
+    started = time.perf_counter()
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with quiet:
+        pipe.add(docs, save_dir=save_dir)
+    seconds = time.perf_counter() - started
+    stats = pipe.stats()
+    added = [d.doc_id for d in docs]
+    if args.json:
+        _emit(
+            {
+                "save_dir": str(save_dir),
+                "added": added,
+                "documents": [d["doc_id"] for d in pipe.memory.documents],
+                "chunks": stats["chunks"],
+                "seconds": round(seconds, 3),
+                "memory": stats["memory"],
+            }
+        )
+    else:
+        print(
+            f"added {len(added)} document(s) to {save_dir}: now {len(pipe.memory.documents)} "
+            f"document(s), {stats['chunks']} chunks ({seconds:.1f} s)"
+        )
+    return 0
+
+
 def _load(save_dir: str) -> tuple[dict[str, Any], MemoRAG]:
     info = read_save_info(save_dir)  # a clear error before any model is loaded
     return info, _build_pipeline(save_dir=save_dir)
@@ -268,6 +304,12 @@ def _load(save_dir: str) -> tuple[dict[str, Any], MemoRAG]:
 def _ask(args: argparse.Namespace) -> int:
     if args.stream and args.json:
         raise InputError("--stream and --json cannot be combined (JSON is printed at the end)")
+    history = read_turns(args.history, args.turn)
+    if args.task_type == "dialogue" and not history:
+        raise InputError(
+            "--task-type dialogue answers a follow-up: pass the earlier turns with "
+            "--turn 'user:...' --turn 'assistant:...' (repeat) or --history FILE.json"
+        )
     _, pipe = _load(args.save_dir)
     write = None
     if args.stream:
@@ -280,6 +322,7 @@ def _ask(args: argparse.Namespace) -> int:
         args.question,
         task_type=args.task_type,
         k=args.k,
+        history=history,
         max_new_tokens=args.max_new_tokens,
         on_text=write,
     )
@@ -290,6 +333,8 @@ def _ask(args: argparse.Namespace) -> int:
                 "task_type": answer.task_type,
                 "answer": answer.text,
                 "clues": _clues(answer),
+                "clues_empty": bool(answer.notes),
+                "notes": list(answer.notes),
                 "passages": _passages(answer),
                 "timings": answer.timings,
             }
@@ -315,6 +360,8 @@ def _retrieve(args: argparse.Namespace) -> int:
                 "question": args.question,
                 "k": args.k,
                 "clues": _clues(result),
+                "clues_empty": bool(result.notes),
+                "notes": list(result.notes),
                 "passages": _passages(result),
                 "timings": dict(result.timings),
             }
@@ -330,9 +377,10 @@ def _retrieve(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    info, pipe = _load(args.save_dir)
-    stats = pipe.stats()
+    info = read_save_info(args.save_dir)  # the manifest only: no model is loaded
     pipeline = info.get("pipeline", {})
+    index = info.get("index", {})
+    memory = stats_from_manifest(info.get("memory", {}))
     if args.json:
         _emit(
             {
@@ -342,9 +390,9 @@ def _stats(args: argparse.Namespace) -> int:
                 "format_version": info.get("format_version"),
                 "documents": pipeline.get("documents"),
                 "pipeline": pipeline,
-                "index": info.get("index"),
-                "chunks": stats["chunks"],
-                "memory": stats["memory"],
+                "index": index,
+                "chunks": index.get("count"),
+                "memory": memory,
             }
         )
         return 0
@@ -354,7 +402,10 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"embedder:          {pipeline.get('embedder')}")
     shown = ", ".join(map(str, documents[:5])) + (" ..." if len(documents) > 5 else "")
     print(f"documents:         {len(documents)} ({shown})")
-    print(pipe.stats_text())
+    for key, value in memory.items():
+        print(f"{key.replace('_', ' ') + ':':<19}{value}")
+    size = pipeline.get("retrieval_chunk_size")
+    print(f"retrieval corpus:  {index.get('count')} chunks of <= {size} tokens")
     return 0
 
 

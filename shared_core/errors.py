@@ -25,3 +25,7 @@ class PersistenceError(MemoRAGError, OSError):
 
 class IncompatibleMemoryError(PersistenceError):
     """A saved memory was written by another model, tokenizer, ratio or format version."""
+
+
+class StaleSnapshotError(PersistenceError):
+    """A save would replace a snapshot that this pipeline never saw (a lost update)."""

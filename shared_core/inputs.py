@@ -26,12 +26,25 @@ def check_text(text: object, *, what: str = "text") -> str:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(
-                f"{what} is bytes that are not UTF-8 text (byte {exc.start}); decode it first"
+                f"{what} is bytes that are not UTF-8 text ({describe_decode_error(exc)}); "
+                "decode it first, e.g. data.decode('latin-1')"
             ) from None
     if not isinstance(text, str):
         raise InputError(f"{what} must be a str, got {type(text).__name__}")
     if not text.strip():
         raise InputError(f"{what} is empty or whitespace only; there is nothing to memorize")
+    _check_controls(text, what)
+    return text
+
+
+def describe_decode_error(exc: UnicodeDecodeError) -> str:
+    """``invalid byte 0xe9 at offset 17`` for a failed UTF-8 decode."""
+    bad = exc.object[exc.start : exc.start + 1]
+    return f"invalid byte 0x{bad.hex()} at byte offset {exc.start}: {exc.reason}"
+
+
+def _check_controls(text: str, what: str) -> None:
+    """Refuse NUL bytes and texts made mostly of control characters (binary, not text)."""
     if "\x00" in text:
         raise InputError(f"{what} contains NUL bytes: it looks like a binary file, not text")
     controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f")
@@ -39,7 +52,8 @@ def check_text(text: object, *, what: str = "text") -> str:
         raise InputError(
             f"{what} has {controls} control characters in {len(text)}: it looks binary, not text"
         )
-    return text
+    if not any(ch.isprintable() and not ch.isspace() for ch in text):
+        raise InputError(f"{what} holds only control characters and spaces: there is no text")
 
 
 def as_documents(
@@ -122,11 +136,13 @@ def check_caps(
 
 
 def check_query(query: object) -> str:
-    """A query must be a non-empty string."""
+    """A query must be a non-empty string of text (the same control-character rules as
+    ``check_text``: NUL bytes or only control characters are refused)."""
     if not isinstance(query, str):
         raise InputError(f"query must be a str, got {type(query).__name__}")
     if not query.strip():
         raise InputError("query is empty")
+    _check_controls(query, "query")
     return query
 
 
@@ -137,3 +153,18 @@ def check_k(k: object, *, name: str = "k") -> int:
     if k <= 0:
         raise InputError(f"{name} must be positive, got {k}")
     return k
+
+
+def check_max_new_tokens(value: object, cap: int | None = None) -> int:
+    """``max_new_tokens`` must be an int in ``1..cap``: every entry point (``answer``,
+    ``__call__``, ``chat``, the memories and generators) checks it here."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"max_new_tokens must be an int >= 1, got {value!r}")
+    if value < 1 or (cap is not None and value > cap):
+        top = f"{cap}" if cap is not None else "any"
+        raise LimitError(
+            f"max_new_tokens={value} is outside 1..{top} (nothing would be generated below 1"
+            + (f"; raise max_new_tokens_cap above {cap}" if cap is not None else "")
+            + ")"
+        )
+    return value

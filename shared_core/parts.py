@@ -23,6 +23,13 @@ class Injected:
     embedder: Embedder | None = None
     generator: TextGenerator | None = None
 
+    def generator_kind(self, config: MemoRAGConfig) -> str:
+        """What a save records of the answer generator: ``custom`` (an object the caller must
+        pass again), ``model`` (``gen_model_name_or_path``) or ``memory`` (its own model)."""
+        if self.generator is not None:
+            return "custom"
+        return "model" if config.gen_model_name_or_path is not None else "memory"
+
 
 @dataclass(frozen=True)
 class Parts:

@@ -18,11 +18,18 @@ from typing import Any
 
 from shared_core.clues import CopySource, resolve_followup
 from shared_core.clues.copying import CopySourceCache
-from shared_core.clues.keys import retrieval_keys
+from shared_core.clues.keys import NO_CLUES_NOTE, clue_notes, retrieval_keys
 from shared_core.clues.writers import CopyingClueWriter
 from shared_core.config import MemoRAGConfig
 from shared_core.errors import InputError, NoMemoryError
-from shared_core.inputs import ContextInput, as_documents, check_caps, check_k, check_query
+from shared_core.inputs import (
+    ContextInput,
+    as_documents,
+    check_caps,
+    check_k,
+    check_max_new_tokens,
+    check_query,
+)
 from shared_core.memory import Memory
 from shared_core.parts import Injected, Parts, build_parts
 from shared_core.persistence import SaveDir
@@ -92,6 +99,7 @@ class MemoRAG:
         self._parts: Parts | None = None
         self._index: DenseIndex | None = None
         self._copies = CopySourceCache()
+        self._snapshots: set[str] = set()  # the snapshots this state is in (lost-update guard)
         self._build_lock = threading.Lock()
         # Re-entrant so add() on an empty pipeline can memorize() and save() under it.
         self._write_lock = threading.RLock()
@@ -163,7 +171,7 @@ class MemoRAG:
             index = DenseIndex(parts.embedder)
             index.add(parts.chunker.split(docs), show_progress=print_stats)
             parts.memory.memorize(docs, show_progress=print_stats or None)
-            self._index = index
+            self._index, self._snapshots = index, set()  # a new memory: in no snapshot yet
         if save_dir is not None:
             self.save(save_dir, overwrite=overwrite)
         if print_stats:
@@ -197,6 +205,8 @@ class MemoRAG:
         else:
             clues = writer.write(standalone, parts.memory)
         clues = list(clues)[: self.config.max_clues]
+        if clue_notes(clues, writer):
+            warnings.warn(NO_CLUES_NOTE, stacklevel=2)
         if standalone != query:
             clues.insert(0, Clue(text=standalone, kind="history", weight=self.config.query_weight))
         return clues
@@ -229,6 +239,7 @@ class MemoRAG:
         lists: Sequence[Sequence[Hit]],
         timings: dict[str, float],
         backend: object,
+        notes: tuple[str, ...] = (),
     ) -> RetrievalResult:
         started = time.perf_counter()
         size = self.config.ret_hit if self.config.fusion == "union" else k
@@ -241,7 +252,11 @@ class MemoRAG:
                 f"k={k} is more than the {held} passages in the corpus; returning all", stacklevel=3
             )
         return RetrievalResult(
-            query=query, clues=tuple(keys), passages=tuple(fused), timings=dict(timings)
+            query=query,
+            clues=tuple(keys),
+            passages=tuple(fused),
+            timings=dict(timings),
+            notes=notes,
         )
 
     def retrieve(
@@ -260,12 +275,14 @@ class MemoRAG:
         ``max(k, ret_hit)``).
         """
         backend, started = self._target(query, k, search), time.perf_counter()
-        keys = self._keys(query, self.clues(query, history=history), extra_queries)
+        clues = self.clues(query, history=history)
+        keys = self._keys(query, clues, extra_queries)
         timings = {"clues": time.perf_counter() - started}
         started = time.perf_counter()
         lists = search_all(backend, [c.text for c in keys], self._depth(k, search_k))
         timings["search"] = time.perf_counter() - started
-        return self._fuse(query, k, keys, lists, timings, backend)
+        notes = clue_notes(clues, self.parts.clue_writer)
+        return self._fuse(query, k, keys, lists, timings, backend, notes)
 
     def _target(self, query: str, k: int, search: Any) -> Any:
         check_query(query)
@@ -290,7 +307,8 @@ class MemoRAG:
         started = time.perf_counter()
         lists = await asearch_all(backend, [c.text for c in keys], self._depth(k, search_k))
         timings["search"] = time.perf_counter() - started
-        return self._fuse(query, k, keys, lists, timings, backend)
+        notes = clue_notes(clues, self.parts.clue_writer)
+        return self._fuse(query, k, keys, lists, timings, backend, notes)
 
     def retrieve_with(
         self, query: str, k: int, clues: Sequence[Clue], *, query_weight: float | None = None
@@ -351,11 +369,12 @@ class MemoRAG:
 
         ``on_text`` receives the answer's pieces as they are generated.
         """
+        check_max_new_tokens(max_new_tokens)
         return run_task(
             self,
             task_type,
             query,
-            k=self.config.ret_hit if k is None else k,
+            k=self.config.ret_hit if k is None else check_k(k),
             history=history,
             prompt_template=prompt_template,
             max_new_tokens=max_new_tokens,
@@ -401,11 +420,21 @@ class MemoRAG:
     def save(self, save_dir: str | Path, *, overwrite: bool = False) -> None:
         """Atomically save memory + index + settings to ``save_dir`` (safetensors + JSON)."""
         index, parts = self.index, self._built()
-        section = pipeline_section(
-            self.config, parts.memory, parts.embedder, parts.prompts.language
-        )
+        kind = self._injected.generator_kind(self.config)
+        language = parts.prompts.language
+        section = pipeline_section(self.config, parts.memory, parts.embedder, language, kind)
         with self._write_lock:
-            write_save(save_dir, parts.memory, index, section, overwrite=overwrite)
+            known = frozenset(self._snapshots)
+            snapshot = write_save(
+                save_dir,
+                parts.memory,
+                index,
+                section,
+                self.config,
+                overwrite=overwrite,
+                known=known,
+            )
+            self._snapshots.add(snapshot)
 
     def load(self, save_dir: str | Path, print_stats: bool = False) -> MemoRAG:
         """Restore memory and index from ``save_dir``, refusing mismatched parts."""
@@ -417,10 +446,10 @@ class MemoRAG:
 
     def _load_snapshot(self, folder: Path, manifest: dict[str, Any]) -> MemoRAG:
         parts = self._built(saved_language(manifest))
-        index = read_index(folder, manifest, parts.embedder)
+        index = read_index(folder, manifest, parts.embedder, self.config)
         with self._write_lock:
             parts.memory.read_files(folder, manifest["memory"])
-            self._index = index
+            self._index, self._snapshots = index, {folder.name}
         return self
 
     @classmethod

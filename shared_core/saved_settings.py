@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,74 @@ from typing import Any
 from shared_core.config import BACKENDS
 from shared_core.errors import PersistenceError
 from shared_core.persistence.files import is_int, short
+
+
+def model_ref(name: str | None) -> str | None:
+    """What a save records for a model: a local folder as its absolute path (so the save still
+    names it from another working directory), a hub id as typed."""
+    if name is None:
+        return None
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: Serving settings a save records (issue 15), each with its check; absent in older saves.
+_SERVING: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "ret_hit": (lambda v: is_int(v) and 1 <= v <= 1 << 20, "a positive int"),
+    "fusion": (lambda v: v in ("rrf", "interleave", "union"), "'rrf', 'interleave' or 'union'"),
+    "rrf_k": (lambda v: is_int(v) and 1 <= v <= 1 << 20, "a positive int"),
+    "query_weight": (lambda v: _number(v) and 0 <= v <= 1e6, "a non-negative number"),
+    "anchor_clues": (lambda v: isinstance(v, bool), "true or false"),
+    "clue_strategy": (
+        lambda v: isinstance(v, str) and 0 < len(v) <= 256,
+        "a clue writer name such as 'copy+surrogate'",
+    ),
+    "language": (lambda v: v in ("en", "zh", "auto"), "'en', 'zh' or 'auto'"),
+}
+
+
+def _serving(where: Path, section: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved serving settings, checked, and a warning for what cannot be restored."""
+    settings: dict[str, Any] = {}
+    for key, (ok, want) in _SERVING.items():
+        value = section.get(key)
+        if value is None or key in given:
+            continue
+        if not ok(value):
+            raise PersistenceError(f"{where}: pipeline.{key} must be {want}, got {short(value)}")
+        settings[key] = value
+    custom_writer = "clue_strategy" in section and section["clue_strategy"] is None
+    if custom_writer and "clue_strategy" not in given:
+        warnings.warn(
+            f"{where}: the memory was served with a custom clue writer, which a save cannot "
+            "hold; pass clue_strategy= again (now: the default 'copy+surrogate')",
+            stacklevel=3,
+        )
+    kind = section.get("generator")
+    if kind not in (None, "memory", "model", "custom"):
+        raise PersistenceError(
+            f"{where}: pipeline.generator must be 'memory', 'model' or 'custom', got {short(kind)}"
+        )
+    generator_given = {"generator", "customized_gen_model", "gen_model_name_or_path"} & set(given)
+    if kind == "custom" and not generator_given:
+        warnings.warn(
+            f"{where}: the memory was served with a custom generator, which a save cannot hold; "
+            "pass generator= (or customized_gen_model=) again (now: answers come from the "
+            "memory model)",
+            stacklevel=3,
+        )
+    gen = section.get("gen_model_name_or_path")
+    if kind == "model" and gen is not None and not generator_given:
+        if not (isinstance(gen, str) and 0 < len(gen) <= 4096 and "\x00" not in gen):
+            raise PersistenceError(
+                f"{where}: pipeline.gen_model_name_or_path must be a model name, got {short(gen)}"
+            )
+        settings["gen_model_name_or_path"] = gen
+    return settings
 
 
 def saved_settings(
@@ -72,5 +142,6 @@ def saved_settings(
                 )
             settings[key] = options[key]
     settings = {k: v for k, v in settings.items() if k not in unused}
+    settings.update(_serving(where, section, given))
     settings.update(given)
     return settings

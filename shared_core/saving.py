@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +12,25 @@ from shared_core.memory.base import Memory, check_memory_fields
 from shared_core.persistence import SaveDir, write_manifest
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.index import DenseIndex
+from shared_core.retrieval.saved_chunking import check_chunking, chunking_record
+from shared_core.saved_settings import model_ref
 
 KIND = "memorag"
 
 
 def pipeline_section(
-    config: MemoRAGConfig, memory: Memory, embedder: Embedder, language: str
+    config: MemoRAGConfig, memory: Memory, embedder: Embedder, language: str, generator: str
 ) -> dict[str, Any]:
-    """The settings a later ``from_dir`` rebuilds the pipeline from."""
+    """The settings a later ``from_dir`` rebuilds and serves the pipeline from (local model
+    folders as absolute paths; ``generator`` is the answer generator's kind)."""
     options = {
         k: v
         for k, v in config.memory_kwargs().items()
         if isinstance(v, (str, int, float, bool, type(None)))
     }
     return {
-        "mem_model_name_or_path": config.mem_model_name_or_path,
-        "ret_model_name_or_path": config.ret_model_name_or_path,
+        "mem_model_name_or_path": model_ref(config.mem_model_name_or_path),
+        "ret_model_name_or_path": model_ref(config.ret_model_name_or_path),
         "embedder": embedder.name,
         "memory_options": options,
         "memory_backend": memory.backend,
@@ -35,6 +38,14 @@ def pipeline_section(
         "chunk_overlap": config.chunk_overlap,
         "language": language,
         "documents": [d["doc_id"] for d in memory.documents],
+        "ret_hit": config.ret_hit,
+        "fusion": config.fusion,
+        "rrf_k": config.rrf_k,
+        "query_weight": config.query_weight,
+        "anchor_clues": config.anchor_clues,
+        "clue_strategy": config.clue_strategy if isinstance(config.clue_strategy, str) else None,
+        "gen_model_name_or_path": model_ref(config.gen_model_name_or_path),
+        "generator": generator,
     }
 
 
@@ -43,21 +54,28 @@ def write_save(
     memory: Memory,
     index: DenseIndex,
     section: Mapping[str, Any],
+    config: MemoRAGConfig,
     *,
     overwrite: bool = False,
-) -> None:
-    """Write a new snapshot of ``memory`` and ``index`` and make it current atomically."""
-    with SaveDir(save_dir).stage(lineage=memory.lineage, overwrite=overwrite) as folder:
+    known: Collection[str] = (),
+) -> str:
+    """Write a new snapshot of ``memory`` and ``index`` and make it current atomically;
+    ``known`` are the snapshots this state already contains (any other live one is a
+    concurrent save: refused). Returns the new snapshot's name."""
+    target = SaveDir(save_dir)
+    chunking = chunking_record(config.retrieval_chunk_size, config.chunk_overlap)
+    with target.stage(lineage=memory.lineage, overwrite=overwrite, known=known) as folder:
         write_manifest(
             folder,
             {
                 "kind": KIND,
                 "lineage": memory.lineage,
                 "memory": memory.write_files(folder),
-                "index": index.save(folder),
+                "index": index.save(folder, chunking=chunking),
                 "pipeline": dict(section),
             },
         )
+    return str(target.committed)
 
 
 def saved_pipeline(save_dir: str | Path) -> tuple[Path, Mapping[str, Any]]:
@@ -76,8 +94,11 @@ def saved_language(manifest: Mapping[str, Any]) -> str | None:
     return language if language in ("en", "zh") else None
 
 
-def read_index(folder: Path, manifest: Mapping[str, Any], embedder: Embedder) -> DenseIndex:
-    """Check a snapshot's sections against each other and load its index."""
+def read_index(
+    folder: Path, manifest: Mapping[str, Any], embedder: Embedder, config: MemoRAGConfig
+) -> DenseIndex:
+    """Check a snapshot's sections against each other (and its chunking against ``config``,
+    which later ``add`` calls use) and load its index."""
     where = folder / "manifest.json"
     if manifest.get("kind") != KIND:
         raise PersistenceError(f"{where} holds a {manifest.get('kind')!r}, not a MemoRAG save")
@@ -93,6 +114,13 @@ def read_index(folder: Path, manifest: Mapping[str, Any], embedder: Embedder) ->
     check_memory_fields(where, manifest["memory"])
     if [d["doc_id"] for d in manifest["memory"]["documents"]] != doc_ids:
         raise PersistenceError(f"{where}: the memory section lists other documents")
+    check_chunking(
+        where,
+        manifest,
+        index.chunks,
+        chunk_size=config.retrieval_chunk_size,
+        chunk_overlap=config.chunk_overlap,
+    )
     return index
 
 

@@ -51,6 +51,7 @@ def _answer(
         passages=result.passages if result else (),
         clues=result.clues if result else (),
         timings=timings,
+        notes=result.notes if result else (),
     )
 
 

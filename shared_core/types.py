@@ -85,6 +85,8 @@ class RetrievalResult:
     clues: tuple[Clue, ...]
     passages: tuple[ScoredPassage, ...]
     timings: Mapping[str, float] = field(default_factory=dict)
+    #: What the caller should know about this result (e.g. the memory wrote no clues).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,8 @@ class Answer:
     passages: tuple[ScoredPassage, ...] = ()
     clues: tuple[Clue, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
+    #: Notes of the retrieval behind the answer (e.g. the memory wrote no clues).
+    notes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.text

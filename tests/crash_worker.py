@@ -136,8 +136,8 @@ def _instrument(stop: tuple[str, int] | None) -> None:
 
     import shared_core.persistence.files as files_mod
     import shared_core.persistence.save_dir as save_dir_mod
-    import shared_core.pipeline as pipeline_mod
     import shared_core.retrieval.index as index_mod
+    import shared_core.saving as saving_mod
 
     seen: dict[str, int] = {}
 
@@ -160,7 +160,7 @@ def _instrument(stop: tuple[str, int] | None) -> None:
     CompressedKVMemory._read = staged("read-text", CompressedKVMemory._read)
     index_mod.DenseIndex.add = staged("embed", index_mod.DenseIndex.add)
     index_mod.DenseIndex.save = staged("write-index", index_mod.DenseIndex.save)
-    pipeline_mod.write_manifest = staged("write-manifest", pipeline_mod.write_manifest)
+    saving_mod.write_manifest = staged("write-manifest", saving_mod.write_manifest)
     save_dir_mod.fsync_tree = staged("fsync-snapshot", save_dir_mod.fsync_tree)
     # staging, rename, CURRENT (and the folders fsync_tree syncs)
     files_mod.fsync_dir = save_dir_mod.fsync_dir = staged("dir-sync", files_mod.fsync_dir)

@@ -420,8 +420,15 @@ def test_missing_directory(embedder: Embedder, tmp_path: Path) -> None:
 
 
 def test_embedder_name_mismatch(saved, embedder: Embedder) -> None:
+    """A save records the embedder's weights fingerprint: the same weights under another name
+    (a moved model folder) load; a save without a fingerprint (older) needs the same name."""
     folder, _manifest = saved
     other = Embedder(embedder.model, name="BAAI/bge-m3")
+    assert len(DenseIndex.load(folder, other)) > 0
+    chunks = folder / "chunks.json"
+    record = json.loads(chunks.read_text())
+    del record["embedder_fingerprint"]
+    chunks.write_text(json.dumps(record))
     with pytest.raises(IncompatibleMemoryError) as info:
         DenseIndex.load(folder, other)
     text = str(info.value)

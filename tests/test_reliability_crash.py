@@ -66,6 +66,13 @@ class Worker:
             stderr=self._log,
             text=True,
             bufsize=1,
+            # the worker imports this checkout's engine, not whatever is installed
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(WORKER.parents[1]), os.environ.get("PYTHONPATH")) if p
+                ),
+            },
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()

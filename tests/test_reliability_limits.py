@@ -95,12 +95,12 @@ def test_max_new_tokens_cap_on_the_memory_and_the_generator(llama, tokenizer, co
     memory = make_memory(llama, max_new_tokens_cap=32)
     memory.memorize(" ".join(d.text for d in corpus(3)))
     compute.forwards = 0
-    with pytest.raises(LimitError, match=r"max_new_tokens=33 is outside 0\.\.32"):
+    with pytest.raises(LimitError, match=r"max_new_tokens=33 is outside 1\.\.32"):
         memory.generate("Where is the fox?", max_new_tokens=33)
     with pytest.raises(LimitError, match=r"max_new_tokens=-1 is outside"):
         list(memory.stream("Where is the fox?", max_new_tokens=-1))
     generator = LocalGenerator(llama, tokenizer, max_new_tokens_cap=16)
-    with pytest.raises(LimitError, match=r"max_new_tokens=17 is outside 0\.\.16"):
+    with pytest.raises(LimitError, match=r"max_new_tokens=17 is outside 1\.\.16"):
         generator.generate("Hello there", max_new_tokens=17)
     assert compute.forwards == 0
     assert len(memory.generate("Where is the fox?", max_new_tokens=32).text) >= 0
@@ -116,10 +116,16 @@ def test_a_prompt_longer_than_the_positions_left_is_refused_before_any_compute(c
     try:
         with pytest.raises(
             LimitError,
-            match=r"the prompt is .* tokens and asks for 8 more, "
+            match=r"the prompt \(query, history and instructions\) is .* tokens, "
             r"but the memory leaves .* of tiny-llama's 1,024",
         ):
             memory.generate("Why? " * (left // 4), max_new_tokens=8)
+        with pytest.raises(
+            LimitError,
+            match=r"the prompt is .* tokens and asks for 400 more, "
+            r"but the memory leaves .* of tiny-llama's 1,024",
+        ):
+            memory.generate("Why? " * 20, max_new_tokens=400)
         history = [ChatTurn("user", "Tell me everything. " * 40), ChatTurn("assistant", "No.")]
         with pytest.raises(LimitError, match=r"shorten the prompt/history"):
             memory.generate("And now?", history=history, max_new_tokens=8)

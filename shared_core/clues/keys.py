@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shared_core.clues.anchoring import anchor_clues
+from shared_core.clues.writers import NoClues
 from shared_core.types import Clue
 
 
@@ -32,3 +33,13 @@ def retrieval_keys(
             seen.add(norm)
             unique.append(key)
     return unique
+
+
+#: Said (a warning and ``RetrievalResult.notes``) when the clue writer wrote no clue.
+NO_CLUES_NOTE = "the memory wrote no clues for this query: only the query itself was searched"
+
+
+def clue_notes(clues: Sequence[Clue], writer: object) -> tuple[str, ...]:
+    """``(NO_CLUES_NOTE,)`` when ``writer`` (not the "none" strategy) wrote nothing."""
+    written = [c for c in clues if c.kind != "history"]  # a follow-up's rewrite is not a clue
+    return (NO_CLUES_NOTE,) if not written and not isinstance(writer, NoClues) else ()

@@ -39,8 +39,9 @@ from shared_core.errors import (
     NoMemoryError,
     PersistenceError,
 )
-from shared_core.inputs import ContextInput, as_documents, check_query
+from shared_core.inputs import ContextInput, as_documents, check_max_new_tokens, check_query
 from shared_core.memory.base import Memory, MemoryStats
+from shared_core.memory.kv_files import state_metadata
 from shared_core.memory.positions import PositionMode, rerotate, rope_inv_freq
 from shared_core.memory.scorers import Scorer, get_scorer, select
 from shared_core.models.chat_format import ChatFormat, frame_texts
@@ -52,6 +53,7 @@ from shared_core.models.loading import (
     model_fingerprint,
     tokenizer_fingerprint,
 )
+from shared_core.persistence.files import describe_difference, short
 from shared_core.types import ChatTurn, GenerationOptions
 
 _TENSORS = "memory.safetensors"
@@ -417,12 +419,17 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             raise NoMemoryError("this memory is empty: call memorize(text) or load(dir) first")
         check_query(prompt)
         max_new_tokens = options.max_new_tokens
-        if max_new_tokens > self.max_new_tokens_cap:
-            raise LimitError(
-                f"max_new_tokens={max_new_tokens} is outside 0..{self.max_new_tokens_cap}"
-            )
+        check_max_new_tokens(max_new_tokens, self.max_new_tokens_cap)
         ids = self.format.continuation(self.intro, self.ack, history, prompt)
         room = self.max_positions - state.next_position
+        if len(ids) >= room:
+            # Reliability: the prompt alone is too long (e.g. a 50,000-character query): say
+            # so, rather than suggest a max_new_tokens the caller may never have set.
+            raise LimitError(
+                f"the prompt (query, history and instructions) is {len(ids):,} tokens, but the "
+                f"memory leaves {room:,} of {self.name}'s {self.max_positions:,} positions; "
+                "shorten the prompt/history (the query or the earlier turns)"
+            )
         if len(ids) + max_new_tokens > room:
             raise LimitError(
                 f"the prompt is {len(ids):,} tokens and asks for {max_new_tokens:,} more, but the "
@@ -508,8 +515,7 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             tensors[f"k.{i}"] = k.detach().cpu().contiguous()
             tensors[f"v.{i}"] = v.detach().cpu().contiguous()
             tensors[f"p.{i}"] = p.detach().cpu().contiguous()
-        save_file(tensors, str(folder / _TENSORS))
-        return {
+        section = {
             "backend": self.backend,
             **self.identity(),
             "window": self.window,
@@ -525,12 +531,16 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             "dtype": str(state.keys[0].dtype).removeprefix("torch."),
             "lineage": self._lineage,
         }
+        # Reliability: the state fields also go into the tensor file (covered by its sha256),
+        # so a manifest edited alone (window, next_position, documents ...) is refused.
+        save_file(tensors, str(folder / _TENSORS), metadata=state_metadata(section))
+        return section
 
     def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:
         from safetensors import safe_open
 
         from shared_core.memory.base import check_memory_fields
-        from shared_core.memory.kv_files import check_kv_layout
+        from shared_core.memory.kv_files import check_kv_layout, check_kv_state, check_positions
         from shared_core.persistence import check_safetensors_header
 
         where = folder / "manifest.json"
@@ -551,10 +561,18 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         ):
             if section.get(key) != mine[key]:
                 raise IncompatibleMemoryError(
-                    f"{where}: {key} is {_shown(section.get(key))!r} in the saved memory but "
-                    f"{_shown(mine[key])!r} here; load it with the same model, tokenizer, "
-                    "beacon_ratio and prompts it was written with"
+                    f"{where}: {key} {describe_difference(section.get(key), mine[key])}"
+                    "; load it with the same model, tokenizer, beacon_ratio and prompts it was "
+                    "written with"
                 )
+        if section.get("window") != self.window:
+            # Reliability: later add() calls read with this memory's window; a save read with
+            # another one would silently change how the rest of the text is read.
+            raise IncompatibleMemoryError(
+                f"{where}: window is {short(section.get('window'))} in the saved memory but "
+                f"{self.window} here; load it with window={short(section.get('window'))} (the "
+                "window later add() calls read with)"
+            )
         numbers = {
             k: section.get(k) for k in ("text_tokens", "next_position", "windows", "entries")
         }
@@ -583,6 +601,9 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             entries=entries,
             kv_heads=kv_heads if isinstance(kv_heads, int) else None,
         )
+        check_kv_state(
+            where, path, section, header, frame=(len(self.prefix_ids), len(self.suffix_ids))
+        )
         device = self.model.device
         keys, values, positions = [], [], []
         with safe_open(str(path), framework="pt") as f:
@@ -593,6 +614,7 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         k0 = keys[0]
         if k0.ndim != 4 or k0.shape[0] != 1 or positions[0].shape != k0.shape[1:3]:
             raise PersistenceError(f"{path}: tensor shapes are not [1, heads, entries, dim]")
+        check_positions(path, positions, numbers["next_position"], len(self.suffix_ids))
         state = _State(
             keys=tuple(keys),
             values=tuple(values),
@@ -608,10 +630,6 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         with self._write_lock:
             self._state = state
             self._lineage = str(section.get("lineage") or uuid.uuid4().hex)
-
-
-def _shown(value: Any) -> Any:
-    return f"{len(value)} token ids" if isinstance(value, list) else value
 
 
 def _cache_of(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,4 +52,107 @@ def check_kv_layout(
         if kv_heads is not None and heads != kv_heads:
             raise PersistenceError(
                 f"{path}: layer {i} holds {heads} KV heads; the model has {kv_heads}"
+            )
+
+
+#: The safetensors metadata key holding the state fields the manifest repeats.
+STATE_KEY = "memorag_state"
+#: Manifest fields of a KV memory that are also written into its (hashed) tensor file.
+STATE_FIELDS = (
+    "window",
+    "beacon_ratio",
+    "position_mode",
+    "text_tokens",
+    "next_position",
+    "windows",
+    "entries",
+    "text_sha256",
+    "documents_sha256",
+)
+
+
+def documents_digest(documents: Sequence[Mapping[str, Any]]) -> str:
+    """sha256 of the memory's document records (ids, chars, metadata keys)."""
+    return hashlib.sha256(json.dumps(list(documents), sort_keys=True).encode()).hexdigest()
+
+
+def state_metadata(section: Mapping[str, Any]) -> dict[str, str]:
+    """The safetensors ``__metadata__`` of a KV memory: its state fields, as one JSON string."""
+    fields = {k: section[k] for k in STATE_FIELDS if k != "documents_sha256"}
+    fields["documents_sha256"] = documents_digest(section["documents"])
+    return {STATE_KEY: json.dumps(fields, sort_keys=True)}
+
+
+def check_kv_state(
+    where: Path,
+    path: Path,
+    section: Mapping[str, Any],
+    header: Mapping[str, Any],
+    *,
+    frame: tuple[int, int],
+) -> None:
+    """Check a KV memory's manifest fields against each other and against its tensor file.
+
+    ``frame`` is (prefix, suffix) token counts. The numbers must add up (absolute positions:
+    ``next_position = prefix + text_tokens + suffix``; compact: ``next_position = entries``;
+    ``ceil(text_tokens / beacon_ratio) <= entries - frame <= text_tokens``;
+    ``windows >= ceil(text_tokens / window)``), and every state field must equal the copy
+    written into the tensor file's metadata (covered by its sha256), so editing the manifest
+    alone is refused, naming the field.
+    """
+    prefix, suffix = frame
+    tokens, entries = section["text_tokens"], section["entries"]
+    nxt, windows = section["next_position"], section["windows"]
+    ratio, window = section["beacon_ratio"], section.get("window")
+    if not (isinstance(window, int) and not isinstance(window, bool) and window >= 1):
+        raise PersistenceError(f"{where}: window must be a positive int, got {window!r}")
+    expected_next = entries if section["position_mode"] == "compact" else prefix + tokens + suffix
+    if nxt != expected_next:
+        raise PersistenceError(
+            f"{where}: next_position is {nxt}, but a {section['position_mode']} memory of "
+            f"{tokens} text tokens and {entries} entries ends at {expected_next}"
+        )
+    kept = entries - prefix - suffix
+    if not math.ceil(tokens / ratio) <= kept <= tokens:
+        raise PersistenceError(
+            f"{where}: text_tokens is {tokens}, but {entries} entries (minus a {prefix + suffix}"
+            f"-token frame) cannot hold {tokens} tokens at beacon_ratio {ratio}"
+        )
+    if not math.ceil(tokens / window) <= windows <= max(tokens, 1):
+        raise PersistenceError(
+            f"{where}: windows is {windows}, but {tokens} text tokens read with window {window} "
+            f"take at least {math.ceil(tokens / window)}"
+        )
+    raw = (header.get("__metadata__") or {}).get(STATE_KEY)
+    if raw is None:
+        return  # a save from before the state was copied into the tensor file
+    try:
+        stored = json.loads(raw)
+    except ValueError:
+        stored = None
+    if not isinstance(stored, dict):
+        raise PersistenceError(f"{path}: the {STATE_KEY} metadata is not a JSON object")
+    mine = dict(section)
+    mine["documents_sha256"] = documents_digest(section["documents"])
+    for key in STATE_FIELDS:
+        if stored.get(key) != mine.get(key):
+            shown = "chars or ids" if key == "documents_sha256" else repr(mine.get(key))
+            field = "documents" if key == "documents_sha256" else key
+            raise PersistenceError(
+                f"{where}: {field} ({shown}) does not match the memory tensors in {path.name} "
+                f"(they were written with {stored.get(key)!r}): the manifest was edited"
+            )
+
+
+def check_positions(path: Path, positions: Sequence[Any], next_position: int, suffix: int) -> None:
+    """Every kept entry's position lies before ``next_position`` (the last one on it - 1 when
+    the memory ends with a suffix)."""
+    for i, p in enumerate(positions):
+        if p.numel() == 0:
+            continue
+        low, high = int(p.min()), int(p.max())
+        if low < 0 or high >= next_position or (suffix and high != next_position - 1):
+            raise PersistenceError(
+                f"{path}: tensor p.{i} holds positions {low}..{high}, which do not end at "
+                f"next_position - 1 = {next_position - 1} as the manifest says"
             )

@@ -13,7 +13,7 @@ from typing import Any
 from transformers import DynamicCache
 
 from shared_core.errors import InputError, LimitError
-from shared_core.inputs import check_query
+from shared_core.inputs import check_max_new_tokens, check_query
 from shared_core.models.chat_format import ChatFormat
 from shared_core.models.decoding import (
     ConstrainedGeneration,
@@ -56,9 +56,7 @@ class LocalGenerator(ConstrainedGeneration):
     ) -> Decoder:
         check_query(prompt)
         max_new_tokens = options.max_new_tokens
-        if max_new_tokens > self.max_new_tokens_cap:
-            cap = self.max_new_tokens_cap
-            raise LimitError(f"max_new_tokens={max_new_tokens} is outside 0..{cap}")
+        check_max_new_tokens(max_new_tokens, self.max_new_tokens_cap)
         ids = self.format.plain(history, prompt)
         if len(ids) + max_new_tokens > self.max_positions:
             raise LimitError(

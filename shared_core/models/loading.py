@@ -142,7 +142,9 @@ def load_causal_lm(
         name = DEFAULT_LM_NAME
     else:
         path = name_or_path
-        name = str(name_or_path)
+        # Reliability: a local folder is named by its absolute path (recorded in saves).
+        local = Path(name_or_path).expanduser()
+        name = str(local.resolve()) if local.is_dir() else str(name_or_path)
     if dtype is None:
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
     elif isinstance(dtype, str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,18 @@ def fsync_tree(path: Path) -> None:
             with item.open("rb") as f:
                 os.fsync(f.fileno())
     fsync_dir(path)
+
+
+def file_mode(folder: Path) -> int:
+    """The mode a new file gets here under the process umask (``0o666 & ~umask``), read from a
+    probe file so no process-wide umask is changed."""
+    probe = folder / f".mode-probe-{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    try:
+        return os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        probe.unlink()
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -78,3 +91,27 @@ def is_int(value: object) -> bool:
 def short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def describe_difference(saved: object, here: object) -> str:
+    """How two values differ, readably: for lists the lengths, a short hash of each and the
+    first position where they differ (``"39 token ids"`` on both sides says nothing)."""
+    if isinstance(saved, list) and isinstance(here, list):
+
+        def digest(items: list[Any]) -> str:
+            return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:10]
+
+        first = next(
+            (i for i, (a, b) in enumerate(zip(saved, here, strict=False)) if a != b),
+            min(len(saved), len(here)),
+        )
+        at = (
+            f"first difference at position {first}: {short(saved[first])} vs {short(here[first])}"
+            if first < min(len(saved), len(here))
+            else f"one is a prefix of the other (they differ from position {first} on)"
+        )
+        return (
+            f"differs: the saved memory has {len(saved)} ids (sha256 {digest(saved)}), this one "
+            f"{len(here)} (sha256 {digest(here)}); {at}"
+        )
+    return f"is {short(saved)} in the saved memory but {short(here)} here"

@@ -20,12 +20,12 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shared_core.errors import InputError, PersistenceError
-from shared_core.persistence.files import fsync_dir, fsync_tree, read_json
+from shared_core.errors import InputError, PersistenceError, StaleSnapshotError
+from shared_core.persistence.files import file_mode, fsync_dir, fsync_tree, read_json
 from shared_core.persistence.manifest import MANIFEST, read_manifest, verify_files
 
 _POINTER = "CURRENT"
@@ -41,6 +41,8 @@ class SaveDir:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        #: The snapshot the last ``stage`` committed (``snap-<hex>``), ``None`` before.
+        self.committed: str | None = None
 
     # -- reading ----------------------------------------------------------------------------
     def current(self) -> Path | None:
@@ -111,16 +113,22 @@ class SaveDir:
 
     # -- writing ----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def stage(self, *, lineage: str, overwrite: bool = False) -> Iterator[Path]:
+    def stage(
+        self, *, lineage: str, overwrite: bool = False, known: Collection[str] = ()
+    ) -> Iterator[Path]:
         """Yield an empty staging folder; on success it becomes the live snapshot.
 
-        ``lineage`` identifies the memory being saved: re-saving the same memory (after
-        ``add``) replaces its snapshot; a different memory needs ``overwrite=True``.
+        ``lineage`` identifies the memory being saved and ``known`` the snapshots its state
+        already contains (the one it was loaded from, those it saved since). Re-saving the same
+        memory replaces its snapshot only while the live snapshot is one of ``known``: if
+        another pipeline or process committed meanwhile, ``StaleSnapshotError`` (a lost update
+        otherwise). A different memory needs ``overwrite=True``, which replaces either.
         """
-        self._check_target(lineage, overwrite)  # before creating anything (.lock included)
+        check_not_inside_save(self.root)
+        self._check_target(lineage, overwrite, known)  # before creating anything (.lock too)
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock():  # one writer at a time, across threads and processes
-            self._check_target(lineage, overwrite)  # again under the lock: no check-then-act
+            self._check_target(lineage, overwrite, known)  # again under the lock
             self._clean_leftovers()
             name = f"snap-{uuid.uuid4().hex}"
             staging = self.root / f".staging-{name}"
@@ -129,6 +137,11 @@ class SaveDir:
                 yield staging
                 if not (staging / MANIFEST).is_file():
                     raise PersistenceError("internal: a snapshot was staged without a manifest")
+                # Reliability: one mode for every file (0o666 minus the umask), whatever the
+                # writer used (safetensors writes 0600), so another user can serve the memory.
+                mode = file_mode(staging)
+                for item in staging.iterdir():
+                    item.chmod(mode)
                 fsync_tree(staging)
                 final = self.root / name
                 staging.rename(final)
@@ -136,6 +149,7 @@ class SaveDir:
                 old = self.current()
                 tmp = self.root / f".{_POINTER}.tmp"
                 tmp.write_text(name, "utf-8")
+                tmp.chmod(mode)
                 with tmp.open("rb") as f:
                     os.fsync(f.fileno())
                 tmp.replace(self.root / _POINTER)
@@ -143,10 +157,11 @@ class SaveDir:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
+            self.committed = name
             if old is not None and old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def _check_target(self, lineage: str, overwrite: bool) -> None:
+    def _check_target(self, lineage: str, overwrite: bool, known: Collection[str]) -> None:
         if not self.root.exists():
             return
         if not self.root.is_dir():
@@ -170,10 +185,23 @@ class SaveDir:
         except PersistenceError:
             manifest = None
         existing = manifest.get("lineage") if isinstance(manifest, dict) else None
-        if existing != lineage and not overwrite:
+        if overwrite:
+            return
+        if existing != lineage:
             raise InputError(
                 f"save directory {self.root} already holds another memory; "
                 "pass overwrite=True (CLI: --overwrite) to replace it"
+            )
+        if snap.name not in known:
+            # Reliability: the same memory, but saved by someone else since this state was
+            # loaded: replacing it would silently drop their documents.
+            base = ", ".join(sorted(known)) or "none (this state was never loaded or saved here)"
+            raise StaleSnapshotError(
+                f"save directory {self.root} moved on: its live snapshot is {snap.name}, but "
+                f"this pipeline's memory was loaded from (or last saved as) {base}; saving would "
+                "drop what was saved since. Reload with MemoRAG.from_dir(...) (CLI: run the "
+                "command again), then add your documents again; or pass overwrite=True to "
+                "replace it on purpose"
             )
 
     @contextlib.contextmanager
@@ -194,3 +222,22 @@ class SaveDir:
             orphan = _SNAPSHOT.match(item.name) and (live is None or item != live)
             if item.is_dir() and (stale_stage or orphan):
                 shutil.rmtree(item, ignore_errors=True)
+
+
+def check_not_inside_save(root: Path) -> None:
+    """Refuse a save directory inside another save directory (or inside one of its snapshots):
+    writing there would add files a snapshot does not list and make the outer memory
+    unloadable."""
+    resolved = root.resolve()
+    for parent in resolved.parents:
+        inside_snapshot = _SNAPSHOT.match(parent.name) or parent.name.startswith(".staging-")
+        if (parent / _POINTER).is_file() and SaveDir(parent)._live() is not None:
+            raise InputError(
+                f"save directory {root} is inside the save directory {parent}; pick a folder "
+                "outside it (a save directory holds only its own snapshots)"
+            )
+        if inside_snapshot and (parent / MANIFEST).is_file():
+            raise InputError(
+                f"save directory {root} is inside the snapshot {parent} of another save; pick a "
+                "folder outside it"
+            )

@@ -7,6 +7,7 @@ works too; the model is loaded lazily, on first use, so building an ``Embedder``
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Sequence
@@ -59,6 +60,29 @@ def resolve_device(device: str = "auto") -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
+
+
+def local_model_path(name: str) -> str:
+    """``name`` as an absolute path when it is an existing local folder; hub ids unchanged."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
+def embedder_fingerprint(model: Any) -> str:
+    """sha256 over the module layout, every parameter's name, shape and dtype, and the first
+    4096 values of the first and last parameter: another model (or other weights) differs,
+    and it costs no forward pass."""
+    h = hashlib.sha256()
+    for name, module in model.named_children():
+        h.update(f"{name}:{type(module).__name__};".encode())
+    state = model.state_dict()
+    for name, tensor in state.items():
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+    tensors = [t for t in state.values() if t.numel() > 0]
+    for tensor in tensors[:1] + tensors[-1:]:
+        sample = tensor.detach().flatten()[:4096].float().cpu().contiguous()
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 def _is_default_path(path: str) -> bool:
@@ -114,8 +138,12 @@ class Embedder:
         elif name is None or name == DEFAULT_EMBEDDER_NAME:
             self._name = DEFAULT_EMBEDDER_NAME
         else:
+            # Reliability: a local folder is recorded as its absolute path, so a save made
+            # with "../emb384" still names the same folder when served from elsewhere.
+            name = local_model_path(name)
             self._name = DEFAULT_EMBEDDER_NAME if _is_default_path(name) else name
             self._source = name
+        self._fingerprint: str | None = None
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self.batch_size = batch_size
@@ -177,6 +205,14 @@ class Embedder:
     def name(self) -> str:
         """Stable model identifier, recorded in saved manifests."""
         return self._name
+
+    @property
+    def fingerprint(self) -> str:
+        """A cheap identity of the weights (see ``embedder_fingerprint``), recorded in saves so
+        another model of the same dimension at the same name is refused."""
+        if self._fingerprint is None:
+            self._fingerprint = embedder_fingerprint(self.model)
+        return self._fingerprint
 
     @property
     def dim(self) -> int:

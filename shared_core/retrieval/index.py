@@ -158,10 +158,15 @@ class DenseIndex:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, directory: str | Path) -> dict[str, Any]:
+    def save(
+        self, directory: str | Path, *, chunking: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
         """Write ``index.safetensors`` and ``chunks.json`` into an existing ``directory``.
 
-        Returns the manifest entry: ``{"files": {name: sha256}, "embedder", "dim", "count"}``.
+        ``chunking`` (e.g. ``{"chunk_tokens": 512, "overlap_tokens": 32}``) records how the
+        chunks were cut, so a load can check the settings later ``add`` calls will use.
+        Returns the manifest entry: ``{"files": {name: sha256}, "embedder",
+        "embedder_fingerprint", "dim", "count", "chunking"}``.
         """
         folder = Path(directory)
         if not folder.is_dir():
@@ -174,8 +179,10 @@ class DenseIndex:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "embedder": self.embedder.name,
+            "embedder_fingerprint": self.embedder.fingerprint,
             "dim": dim,
             "count": len(chunks),
+            "chunking": dict(chunking or {}),
             "chunks": [_chunk_record(c) for c in chunks],
         }
         try:
@@ -189,7 +196,14 @@ class DenseIndex:
         for name, data in ((VECTORS_FILE, vector_bytes), (CHUNKS_FILE, chunks_bytes)):
             (folder / name).write_bytes(data)
             files[name] = hashlib.sha256(data).hexdigest()
-        return {"files": files, "embedder": self.embedder.name, "dim": dim, "count": len(chunks)}
+        return {
+            "files": files,
+            "embedder": self.embedder.name,
+            "embedder_fingerprint": record["embedder_fingerprint"],
+            "dim": dim,
+            "count": len(chunks),
+            "chunking": record["chunking"],
+        }
 
     @classmethod
     def load(
@@ -212,7 +226,16 @@ class DenseIndex:
         chunks_path = folder / CHUNKS_FILE
         record = _read_chunks(_read_file(chunks_path, hashes.get(CHUNKS_FILE)), chunks_path)
         _check_expected(record, expected)
-        if record["embedder"] != embedder.name:
+        saved_print = record.get("embedder_fingerprint")
+        if saved_print is not None and saved_print != embedder.fingerprint:
+            raise IncompatibleMemoryError(
+                f"{folder / CHUNKS_FILE}: the index was built with embedder "
+                f"{record['embedder']!r} (weights fingerprint {saved_print[:12]}), but the given "
+                f"embedder {embedder.name!r} has fingerprint {embedder.fingerprint[:12]}: another "
+                "model (or other weights) is at that name; pass ret_model_name_or_path= (or "
+                "embedder=) naming the model the memory was built with"
+            )
+        if saved_print is None and record["embedder"] != embedder.name:
             raise IncompatibleMemoryError(
                 f"{folder / CHUNKS_FILE}: the index was built with embedder "
                 f"{record['embedder']!r}, but the given embedder is {embedder.name!r}; "
@@ -273,8 +296,8 @@ def _expected_hashes(expected: Mapping[str, Any] | None) -> dict[str, str]:
 def _check_expected(record: dict[str, Any], expected: Mapping[str, Any] | None) -> None:
     if expected is None:
         return
-    for key in ("embedder", "dim", "count"):
-        if key in expected and expected[key] != record[key]:
+    for key in ("embedder", "embedder_fingerprint", "dim", "count", "chunking"):
+        if key in expected and expected[key] != record.get(key):
             raise PersistenceError(
                 f"{CHUNKS_FILE}: {key} is {record[key]!r} but the manifest says {expected[key]!r}"
             )
@@ -310,6 +333,14 @@ def _read_chunks(data: bytes, where: Path | str = CHUNKS_FILE) -> dict[str, Any]
         )
     if not isinstance(record.get("embedder"), str):
         raise PersistenceError(f"{where}: 'embedder' must be a string")
+    fingerprint = record.get("embedder_fingerprint")
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise PersistenceError(f"{where}: 'embedder_fingerprint' must be a string")
+    chunking = record.get("chunking", {})
+    if not isinstance(chunking, dict) or not all(
+        isinstance(k, str) and _is_int(v) and 0 <= v < 1 << 30 for k, v in chunking.items()
+    ):
+        raise PersistenceError(f"{where}: 'chunking' must map names to non-negative ints")
     dim, count, items = record.get("dim"), record.get("count"), record.get("chunks")
     if not _is_int(dim) or dim < 1:
         raise PersistenceError(f"{where}: 'dim' must be a positive integer, got {dim!r}")
