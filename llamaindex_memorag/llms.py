@@ -26,6 +26,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
+from shared_core.models.options import chat_options
 from shared_core.types import ChatTurn, Generation, RetrievalEngine, Role
 
 _ROLES: dict[str, Role] = {
@@ -107,13 +108,13 @@ class MemoryLLM(CustomLLM):
         )
 
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        stop = kwargs.get("stop") or ()
-        temperature = kwargs.get("temperature")
-        return {
-            "max_new_tokens": int(kwargs.get("max_tokens") or self.num_output),
-            "stop": (stop,) if isinstance(stop, str) else tuple(stop),
-            "temperature": float(self.temperature if temperature is None else temperature),
-        }
+        return chat_options(
+            max_tokens=kwargs.get("max_tokens"),
+            stop=kwargs.get("stop"),
+            temperature=kwargs.get("temperature"),
+            default_max_tokens=self.num_output,
+            default_temperature=self.temperature,
+        )
 
     @staticmethod
     def _user(prompt: str) -> list[ChatTurn]:

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from shared_core.errors import InputError, NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_k, check_query
 from shared_core.memory import BACKENDS, Memory, create_memory
 from shared_core.models.generation import LocalGenerator, as_generator
+from shared_core.models.streaming import TextStream
 from shared_core.persistence import SaveDir, write_manifest
 from shared_core.prompts import PromptSet, detect_language, get_prompts
 from shared_core.retrieval.chunking import TokenChunker
@@ -451,34 +452,43 @@ class MemoRAG:
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
         temperature: float = 0.0,
+    ) -> TextStream:
+        """``chat``, streamed: iterate for the pieces, then read ``.generation`` (token counts).
+
+        The same object streams with ``async for`` (each piece decoded in a worker thread).
+        """
+        return TextStream(self._chat_pieces(messages, max_new_tokens, stop, temperature))
+
+    def _chat_pieces(
+        self,
+        messages: Sequence[ChatTurn],
+        max_new_tokens: int,
+        stop: Sequence[str],
+        temperature: float,
     ) -> Iterator[str]:
         history, prompt = self._split(messages)
-        yield from self.memory.stream(
-            prompt,
-            history=history,
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            temperature=temperature,
+        return (
+            yield from self.memory.stream(
+                prompt,
+                history=history,
+                max_new_tokens=max_new_tokens,
+                stop=stop,
+                temperature=temperature,
+            )
         )
 
-    async def astream_chat(
+    def astream_chat(
         self,
         messages: Sequence[ChatTurn],
         *,
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
         temperature: float = 0.0,
-    ) -> AsyncIterator[str]:
-        """Stream in a worker thread, handing pieces to the event loop as they come."""
-        iterator = self.stream_chat(
+    ) -> TextStream:
+        """``stream_chat`` for ``async for``: pieces come from a worker thread as they come."""
+        return self.stream_chat(
             messages, max_new_tokens=max_new_tokens, stop=stop, temperature=temperature
         )
-        done = object()
-        while True:
-            piece = await asyncio.to_thread(next, iterator, done)
-            if piece is done:
-                return
-            yield piece  # type: ignore[misc]
 
     # -- tasks ------------------------------------------------------------------------------
     def answer(

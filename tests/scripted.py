@@ -229,6 +229,7 @@ class ScriptedMemory(_Recorder, Memory):
     ) -> Iterator[str]:
         run = self._decoder(prompt, history, max_new_tokens, stop, temperature)
         yield from _pieces(run.text)
+        return run.run()
 
     # -- persistence ------------------------------------------------------------------------
     def write_files(self, folder: Path) -> dict[str, Any]:
@@ -327,8 +328,9 @@ class ScriptedGenerator(_Recorder):
         stop: Sequence[str] = (),
         temperature: float = 0.0,
     ) -> Iterator[str]:
-        text, _ = self._text(prompt, history, max_new_tokens, stop)
+        text, reason = self._text(prompt, history, max_new_tokens, stop)
         yield from _pieces(text)
+        return _Run(text, prompt, reason).run()
 
 
 __all__ = [

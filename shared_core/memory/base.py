@@ -88,7 +88,10 @@ class Memory(ABC):
         stop: Sequence[str] = (),
         temperature: float = 0.0,
     ) -> Iterator[str]:
-        """Yield the reply to ``prompt`` piece by piece, against the memory."""
+        """Yield the reply to ``prompt`` piece by piece, against the memory.
+
+        The generator returns the finished ``Generation`` (token counts) when it ends.
+        """
 
     def generate(
         self,

@@ -163,13 +163,15 @@ class NativeBeaconMemory(Memory):
         temperature: float = 0.0,
     ) -> Iterator[str]:
         """The beacon model generates under a lock; the reply arrives as one piece."""
-        yield self.generate(
+        generation = self.generate(
             prompt,
             history=history,
             max_new_tokens=max_new_tokens,
             stop=stop,
             temperature=temperature,
-        ).text
+        )
+        yield generation.text
+        return generation
 
     def stats(self) -> MemoryStats:
         tensors = _flatten(self._state)[1] if self._state is not None else {}

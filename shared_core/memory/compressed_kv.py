@@ -452,7 +452,7 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         temperature: float = 0.0,
     ) -> Iterator[str]:
         run = self._decoder(prompt, history, max_new_tokens, stop, temperature)
-        yield from run
+        return (yield from run)
 
     def next_token_logits(self, prompt: str, *, history: Sequence[ChatTurn] = ()) -> torch.Tensor:
         """Logits of the first reply token (for tests and scoring)."""

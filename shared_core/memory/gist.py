@@ -151,12 +151,14 @@ class GistMemory(Memory):
         temperature: float = 0.0,
     ) -> Iterator[str]:
         check_query(prompt)
-        yield from self.generator.stream(
-            prompt,
-            history=self._history(history),
-            max_new_tokens=max_new_tokens,
-            stop=stop,
-            temperature=temperature,
+        return (
+            yield from self.generator.stream(
+                prompt,
+                history=self._history(history),
+                max_new_tokens=max_new_tokens,
+                stop=stop,
+                temperature=temperature,
+            )
         )
 
     def stats(self) -> MemoryStats:

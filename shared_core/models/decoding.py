@@ -7,7 +7,7 @@ logits at each step (copy-from-text clues).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -112,9 +112,10 @@ class Decoder:
         probs = torch.softmax(logits / self.temperature, dim=-1).cpu()
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, Generation]:
+        """Yield the reply's text pieces; the generator returns the finished ``generation``."""
         if self.max_new_tokens <= 0:
-            return
+            return self.generation
         emitted = 0
         with torch.inference_mode():
             logits = self._step(self.prompt_ids)
@@ -144,6 +145,7 @@ class Decoder:
                 logits = self._step([token])
         if len(self.text) > emitted:
             yield self.text[emitted:]
+        return self.generation
 
     def run(self) -> Generation:
         for _ in self:

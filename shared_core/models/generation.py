@@ -85,7 +85,7 @@ class LocalGenerator(ConstrainedGeneration):
         stop: Sequence[str] = (),
         temperature: float = 0.0,
     ) -> Iterator[str]:
-        yield from self._decoder(prompt, history, max_new_tokens, stop, temperature)
+        return (yield from self._decoder(prompt, history, max_new_tokens, stop, temperature))
 
     def count_tokens(self, text: str) -> int:
         return len(self.format.encode(text))
@@ -132,7 +132,11 @@ class CallableGenerator:
         stop: Sequence[str] = (),
         temperature: float = 0.0,
     ) -> Iterator[str]:
-        yield self.generate(prompt, history=history, max_new_tokens=max_new_tokens, stop=stop).text
+        generation = self.generate(
+            prompt, history=history, max_new_tokens=max_new_tokens, stop=stop
+        )
+        yield generation.text
+        return generation
 
 
 def as_generator(obj: Any) -> TextGenerator:
