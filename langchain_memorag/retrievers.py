@@ -8,6 +8,7 @@ LangChain ``Document``s with provenance in their metadata.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 from collections.abc import Sequence
@@ -88,6 +89,10 @@ class _LangChainSource:
         return _ranked(self.retriever.invoke(query, config={"callbacks": self.callbacks}, **extra))
 
     async def afetch(self, query: str, depth: int) -> list[Ranked]:
+        if self.takes_k and not self.atakes_k:
+            # Only the sync method takes k (LangChain's default async one does not): run it in
+            # a thread, so the depth is the same whichever way the adapter is called.
+            return await asyncio.to_thread(self.fetch, query, depth)
         extra = {"k": depth} if self.atakes_k else {}
         config = {"callbacks": self.callbacks}
         return _ranked(await self.retriever.ainvoke(query, config=config, **extra))
