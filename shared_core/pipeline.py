@@ -74,6 +74,8 @@ class MemoRAG:
         memory: Memory | None = None,
         embedder: Embedder | None = None,
         generator: TextGenerator | None = None,
+        index: DenseIndex | None = None,
+        copy_source: CopySource | None = None,
         cache_dir: str | None = None,
         access_token: str | None = None,
         beacon_ratio: int = 4,
@@ -126,7 +128,10 @@ class MemoRAG:
         self._embedder = embedder
         self._generator = as_generator(generator) if generator is not None else None
         self._custom_gen = customized_gen_model
-        self._index: DenseIndex | None = None
+        # Injected parts: an index built elsewhere (``DenseIndex.from_vectors``) and the text
+        # copy-from-text clues copy from (default: the index's chunks in the memory's tokens).
+        self._index: DenseIndex | None = index
+        self._given_copy_source = copy_source
         self._prompts: PromptSet | None = None
         self._clue_writer: ClueWriter | None = None
         self._copy_cache: tuple[tuple[int, int, int], CopySource] | None = None
@@ -247,6 +252,7 @@ class MemoRAG:
             index.add(self.chunker.split(docs), show_progress=print_stats)
             self.memory.memorize(docs, show_progress=print_stats or None)
             self._index = index
+            self._given_copy_source = None  # a new corpus: copy from it, not the given text
         if save_dir is not None:
             self.save(save_dir, overwrite=overwrite)
         if print_stats:
@@ -282,6 +288,8 @@ class MemoRAG:
 
     def _copy_source(self) -> CopySource | None:
         """The corpus in the memory model's tokens, for copy-from-text clues (cached)."""
+        if self._given_copy_source is not None:
+            return self._given_copy_source
         tokenizer = getattr(self.memory, "tokenizer", None)
         index = self._index
         if tokenizer is None or index is None or len(index) == 0:
