@@ -31,72 +31,51 @@ the model; big memories are saved there too. ``--no-cache`` recomputes everythin
 
 from benchmarks.gen_cache import CachedGenerator, CallLog, GenCache, code_fingerprint
 from benchmarks.methods import (
-    ABLATIONS,
     DEFAULT_ABLATION_LIMITS,
     DEFAULT_CACHE,
     DEFAULT_DATA,
     DEFAULT_GEN_LIMIT,
-    DEFAULT_LIMIT,
     DEFAULT_LIMITS,
     DEPTH,
     GEN_K,
     GIST_LIMITS,
     KS,
-    MAIN_METHODS,
     METHODS,
-    POOLED_METHODS,
     QUERY_WEIGHT,
     REPO,
     TUNED_SETS,
-    Method,
 )
-from benchmarks.render import render_markdown, summarize
-from benchmarks.runner import (
-    QualityConfig,
-    SetRun,
-    resolve_data,
-    run_quality,
-    run_set,
-    with_defaults,
-)
-from benchmarks.runtime import MemoryHandle, Runtime
-from benchmarks.scoring import _grams, answer_scores, copy_rate, retrieval_scores
+from benchmarks.render import render_markdown
+from benchmarks.runner import QualityConfig, resolve_data, run_quality, run_set
+from benchmarks.runtime import Runtime
+from benchmarks.scoring import _grams, answer_scores, copy_rate
 
+#: What ``benchmarks.run``, ``benchmarks.cost``, ``benchmarks.report`` and the tests use.
 __all__ = [
-    "ABLATIONS",
     "DEFAULT_ABLATION_LIMITS",
     "DEFAULT_CACHE",
     "DEFAULT_DATA",
     "DEFAULT_GEN_LIMIT",
-    "DEFAULT_LIMIT",
     "DEFAULT_LIMITS",
     "DEPTH",
     "GEN_K",
     "GIST_LIMITS",
     "KS",
-    "MAIN_METHODS",
     "METHODS",
-    "POOLED_METHODS",
     "QUERY_WEIGHT",
     "REPO",
     "TUNED_SETS",
     "CachedGenerator",
     "CallLog",
     "GenCache",
-    "MemoryHandle",
-    "Method",
     "QualityConfig",
     "Runtime",
-    "SetRun",
     "_grams",
     "answer_scores",
     "code_fingerprint",
     "copy_rate",
     "render_markdown",
     "resolve_data",
-    "retrieval_scores",
     "run_quality",
     "run_set",
-    "summarize",
-    "with_defaults",
 ]

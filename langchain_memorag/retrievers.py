@@ -200,10 +200,18 @@ class MemoRAGRetriever(BaseRetriever):
             raise NoMemoryError(_NO_ENGINE)
         return self.engine
 
-    def _search(self, callbacks: CallbackManager | AsyncCallbackManager) -> ExternalSearch | None:
-        if self.base_retriever is None:
-            return None
-        return ExternalSearch(_LangChainSource(self.base_retriever, callbacks))
+    def _options(
+        self,
+        run_manager: CallbackManagerForRetrieverRun | AsyncCallbackManagerForRetrieverRun,
+        history: Sequence[BaseMessage] | None,
+    ) -> dict[str, Any]:
+        """The engine's retrieve options: back-end (a child run), history, search depth."""
+        search = None
+        if self.base_retriever is not None:
+            source = _LangChainSource(self.base_retriever, run_manager.get_child())
+            search = ExternalSearch(source)
+        turns = to_chat_turns(history or ())
+        return {"search": search, "history": turns, "search_k": self.search_k}
 
     def _get_relevant_documents(
         self,
@@ -220,11 +228,8 @@ class MemoRAGRetriever(BaseRetriever):
         "Did he ...?" before writing clues. Other keyword arguments are ignored.
         """
         engine = self._require_engine()
-        k = self.k if k is None else k
-        search = self._search(run_manager.get_child())
-        turns = to_chat_turns(history or ())
         result: RetrievalResult = engine.retrieve(
-            query, k, search=search, history=turns, search_k=self.search_k
+            query, self.k if k is None else k, **self._options(run_manager, history)
         )
         return [_to_document(p) for p in result.passages]
 
@@ -239,10 +244,7 @@ class MemoRAGRetriever(BaseRetriever):
     ) -> list[Document]:
         """Async ``_get_relevant_documents``: awaits ``engine.aretrieve``."""
         engine = self._require_engine()
-        k = self.k if k is None else k
-        search = self._search(run_manager.get_child())
-        turns = to_chat_turns(history or ())
         result: RetrievalResult = await engine.aretrieve(
-            query, k, search=search, history=turns, search_k=self.search_k
+            query, self.k if k is None else k, **self._options(run_manager, history)
         )
         return [_to_document(p) for p in result.passages]

@@ -337,24 +337,21 @@ class MemoRAGRetriever(BaseRetriever):
             print_text(f"MemoRAG clues for {result.query!r}: {clues}\n", color="llama_pink")
         return [_to_node(scored) for scored in result.passages]
 
+    def _options(self, query_bundle: QueryBundle) -> dict[str, Any]:
+        """The engine's retrieve options: back-end, extra queries, search depth."""
+        return {
+            "search": self._search,
+            "extra_queries": self._extra_queries(query_bundle),
+            "search_k": self._search_top_k,
+        }
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        result = self._engine.retrieve(
-            query_bundle.query_str,
-            self._similarity_top_k,
-            search=self._search,
-            extra_queries=self._extra_queries(query_bundle),
-            search_k=self._search_top_k,
-        )
-        return self._nodes(result)
+        query, k = query_bundle.query_str, self._similarity_top_k
+        return self._nodes(self._engine.retrieve(query, k, **self._options(query_bundle)))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        result = await self._engine.aretrieve(
-            query_bundle.query_str,
-            self._similarity_top_k,
-            search=self._search,
-            extra_queries=self._extra_queries(query_bundle),
-            search_k=self._search_top_k,
-        )
+        query, k = query_bundle.query_str, self._similarity_top_k
+        result = await self._engine.aretrieve(query, k, **self._options(query_bundle))
         return self._nodes(result)
 
     def _get_prompts(self) -> PromptDictType:
