@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared_core.types import Generation
@@ -20,7 +21,8 @@ _END = object()
 class TextStream(Iterator[str]):
     """Iterate (``for`` or ``async for``) for the pieces, then read ``generation``.
 
-    ``async for`` pulls each piece in a worker thread, so decoding never blocks the event loop.
+    ``async for`` pulls each piece in one worker thread of its own, so decoding never blocks the
+    event loop.
     The wrapped generator starts on the first piece asked for (errors surface there).
     """
 
@@ -28,6 +30,7 @@ class TextStream(Iterator[str]):
         self._pieces = pieces
         self._generation: Generation | None = None
         self._done = False
+        self._worker: ThreadPoolExecutor | None = None
 
     def __iter__(self) -> TextStream:
         return self
@@ -45,8 +48,14 @@ class TextStream(Iterator[str]):
         return self
 
     async def __anext__(self) -> str:
-        piece: Any = await asyncio.to_thread(next, self, _END)
+        # One worker thread for the whole stream: decoding state that torch keeps per thread
+        # (inference mode) must see every step of a decoder, so pieces never hop threads.
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memorag-stream")
+        loop = asyncio.get_running_loop()
+        piece: Any = await loop.run_in_executor(self._worker, next, self, _END)
         if piece is _END:
+            self._worker.shutdown(wait=False)
             raise StopAsyncIteration
         return piece  # type: ignore[no-any-return]
 
