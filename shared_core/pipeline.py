@@ -270,6 +270,7 @@ class MemoRAG:
             chunks = self.chunker.split(docs)
             self.memory.add(docs)
             self.index.add(chunks)
+            self._given_copy_source = None  # the corpus grew: copy from the index from now on
         if save_dir is not None:
             self.save(save_dir)
         return self
@@ -463,7 +464,7 @@ class MemoRAG:
     ) -> TextStream:
         """``chat``, streamed: iterate for the pieces, then read ``.generation`` (token counts).
 
-        The same object streams with ``async for`` (each piece decoded in a worker thread).
+        The same object streams with ``async for`` (decoded in one worker thread).
         """
         return TextStream(self._chat_pieces(messages, max_new_tokens, stop, temperature))
 
