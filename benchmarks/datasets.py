@@ -72,6 +72,24 @@ class BenchQuestion:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _question(
+    row: Mapping[str, Any],
+    gold: list[GoldItem],
+    scope: list[str] | None,
+    metadata: Mapping[str, Any] | None = None,
+) -> BenchQuestion:
+    """A ``BenchQuestion`` from a ``questions.jsonl`` row's common fields."""
+    return BenchQuestion(
+        str(row["id"]),
+        row["question"],
+        list(row["answers"]),
+        str(row.get("type", "")),
+        gold,
+        scope,
+        dict(metadata or {}),
+    )
+
+
 @dataclass(frozen=True)
 class BenchSet:
     """A loaded evaluation folder: its documents and (possibly sampled) questions."""
@@ -208,17 +226,7 @@ def _load_paragraph_qa(root: Path) -> tuple[list[Document], list[BenchQuestion]]
                 _sentence_item(d, int(i), sentences, title_len) for d, i in evidence["sentences"]
             ]
             meta["supporting_sentences"] = [item for item in items if item is not None]
-        questions.append(
-            BenchQuestion(
-                str(row["id"]),
-                row["question"],
-                list(row["answers"]),
-                str(row.get("type", "")),
-                gold,
-                scope,
-                meta,
-            )
-        )
+        questions.append(_question(row, gold, scope, meta))
     return docs, questions
 
 
@@ -255,16 +263,7 @@ def _load_long_document(root: Path) -> tuple[list[Document], list[BenchQuestion]
                     f"match the document text at [{start}:{end}]"
                 )
             gold.append(GoldItem(doc_id, start, end, "needle", str(ev.get("needle_id", ""))))
-        questions.append(
-            BenchQuestion(
-                str(row["id"]),
-                row["question"],
-                list(row["answers"]),
-                str(row.get("type", "")),
-                gold,
-                [doc_id],
-            )
-        )
+        questions.append(_question(row, gold, [doc_id]))
     return docs, questions
 
 
@@ -325,17 +324,7 @@ def _load_meeting(root: Path) -> tuple[list[Document], list[BenchQuestion]]:
             if not 0 <= a <= b < len(spans):
                 raise ValueError(f"{root}: question {row['id']}: turn span {[a, b]} out of range")
             gold.append(GoldItem(doc_id, spans[a][0], spans[b][1], "turns", f"turns {a}-{b}"))
-        questions.append(
-            BenchQuestion(
-                str(row["id"]),
-                row["question"],
-                list(row["answers"]),
-                str(row.get("type", "")),
-                gold,
-                [doc_id],
-                {"turn_spans": ranges},
-            )
-        )
+        questions.append(_question(row, gold, [doc_id], {"turn_spans": ranges}))
     return docs, questions
 
 

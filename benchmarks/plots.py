@@ -159,20 +159,14 @@ def scaling_plot(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     prefill = [r for r in rows if r.get("status") == "ok" and r.get("mode") == "prefill"]
     if prefill:
         pts = sorted(prefill, key=lambda r: r["tokens"])
-        axes[0].plot(
-            [p["tokens"] for p in pts],
-            [p["seconds"] for p in pts],
-            "k--",
-            marker="x",
-            label="plain prefill",
-        )
-        axes[1].plot(
-            [p["tokens"] for p in pts],
-            [p["peak_rss_mib"] for p in pts],
-            "k--",
-            marker="x",
-            label="plain prefill",
-        )
+        for ax, key in zip(axes[:2], ("seconds", "peak_rss_mib"), strict=True):
+            ax.plot(
+                [p["tokens"] for p in pts],
+                [p[key] for p in pts],
+                "k--",
+                marker="x",
+                label="plain prefill",
+            )
     axes[0].set(
         xscale="log",
         yscale="log",

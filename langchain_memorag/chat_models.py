@@ -29,14 +29,14 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field
 
 from shared_core.errors import NoMemoryError
+from shared_core.models.options import chat_options
+from shared_core.models.streaming import TextStream
 from shared_core.types import ChatTurn, Generation, Role
 
 __all__ = ["ChatMemoRAG", "MemoryLLM"]
-
-DEFAULT_MAX_TOKENS = 256
 
 _NO_ENGINE = (
     "MemoryLLM has no engine. Build one first, e.g. "
@@ -115,6 +115,7 @@ class MemoryLLM(BaseChatModel):
         temperature: Sampling temperature; ``None`` means greedy (0.0).
         max_tokens: Maximum new tokens; ``None`` means 256.
         stop: Stop sequences, merged with the ones given per call.
+        streaming: Make ``invoke`` stream internally (callbacks get every new token).
 
     Example:
         ```python
@@ -125,18 +126,18 @@ class MemoryLLM(BaseChatModel):
         ```
     """
 
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    # Unknown options are refused: a local memory has no ``timeout``, ``max_retries`` or
+    # ``api_key``, and accepting them would only hide that they do nothing.
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, extra="forbid")
 
     engine: Any = Field(default=None, exclude=True)
     model: str = Field(default="memorag", alias="model_name")
-    temperature: float | None = None
+    temperature: float | None = Field(default=None, ge=0.0)
     max_tokens: int | None = Field(default=None, ge=1)
     stop: list[str] | None = None
+    #: ``True``: ``invoke`` runs through the stream, so callbacks see each new token
+    #: (LangChain's ``BaseChatModel`` reads this field).
     streaming: bool = False
-    # Accepted for drop-in compatibility with API-backed chat models; a local memory ignores them.
-    timeout: float | None = None
-    max_retries: int | None = None
-    api_key: SecretStr | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -175,20 +176,17 @@ class MemoryLLM(BaseChatModel):
         return self.engine
 
     def _stops(self, stop: list[str] | None) -> list[str]:
-        merged: list[str] = []
-        for s in [*(self.stop or []), *(stop or [])]:
-            if s and s not in merged:
-                merged.append(s)
-        return merged
+        return chat_options(stop=stop, default_stop=self.stop)["stop"]
 
     def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        max_tokens = kwargs.get("max_tokens") or self.max_tokens or DEFAULT_MAX_TOKENS
-        temperature = kwargs.get("temperature", self.temperature)
-        return {
-            "max_new_tokens": int(max_tokens),
-            "stop": self._stops(stop),
-            "temperature": 0.0 if temperature is None else float(temperature),
-        }
+        return chat_options(
+            max_tokens=kwargs.get("max_tokens"),
+            stop=stop,
+            temperature=kwargs.get("temperature"),
+            default_max_tokens=self.max_tokens,
+            default_stop=self.stop,
+            default_temperature=self.temperature,
+        )
 
     def _result(self, gen: Generation, model: str) -> ChatResult:
         message = AIMessage(
@@ -199,13 +197,14 @@ class MemoryLLM(BaseChatModel):
         info = {"finish_reason": gen.finish_reason}
         return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
 
-    def _last_chunk(self, final: Generation | None, pieces: int, model: str) -> ChatGenerationChunk:
+    def _last_chunk(self, stream: TextStream, model: str) -> ChatGenerationChunk:
         """The closing chunk: usage (once), ``model_name`` (once), ``chunk_position="last"``.
 
-        If the engine's stream ends with a ``Generation`` its token counts are used; otherwise
-        each streamed piece counts as one output token and input tokens are unknown (0).
+        Usage is the engine's own token count of the streamed reply; a back-end that cannot
+        count (a foreign generator) reports none rather than a guess.
         """
-        usage = _usage(final.prompt_tokens, final.completion_tokens) if final else _usage(0, pieces)
+        final = stream.generation
+        usage = _usage(final.prompt_tokens, final.completion_tokens) if final else None
         finish = final.finish_reason if final else "stop"
         message = AIMessageChunk(
             content="",
@@ -248,15 +247,10 @@ class MemoryLLM(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         engine = self._require_engine()
-        final: Generation | None = None
-        pieces = 0
-        for piece in engine.stream_chat(to_chat_turns(messages), **self._options(stop, kwargs)):
-            if isinstance(piece, Generation):
-                final = piece
-                continue
-            pieces += 1
+        stream = engine.stream_chat(to_chat_turns(messages), **self._options(stop, kwargs))
+        for piece in stream:
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-        yield self._last_chunk(final, pieces, self.model)
+        yield self._last_chunk(stream, self.model)
 
     async def _astream(
         self,
@@ -266,16 +260,10 @@ class MemoryLLM(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         engine = self._require_engine()
-        final: Generation | None = None
-        pieces = 0
         stream = engine.astream_chat(to_chat_turns(messages), **self._options(stop, kwargs))
         async for piece in stream:
-            if isinstance(piece, Generation):
-                final = piece
-                continue
-            pieces += 1
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-        yield self._last_chunk(final, pieces, self.model)
+        yield self._last_chunk(stream, self.model)
 
 
 ChatMemoRAG = MemoryLLM

@@ -8,6 +8,7 @@ LangChain ``Document``s with provenance in their metadata.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 from collections.abc import Sequence
@@ -24,7 +25,8 @@ from pydantic import ConfigDict, Field
 
 from langchain_memorag.chat_models import to_chat_turns
 from shared_core.errors import NoMemoryError
-from shared_core.types import Hit, Passage, ScoredPassage
+from shared_core.retrieval.external import ExternalSearch, Ranked, provenance_metadata
+from shared_core.types import Passage, ScoredPassage
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
@@ -41,7 +43,11 @@ _NO_ENGINE = (
 
 
 def _accepts_k(method: Any) -> bool:
-    """Whether a retriever method takes a ``k`` keyword (by name or through ``**kwargs``)."""
+    """Whether a retriever method takes a ``k`` keyword (by name or through ``**kwargs``).
+
+    LangChain has no declared way to ask a retriever for ``k`` results; a ``k`` keyword is
+    the convention (vector-store retrievers, ``BM25Retriever``, ...).
+    """
     try:
         params = inspect.signature(method).parameters.values()
     except (TypeError, ValueError):
@@ -57,81 +63,49 @@ def _passage_id(doc: Document) -> str:
     return f"lc-{digest}"
 
 
-def _to_hits(docs: Sequence[Document], limit: int) -> list[Hit]:
-    """LangChain documents (in rank order) -> engine hits, deduplicated by passage id.
-
-    LangChain retrievers return ranked lists without scores, so the score is ``1 / (rank + 1)``.
-    """
-    hits: list[Hit] = []
-    seen: set[str] = set()
-    for doc in docs:
-        pid = _passage_id(doc)
-        if pid in seen:
-            continue
-        seen.add(pid)
-        passage = Passage(id=pid, text=doc.page_content, metadata=dict(doc.metadata), payload=doc)
-        rank = len(hits)
-        hits.append(Hit(passage=passage, score=1.0 / (rank + 1), rank=rank))
-        if len(hits) >= limit:
-            break
-    return hits
+def _ranked(docs: Sequence[Document]) -> list[Ranked]:
+    """LangChain documents (rank order, no scores) -> engine items; the document rides along."""
+    return [
+        Ranked(
+            Passage(id=_passage_id(d), text=d.page_content, metadata=dict(d.metadata), payload=d)
+        )
+        for d in docs
+    ]
 
 
-class _RetrieverSearch:
-    """A ``SearchBackend`` that runs a LangChain retriever as a child run of the caller's run."""
+class _LangChainSource:
+    """A LangChain retriever as a ``RankedSource``, run as a child of the caller's run."""
 
     def __init__(
-        self,
-        retriever: BaseRetriever,
-        callbacks: CallbackManager | AsyncCallbackManager,
-        *,
-        min_depth: int,
-        fixed_depth: int | None,
+        self, retriever: BaseRetriever, callbacks: CallbackManager | AsyncCallbackManager
     ) -> None:
         self.retriever = retriever
         self.callbacks = callbacks
-        self.min_depth = min_depth
-        self.fixed_depth = fixed_depth
+        self.takes_k = _accepts_k(retriever._get_relevant_documents)
+        self.atakes_k = self.takes_k and _accepts_k(retriever._aget_relevant_documents)
 
-    def _depth(self, k: int) -> int:
-        return self.fixed_depth if self.fixed_depth is not None else max(k, self.min_depth)
+    def fetch(self, query: str, depth: int) -> list[Ranked]:
+        extra = {"k": depth} if self.takes_k else {}
+        return _ranked(self.retriever.invoke(query, config={"callbacks": self.callbacks}, **extra))
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        """Run the base retriever for one clue."""
-        depth = self._depth(k)
-        extra = {"k": depth} if _accepts_k(self.retriever._get_relevant_documents) else {}
-        docs = self.retriever.invoke(query, config={"callbacks": self.callbacks}, **extra)
-        return _to_hits(docs, depth)
-
-
-class _AsyncRetrieverSearch(_RetrieverSearch):
-    """``_RetrieverSearch`` plus a native ``asearch`` (an ``AsyncSearchBackend``)."""
-
-    async def asearch(self, query: str, k: int) -> list[Hit]:
-        """Run the base retriever's ``ainvoke`` for one clue."""
-        depth = self._depth(k)
-        takes_k = _accepts_k(self.retriever._get_relevant_documents) and _accepts_k(
-            self.retriever._aget_relevant_documents
-        )
-        extra = {"k": depth} if takes_k else {}
-        docs = await self.retriever.ainvoke(query, config={"callbacks": self.callbacks}, **extra)
-        return _to_hits(docs, depth)
+    async def afetch(self, query: str, depth: int) -> list[Ranked]:
+        if self.takes_k and not self.atakes_k:
+            # Only the sync method takes k (LangChain's default async one does not): run it in
+            # a thread, so the depth is the same whichever way the adapter is called.
+            return await asyncio.to_thread(self.fetch, query, depth)
+        extra = {"k": depth} if self.atakes_k else {}
+        config = {"callbacks": self.callbacks}
+        return _ranked(await self.retriever.ainvoke(query, config=config, **extra))
 
 
 def _to_document(scored: ScoredPassage) -> Document:
     """An engine result -> a new LangChain ``Document`` with provenance metadata."""
     passage = scored.passage
-    extra = {
-        "relevance_score": float(scored.score),
-        "memorag_clues": [clue.text for clue in scored.found_by],
-        "memorag_clue_kinds": [clue.kind for clue in scored.found_by],
-    }
-    if isinstance(passage.payload, Document):
-        metadata = {**passage.payload.metadata, **extra}
-        metadata.setdefault("source_id", passage.id)
-        return passage.payload.model_copy(update={"id": passage.id, "metadata": metadata})
-    metadata = {**passage.metadata, **extra}
-    metadata.setdefault("source_id", passage.id)
+    original = passage.payload if isinstance(passage.payload, Document) else None
+    base = original.metadata if original is not None else passage.metadata
+    metadata = {**provenance_metadata(scored, base), "relevance_score": float(scored.score)}
+    if original is not None:
+        return original.model_copy(update={"id": passage.id, "metadata": metadata})
     return Document(page_content=passage.text, metadata=metadata, id=passage.id)
 
 
@@ -149,7 +123,8 @@ class MemoRAGRetriever(BaseRetriever):
         k: Number of documents returned (``invoke(q, k=3)`` overrides it per call).
         base_retriever: Optional LangChain retriever searched once per clue instead of the
             engine's own index; its documents (and metadata) come back as copies.
-        search_k: Documents asked from ``base_retriever`` per clue; default ``max(k, 4)``.
+        search_k: Depth of each search (the query's and every clue's), over the engine's own
+            index or ``base_retriever`` alike; default the engine's ``max(k, ret_hit)``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -225,15 +200,18 @@ class MemoRAGRetriever(BaseRetriever):
             raise NoMemoryError(_NO_ENGINE)
         return self.engine
 
-    def _backend(
-        self, callbacks: CallbackManager | AsyncCallbackManager, k: int, *, is_async: bool
-    ) -> _RetrieverSearch | None:
-        if self.base_retriever is None:
-            return None
-        backend_cls = _AsyncRetrieverSearch if is_async else _RetrieverSearch
-        return backend_cls(
-            self.base_retriever, callbacks, min_depth=max(k, 4), fixed_depth=self.search_k
-        )
+    def _options(
+        self,
+        run_manager: CallbackManagerForRetrieverRun | AsyncCallbackManagerForRetrieverRun,
+        history: Sequence[BaseMessage] | None,
+    ) -> dict[str, Any]:
+        """The engine's retrieve options: back-end (a child run), history, search depth."""
+        search = None
+        if self.base_retriever is not None:
+            source = _LangChainSource(self.base_retriever, run_manager.get_child())
+            search = ExternalSearch(source)
+        turns = to_chat_turns(history or ())
+        return {"search": search, "history": turns, "search_k": self.search_k}
 
     def _get_relevant_documents(
         self,
@@ -250,10 +228,9 @@ class MemoRAGRetriever(BaseRetriever):
         "Did he ...?" before writing clues. Other keyword arguments are ignored.
         """
         engine = self._require_engine()
-        k = self.k if k is None else k
-        search = self._backend(run_manager.get_child(), k, is_async=False)
-        turns = to_chat_turns(history or ())
-        result: RetrievalResult = engine.retrieve(query, k, search=search, history=turns)
+        result: RetrievalResult = engine.retrieve(
+            query, self.k if k is None else k, **self._options(run_manager, history)
+        )
         return [_to_document(p) for p in result.passages]
 
     async def _aget_relevant_documents(
@@ -267,8 +244,7 @@ class MemoRAGRetriever(BaseRetriever):
     ) -> list[Document]:
         """Async ``_get_relevant_documents``: awaits ``engine.aretrieve``."""
         engine = self._require_engine()
-        k = self.k if k is None else k
-        search = self._backend(run_manager.get_child(), k, is_async=True)
-        turns = to_chat_turns(history or ())
-        result: RetrievalResult = await engine.aretrieve(query, k, search=search, history=turns)
+        result: RetrievalResult = await engine.aretrieve(
+            query, self.k if k is None else k, **self._options(run_manager, history)
+        )
         return [_to_document(p) for p in result.passages]

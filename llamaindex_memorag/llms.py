@@ -26,6 +26,8 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
+from shared_core.models.options import chat_options
+from shared_core.models.streaming import TextStream
 from shared_core.types import ChatTurn, Generation, RetrievalEngine, Role
 
 _ROLES: dict[str, Role] = {
@@ -62,6 +64,33 @@ def _raw(generation: Generation) -> dict[str, Any]:
         },
         "finish_reason": generation.finish_reason,
     }
+
+
+def _steps(stream: TextStream) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
+    """``(delta, text so far, raw)`` per piece; the last piece carries the usage ``raw`` (the
+    engine's token counts), so LlamaIndex's token counter sees real numbers for streams too."""
+    text, held = "", None
+    for piece in stream:
+        if held is not None:
+            yield held, text, None
+        held, text = piece, text + piece
+    if held is not None:
+        yield held, text, _raw(stream.generation) if stream.generation else None
+
+
+async def _asteps(stream: TextStream) -> AsyncIterator[tuple[str, str, dict[str, Any] | None]]:
+    """``_steps`` for ``async for``."""
+    text, held = "", None
+    async for piece in stream:
+        if held is not None:
+            yield held, text, None
+        held, text = piece, text + piece
+    if held is not None:
+        yield held, text, _raw(stream.generation) if stream.generation else None
+
+
+def _said(text: str) -> ChatMessage:
+    return ChatMessage(role=MessageRole.ASSISTANT, content=text)
 
 
 class MemoryLLM(CustomLLM):
@@ -107,13 +136,13 @@ class MemoryLLM(CustomLLM):
         )
 
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        stop = kwargs.get("stop") or ()
-        temperature = kwargs.get("temperature")
-        return {
-            "max_new_tokens": int(kwargs.get("max_tokens") or self.num_output),
-            "stop": (stop,) if isinstance(stop, str) else tuple(stop),
-            "temperature": float(self.temperature if temperature is None else temperature),
-        }
+        return chat_options(
+            max_tokens=kwargs.get("max_tokens"),
+            stop=kwargs.get("stop"),
+            temperature=kwargs.get("temperature"),
+            default_max_tokens=self.num_output,
+            default_temperature=self.temperature,
+        )
 
     @staticmethod
     def _user(prompt: str) -> list[ChatTurn]:
@@ -130,15 +159,11 @@ class MemoryLLM(CustomLLM):
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        pieces = self.engine.stream_chat(self._user(prompt), **self._options(kwargs))
-
-        def gen() -> Iterator[CompletionResponse]:
-            text = ""
-            for piece in pieces:
-                text += piece
-                yield CompletionResponse(text=text, delta=piece)
-
-        return gen()
+        stream = self.engine.stream_chat(self._user(prompt), **self._options(kwargs))
+        return (
+            CompletionResponse(text=text, delta=delta, raw=raw)
+            for delta, text, raw in _steps(stream)
+        )
 
     @llm_completion_callback()
     async def acomplete(
@@ -153,15 +178,11 @@ class MemoryLLM(CustomLLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        pieces = self.engine.astream_chat(self._user(prompt), **self._options(kwargs))
-
-        async def gen() -> AsyncIterator[CompletionResponse]:
-            text = ""
-            async for piece in pieces:
-                text += piece
-                yield CompletionResponse(text=text, delta=piece)
-
-        return gen()
+        stream = self.engine.astream_chat(self._user(prompt), **self._options(kwargs))
+        return (
+            CompletionResponse(text=text, delta=delta, raw=raw)
+            async for delta, text, raw in _asteps(stream)
+        )
 
     # -- chat ---------------------------------------------------------------------------------
 
@@ -169,23 +190,17 @@ class MemoryLLM(CustomLLM):
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         generation = self.engine.chat(to_chat_turns(messages), **self._options(kwargs))
         return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=generation.text),
+            message=_said(generation.text),
             raw=_raw(generation),
         )
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        pieces = self.engine.stream_chat(to_chat_turns(messages), **self._options(kwargs))
-
-        def gen() -> Iterator[ChatResponse]:
-            text = ""
-            for piece in pieces:
-                text += piece
-                yield ChatResponse(
-                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece
-                )
-
-        return gen()
+        stream = self.engine.stream_chat(to_chat_turns(messages), **self._options(kwargs))
+        return (
+            ChatResponse(message=_said(text), delta=delta, raw=raw)
+            for delta, text, raw in _steps(stream)
+        )
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -193,7 +208,7 @@ class MemoryLLM(CustomLLM):
             self.engine.chat, to_chat_turns(messages), **self._options(kwargs)
         )
         return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=generation.text),
+            message=_said(generation.text),
             raw=_raw(generation),
         )
 
@@ -201,14 +216,8 @@ class MemoryLLM(CustomLLM):
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        pieces = self.engine.astream_chat(to_chat_turns(messages), **self._options(kwargs))
-
-        async def gen() -> AsyncIterator[ChatResponse]:
-            text = ""
-            async for piece in pieces:
-                text += piece
-                yield ChatResponse(
-                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece
-                )
-
-        return gen()
+        stream = self.engine.astream_chat(to_chat_turns(messages), **self._options(kwargs))
+        return (
+            ChatResponse(message=_said(text), delta=delta, raw=raw)
+            async for delta, text, raw in _asteps(stream)
+        )

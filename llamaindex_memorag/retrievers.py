@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.constants import DEFAULT_SIMILARITY_TOP_K
+from llama_index.core.indices.base import BaseIndex
+from llama_index.core.indices.vector_store.retrievers import VectorIndexRetriever
 from llama_index.core.prompts.mixin import PromptDictType
 from llama_index.core.schema import (
     BaseNode,
@@ -28,54 +30,71 @@ from llama_index.core.schema import (
 from llama_index.core.utils import print_text
 
 from shared_core.inputs import check_k
-from shared_core.types import Document, Hit, Passage, RetrievalResult, ScoredPassage
+from shared_core.retrieval.external import (
+    PROVENANCE_KEYS,
+    ExternalSearch,
+    Ranked,
+    RankedSource,
+    provenance_metadata,
+)
+from shared_core.types import Document, Passage, RetrievalResult, ScoredPassage
 
 if TYPE_CHECKING:
-    from llama_index.core.indices.base import BaseIndex
-
     from shared_core.types import RetrievalEngine
 
 logger = logging.getLogger(__name__)
 
 #: Metadata keys this retriever adds to every node (kept out of embeddings and prompts).
-MEMORAG_METADATA_KEYS: tuple[str, ...] = ("memorag_clues", "memorag_clue_kinds", "source_id")
+MEMORAG_METADATA_KEYS: tuple[str, ...] = PROVENANCE_KEYS
 #: Bookkeeping keys the engine puts on its own passages; shown to neither embedder nor LLM.
 _ENGINE_METADATA_KEYS: tuple[str, ...] = ("doc_id", "chunk_id", "start", "end")
 
 
-class _RetrieverSearch:
-    """A LlamaIndex retriever seen as a ``SearchBackend`` / ``AsyncSearchBackend``.
+def _ranked(nodes: Sequence[NodeWithScore]) -> list[Ranked]:
+    """LlamaIndex results -> engine items; each ``NodeWithScore`` rides along untouched."""
+    return [
+        Ranked(
+            Passage(
+                id=nws.node.node_id,
+                text=nws.node.get_content(metadata_mode=MetadataMode.NONE),
+                metadata=dict(nws.node.metadata),
+                payload=nws,
+            ),
+            None if nws.score is None else float(nws.score),
+        )
+        for nws in nodes
+    ]
 
-    The wrapped retriever decides how many hits it returns; ``top_k`` (if set) caps them.
-    Each ``NodeWithScore`` rides along as the passage payload, untouched.
+
+class _RetrieverSource:
+    """A LlamaIndex retriever as a ``RankedSource``.
+
+    A LlamaIndex ``BaseRetriever`` takes no per-call depth: it returns what it was built to
+    return, and the engine keeps the first ``depth`` distinct nodes.
     """
 
-    def __init__(self, retriever: BaseRetriever, top_k: int | None = None) -> None:
+    def __init__(self, retriever: BaseRetriever) -> None:
         self.retriever = retriever
-        self.top_k = top_k
 
-    def _hits(self, nodes: Sequence[NodeWithScore]) -> list[Hit]:
-        if self.top_k is not None:
-            nodes = nodes[: self.top_k]
-        return [
-            Hit(
-                passage=Passage(
-                    id=nws.node.node_id,
-                    text=nws.node.get_content(metadata_mode=MetadataMode.NONE),
-                    metadata=dict(nws.node.metadata),
-                    payload=nws,
-                ),
-                score=float(nws.score) if nws.score is not None else 0.0,
-                rank=rank,
-            )
-            for rank, nws in enumerate(nodes)
-        ]
+    def fetch(self, query: str, depth: int) -> list[Ranked]:
+        return _ranked(self.retriever.retrieve(query))
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        return self._hits(self.retriever.retrieve(query))
+    async def afetch(self, query: str, depth: int) -> list[Ranked]:
+        return _ranked(await self.retriever.aretrieve(query))
 
-    async def asearch(self, query: str, k: int) -> list[Hit]:
-        return self._hits(await self.retriever.aretrieve(query))
+
+class _IndexSource:
+    """A LlamaIndex index as a ``RankedSource`` that is asked for exactly ``depth`` nodes."""
+
+    def __init__(self, index: BaseIndex[Any]) -> None:
+        self.index = index
+
+    def fetch(self, query: str, depth: int) -> list[Ranked]:
+        return _ranked(self.index.as_retriever(similarity_top_k=depth).retrieve(query))
+
+    async def afetch(self, query: str, depth: int) -> list[Ranked]:
+        retriever = self.index.as_retriever(similarity_top_k=depth)
+        return _ranked(await retriever.aretrieve(query))
 
 
 def _extend_unique(keys: Sequence[str], extra: Sequence[str]) -> list[str]:
@@ -85,17 +104,13 @@ def _extend_unique(keys: Sequence[str], extra: Sequence[str]) -> list[str]:
 def _to_node(scored: ScoredPassage) -> NodeWithScore:
     """Translate one fused passage into a ``NodeWithScore`` (a copy; inputs are never mutated)."""
     passage = scored.passage
-    clue_keys = {
-        "memorag_clues": [clue.text for clue in scored.found_by],
-        "memorag_clue_kinds": [clue.kind for clue in scored.found_by],
-    }
     payload = passage.payload
     original = payload.node if isinstance(payload, NodeWithScore) else payload
     if isinstance(original, BaseNode):
         node = original.model_copy()
-        node.metadata = {"source_id": passage.id, **original.metadata, **clue_keys}
+        node.metadata = provenance_metadata(scored, original.metadata)
         node.relationships = dict(original.relationships)
-        hidden: Sequence[str] = MEMORAG_METADATA_KEYS
+        hidden: Sequence[str] = PROVENANCE_KEYS
     else:
         metadata = dict(passage.metadata)
         doc_id = metadata.get("doc_id")
@@ -103,13 +118,13 @@ def _to_node(scored: ScoredPassage) -> NodeWithScore:
         node = TextNode(
             id_=passage.id,
             text=passage.text,
-            metadata={"source_id": passage.id, **metadata, **clue_keys},
+            metadata=provenance_metadata(scored, metadata),
             start_char_idx=start if isinstance(start, int) else None,
             end_char_idx=end if isinstance(end, int) else None,
         )
         if isinstance(doc_id, str) and doc_id != passage.id:
             node.relationships = {NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)}
-        hidden = (*MEMORAG_METADATA_KEYS, *_ENGINE_METADATA_KEYS)
+        hidden = (*PROVENANCE_KEYS, *_ENGINE_METADATA_KEYS)
     node.excluded_embed_metadata_keys = _extend_unique(node.excluded_embed_metadata_keys, hidden)
     node.excluded_llm_metadata_keys = _extend_unique(node.excluded_llm_metadata_keys, hidden)
     return NodeWithScore(node=node, score=scored.score)
@@ -135,7 +150,11 @@ class MemoRAGRetriever(BaseRetriever):
             engine's own index; its nodes (ids, metadata, relationships) are returned as copies.
             It should return at least ``similarity_top_k`` nodes per query.
         similarity_top_k: how many nodes to return (exactly, unless the corpus is smaller).
-        search_top_k: with ``base_retriever``, keep at most this many of its hits per clue.
+        search_top_k: depth of each search (the query's and every clue's), over the engine's
+            own index or ``base_retriever`` alike; default the engine's
+            ``max(similarity_top_k, ret_hit)``. A ``base_retriever`` returns what it was built
+            to return (LlamaIndex retrievers take no per-call depth) and is cut to this depth;
+            ``from_defaults(index=...)`` asks the index for exactly this many nodes.
         callback_manager: LlamaIndex callback manager.
         verbose: print retrieval progress.
 
@@ -160,31 +179,29 @@ class MemoRAGRetriever(BaseRetriever):
         check_k(similarity_top_k, name="similarity_top_k")
         if search_top_k is not None:
             check_k(search_top_k, name="search_top_k")
-            if base_retriever is None:
-                raise ValueError(
-                    "search_top_k caps the hits taken from base_retriever; without a "
-                    "base_retriever the engine's own index decides its search depth"
-                )
         if base_retriever is not None and not isinstance(base_retriever, BaseRetriever):
             raise TypeError(
                 "base_retriever must be a llama_index BaseRetriever, got "
                 f"{type(base_retriever).__name__}"
             )
-        base_k = getattr(base_retriever, "similarity_top_k", None)
-        if isinstance(base_k, int) and base_k < similarity_top_k:
+        if (
+            isinstance(base_retriever, VectorIndexRetriever)
+            and base_retriever.similarity_top_k < similarity_top_k
+        ):
             logger.warning(
                 "base_retriever returns %d nodes per query, fewer than similarity_top_k=%d: "
                 "results may be fewer than similarity_top_k",
-                base_k,
+                base_retriever.similarity_top_k,
                 similarity_top_k,
             )
         self._engine = engine
         self._base_retriever = base_retriever
         self._similarity_top_k = similarity_top_k
         self._search_top_k = search_top_k
-        self._search = (
-            _RetrieverSearch(base_retriever, search_top_k) if base_retriever is not None else None
-        )
+        source: RankedSource | None = None
+        if isinstance(base_retriever, BaseRetriever):
+            source = _RetrieverSource(base_retriever)
+        self._search = ExternalSearch(source) if source is not None else None
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @property
@@ -221,8 +238,8 @@ class MemoRAGRetriever(BaseRetriever):
         """Memorize exactly one of ``nodes``, ``documents`` or ``index`` and wrap it.
 
         ``nodes`` / ``documents`` are memorized by a new ``MemoRAG(**engine_kwargs)`` (or by
-        ``engine``) and searched with its own index. ``index`` is searched through
-        ``index.as_retriever(similarity_top_k=search_top_k or similarity_top_k)`` and its
+        ``engine``) and searched with its own index. ``index`` is searched itself, asked for
+        ``search_top_k`` nodes per search (the engine's default depth when unset), and its
         docstore nodes are memorized, so results keep the index's node ids and metadata.
         """
         check_k(similarity_top_k, name="similarity_top_k")
@@ -243,7 +260,6 @@ class MemoRAGRetriever(BaseRetriever):
                 f"engine= and engine options {sorted(engine_kwargs)} both given: "
                 "configure the engine you pass, or let from_defaults build one"
             )
-        base_retriever: BaseRetriever | None = None
         if index is not None:
             items = list(index.docstore.docs.values())
             if not items:
@@ -251,8 +267,6 @@ class MemoRAGRetriever(BaseRetriever):
                     "index has no nodes in its docstore (an external vector store that keeps "
                     "the text elsewhere?); pass nodes= to memorize them"
                 )
-            base_retriever = index.as_retriever(similarity_top_k=search_top_k or similarity_top_k)
-            search_top_k = None
         else:
             items = list(nodes if nodes is not None else documents)  # type: ignore[arg-type]
             if not items:
@@ -265,14 +279,20 @@ class MemoRAGRetriever(BaseRetriever):
 
             engine = MemoRAG(**engine_kwargs)
         engine.memorize(_to_documents(items))  # type: ignore[attr-defined]
-        return cls(
+        retriever = cls(
             engine,
-            base_retriever=base_retriever,
             similarity_top_k=similarity_top_k,
             search_top_k=search_top_k,
             callback_manager=callback_manager,
             verbose=verbose,
         )
+        if index is not None:
+            # The index itself is the back-end, so every search asks it for its exact depth.
+            retriever._base_retriever = index.as_retriever(
+                similarity_top_k=search_top_k or similarity_top_k
+            )
+            retriever._search = ExternalSearch(_IndexSource(index))
+        return retriever
 
     def persist(self, path: str, *, overwrite: bool = False) -> None:
         """Save the engine's memory and index to ``path`` (a ``base_retriever`` is not saved)."""
@@ -317,22 +337,21 @@ class MemoRAGRetriever(BaseRetriever):
             print_text(f"MemoRAG clues for {result.query!r}: {clues}\n", color="llama_pink")
         return [_to_node(scored) for scored in result.passages]
 
+    def _options(self, query_bundle: QueryBundle) -> dict[str, Any]:
+        """The engine's retrieve options: back-end, extra queries, search depth."""
+        return {
+            "search": self._search,
+            "extra_queries": self._extra_queries(query_bundle),
+            "search_k": self._search_top_k,
+        }
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        result = self._engine.retrieve(
-            query_bundle.query_str,
-            self._similarity_top_k,
-            search=self._search,
-            extra_queries=self._extra_queries(query_bundle),
-        )
-        return self._nodes(result)
+        query, k = query_bundle.query_str, self._similarity_top_k
+        return self._nodes(self._engine.retrieve(query, k, **self._options(query_bundle)))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        result = await self._engine.aretrieve(
-            query_bundle.query_str,
-            self._similarity_top_k,
-            search=self._search,
-            extra_queries=self._extra_queries(query_bundle),
-        )
+        query, k = query_bundle.query_str, self._similarity_top_k
+        result = await self._engine.aretrieve(query, k, **self._options(query_bundle))
         return self._nodes(result)
 
     def _get_prompts(self) -> PromptDictType:

@@ -51,13 +51,7 @@ def build_parts(config: MemoRAGConfig, language: str, injected: Injected) -> Par
     embedder = injected.embedder or Embedder.load(
         config.ret_model_name_or_path, cache_dir=config.cache_dir, access_token=config.access_token
     )
-    size = min(config.retrieval_chunk_size, embedder.max_tokens or config.retrieval_chunk_size)
-    # Reliability: chunking counts tokens with its own copy of the embedder's tokenizer. A HF
-    # fast tokenizer keeps truncation/padding state; chunking (no truncation) and query
-    # embedding (truncation) on one object from two threads broke both.
-    chunker = TokenChunker.from_tokenizer(
-        copy.deepcopy(embedder.tokenizer), chunk_tokens=size, overlap_tokens=config.chunk_overlap
-    )
+    chunker = make_chunker(config, embedder)
     return Parts(
         prompts=prompts,
         memory=memory,
@@ -65,6 +59,18 @@ def build_parts(config: MemoRAGConfig, language: str, injected: Injected) -> Par
         chunker=chunker,
         clue_writer=make_clue_writer(config.clue_strategy, prompts),
         generator=_generator(config, memory, injected.generator),
+    )
+
+
+def make_chunker(config: MemoRAGConfig, embedder: Embedder) -> TokenChunker:
+    """The pipeline's chunking: ``retrieval_chunk_size`` tokens of the embedder (capped at
+    what it reads), ``chunk_overlap`` shared."""
+    size = min(config.retrieval_chunk_size, embedder.max_tokens or config.retrieval_chunk_size)
+    # Reliability: chunking counts tokens with its own copy of the embedder's tokenizer. A HF
+    # fast tokenizer keeps truncation/padding state; chunking (no truncation) and query
+    # embedding (truncation) on one object from two threads broke both.
+    return TokenChunker.from_tokenizer(
+        copy.deepcopy(embedder.tokenizer), chunk_tokens=size, overlap_tokens=config.chunk_overlap
     )
 
 

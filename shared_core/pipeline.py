@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from shared_core.inputs import (
     check_query,
 )
 from shared_core.memory import Memory
+from shared_core.models.streaming import TextStream, pieces_then_result
 from shared_core.parts import Injected, Parts, build_parts
 from shared_core.persistence import SaveDir
 from shared_core.prompts import PromptSet, detect_language
@@ -47,7 +48,6 @@ from shared_core.saving import (
     saved_pipeline,
     write_save,
 )
-from shared_core.streaming import aiter_in_thread, pieces_then_result
 from shared_core.tasks import TASKS, run_task
 from shared_core.types import (
     Answer,
@@ -83,6 +83,8 @@ class MemoRAG:
         memory: Memory | None = None,
         embedder: Embedder | None = None,
         generator: TextGenerator | None = None,
+        index: DenseIndex | None = None,
+        copy_source: CopySource | None = None,
         **options: Any,
     ) -> None:
         models = (mem_model_name_or_path, ret_model_name_or_path, gen_model_name_or_path)
@@ -97,7 +99,9 @@ class MemoRAG:
             raise InputError("pass generator= or customized_gen_model, not both")
         self._injected = Injected(memory, embedder, generator or customized_gen_model)
         self._parts: Parts | None = None
-        self._index: DenseIndex | None = None
+        # An index and copy source built elsewhere (e.g. from precomputed vectors) serve until
+        # the first memorize/add.
+        self._index, self._given_copy = index, copy_source
         self._copies = CopySourceCache()
         self._snapshots: set[str] = set()  # the snapshots this state is in (lost-update guard)
         self._build_lock = threading.Lock()
@@ -172,6 +176,7 @@ class MemoRAG:
             index.add(parts.chunker.split(docs), show_progress=print_stats)
             parts.memory.memorize(docs, show_progress=print_stats or None)
             self._index, self._snapshots = index, set()  # a new memory: in no snapshot yet
+            self._given_copy = None
         if save_dir is not None:
             self.save(save_dir, overwrite=overwrite)
         if print_stats:
@@ -187,6 +192,7 @@ class MemoRAG:
             chunks = parts.chunker.split(docs)
             parts.memory.add(docs)
             self._index.add(chunks)
+            self._given_copy = None
         if save_dir is not None:
             self.save(save_dir)
         return self
@@ -213,6 +219,8 @@ class MemoRAG:
 
     def _copy_source(self) -> CopySource | None:
         """The corpus in the memory model's tokens, for copy-from-text clues (cached)."""
+        if self._given_copy is not None:
+            return self._given_copy
         tokenizer, index = self.memory.tokenizer, self._index
         if tokenizer is None or index is None or len(index) == 0:
             return None
@@ -342,15 +350,13 @@ class MemoRAG:
             pass
         return run.generation
 
-    def stream_chat(self, messages: Sequence[ChatTurn], **options: Any) -> Iterator[str]:
-        yield from self.start_chat(messages, GenerationOptions(**options))
+    def stream_chat(self, messages: Sequence[ChatTurn], **options: Any) -> TextStream:
+        """The reply's pieces (``for`` or ``async for``); then ``.generation`` has its usage."""
+        return TextStream(self.start_chat(messages, GenerationOptions(**options)))
 
-    async def astream_chat(
-        self, messages: Sequence[ChatTurn], **options: Any
-    ) -> AsyncIterator[str]:
-        """Stream in a worker thread, handing pieces to the event loop as they come."""
-        async for piece in aiter_in_thread(self.stream_chat(messages, **options)):
-            yield piece
+    def astream_chat(self, messages: Sequence[ChatTurn], **options: Any) -> TextStream:
+        """``stream_chat`` for ``async for``: one worker thread decodes the whole reply."""
+        return self.stream_chat(messages, **options)
 
     # -- tasks ------------------------------------------------------------------------------
     def answer(

@@ -7,9 +7,12 @@ the framework adapters only translate to and from them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from shared_core.models.streaming import TextStream
 
 from shared_core.errors import InputError, LimitError
 
@@ -186,7 +189,9 @@ class TextGenerator(Protocol):
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
         temperature: float = 0.0,
-    ) -> Iterator[str]: ...
+    ) -> Iterator[str]:
+        """Yield the reply's pieces; a generator may return the finished ``Generation``."""
+        ...
 
 
 class RetrievalEngine(Protocol):
@@ -237,7 +242,7 @@ class RetrievalEngine(Protocol):
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
         temperature: float = 0.0,
-    ) -> Iterator[str]: ...
+    ) -> TextStream: ...
 
     def astream_chat(
         self,
@@ -246,7 +251,7 @@ class RetrievalEngine(Protocol):
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
         temperature: float = 0.0,
-    ) -> AsyncIterator[str]: ...
+    ) -> TextStream: ...
 
     def save(self, save_dir: str, *, overwrite: bool = False) -> None: ...
 

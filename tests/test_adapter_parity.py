@@ -1,6 +1,10 @@
-"""Both adapters over one real engine: same passages, same clues, same scores."""
+"""Both adapters over one real engine: same passages, same clues, same scores, same metadata,
+with the engine's own index and with a framework retriever (LangChain / LlamaIndex, ranking the
+same passages alike) as the search back-end."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from scripted import SPAN, ScriptedGenerator, ScriptedMemory, shared_embedder
@@ -10,6 +14,13 @@ from shared_core.memory.compressed_kv import CompressedKVMemory
 
 pytest.importorskip("langchain_core")
 pytest.importorskip("llama_index.core")
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from llama_index.core.base.base_retriever import BaseRetriever as LIBaseRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from pydantic import Field
 
 from langchain_memorag import MemoRAGRetriever as LCRetriever
 from llamaindex_memorag import MemoRAGRetriever as LIRetriever
@@ -84,3 +95,85 @@ def test_the_clue_reaches_both_adapters(scripted_engine):
     born = [d for d in lc_top if "Leith" in d.page_content]
     assert born and "span" in born[0].metadata["memorag_clue_kinds"]
     assert any("Leith" in n.node.get_content() for n in li_top)
+
+
+# -- a framework retriever as the back-end ------------------------------------------------------
+
+_WORD = re.compile(r"\w+")
+
+
+def _overlap_ranking(query: str) -> list[int]:
+    """Indices of CORPUS by shared words with ``query`` (ties: corpus order), the best one twice:
+    both framework retrievers below return this, repeats included, to test de-duplication."""
+    words = {w.lower() for w in _WORD.findall(query)}
+    order = sorted(
+        range(len(CORPUS)),
+        key=lambda i: (-len(words & {w.lower() for w in _WORD.findall(CORPUS[i])}), i),
+    )
+    return [order[0], *order]
+
+
+class LCOverlap(BaseRetriever):
+    """A LangChain retriever over CORPUS that honours ``k``."""
+
+    seen_k: list[int] = Field(default_factory=list)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int = 4
+    ) -> list[Document]:
+        self.seen_k.append(k)
+        return [
+            Document(id=f"p{i}", page_content=CORPUS[i], metadata={"row": i})
+            for i in _overlap_ranking(query)[: k + 1]  # k distinct: the best one comes twice
+        ]
+
+
+class LIOverlap(LIBaseRetriever):
+    """A LlamaIndex retriever over CORPUS: returns its whole ranking, with scores."""
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        ranking = _overlap_ranking(query_bundle.query_str)
+        return [
+            NodeWithScore(
+                node=TextNode(id_=f"p{i}", text=CORPUS[i], metadata={"row": i}),
+                score=1.0 / (n + 1),
+            )
+            for n, i in enumerate(ranking)
+        ]
+
+
+def _same_results(lc_docs: list[Document], li_nodes: list[NodeWithScore]) -> None:
+    assert _ids_lc(lc_docs) == _ids_li(li_nodes)
+    assert len(set(_ids_lc(lc_docs))) == len(lc_docs)  # de-duplicated on both sides
+    for doc, node in zip(lc_docs, li_nodes, strict=True):
+        assert doc.page_content == node.node.get_content()
+        assert doc.metadata["relevance_score"] == pytest.approx(node.score)
+        lc_meta = {k: v for k, v in doc.metadata.items() if k != "relevance_score"}
+        assert lc_meta == node.node.metadata
+
+
+@pytest.mark.parametrize("which", ["scripted_engine", "tiny_engine"])
+@pytest.mark.parametrize(("k", "search_k"), [(1, None), (3, None), (3, 2), (5, 5)])
+async def test_both_adapters_agree_over_a_framework_retriever(which, k, search_k, request):
+    engine = request.getfixturevalue(which)
+    lc_base = LCOverlap()
+    lc = LCRetriever.from_engine(engine, k=k, base_retriever=lc_base, search_k=search_k)
+    li = LIRetriever(engine, base_retriever=LIOverlap(), similarity_top_k=k, search_top_k=search_k)
+    lc_docs = lc.invoke(QUESTION)
+    li_nodes = li.retrieve(QUESTION)
+    _same_results(lc_docs, li_nodes)
+    # exactly k, unless searches shallower than k find fewer distinct passages between them
+    assert len(lc_docs) == k if (search_k or k) >= k else 1 <= len(lc_docs) <= k
+    # one depth setting: the engine's, passed on to a retriever that takes k
+    assert set(lc_base.seen_k) == {search_k or max(k, engine.config.ret_hit)}
+    _same_results(await lc.ainvoke(QUESTION), await li.aretrieve(QUESTION))
+
+
+async def test_framework_and_own_index_agree_when_they_rank_alike(scripted_engine):
+    """The back-end changes where passages come from, not how they are fused."""
+    own = LIRetriever(scripted_engine, similarity_top_k=3).retrieve(QUESTION)
+    framework = LIRetriever(
+        scripted_engine, base_retriever=LIOverlap(), similarity_top_k=3
+    ).retrieve(QUESTION)
+    assert [n.node.metadata["memorag_clues"] for n in own] != [] and len(framework) == 3
+    assert all(n.node.metadata["memorag_clues"] for n in framework)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import re
 import subprocess
@@ -35,6 +34,7 @@ from pydantic import Field
 
 from langchain_memorag import ChatMemoRAG, MemoRAGRetriever, MemoryLLM, create_memorag_tool
 from shared_core.errors import InputError, NoMemoryError
+from shared_core.models.streaming import TextStream
 from shared_core.types import ChatTurn, Generation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +238,7 @@ def test_base_retriever_clue_finds_evidence() -> None:
 def test_per_clue_depth_passed_to_base_retriever() -> None:
     base = TaggedRetriever(docs=tagged_docs())
     MemoRAGRetriever(engine=make_engine(), base_retriever=base, k=2).invoke(QUERY)
-    assert base.seen_k and set(base.seen_k) == {4}  # default max(k, 4)
+    assert base.seen_k and set(base.seen_k) == {3}  # the engine's default, max(k, ret_hit=3)
     base.seen_k.clear()
     MemoRAGRetriever(engine=make_engine(), base_retriever=base, k=2, search_k=5).invoke(QUERY)
     assert set(base.seen_k) == {5}
@@ -300,11 +300,7 @@ class FakeMemoRAG(ScriptedEngine):
 
     def memorize(self, context: Any, save_dir: str | None = None, print_stats: bool = False):
         self.memorized = list(context)
-        self._reindex()
-
-    def _reindex(self) -> None:
-        fresh = ScriptedEngine([d.text for d in self.memorized], {QUERY: CLUES})
-        self.passages, self.index = fresh.passages, fresh.index
+        return super().memorize(self.memorized)
 
     @classmethod
     def from_dir(cls, save_dir: str, **kwargs: Any) -> FakeMemoRAG:
@@ -483,36 +479,66 @@ def test_usage_and_model_name() -> None:
     assert chunks[-1].chunk_position == "last"
 
 
-class UsageStreamEngine(ScriptedEngine):
-    """Streams text pieces, then the finished ``Generation`` (exact token counts)."""
-
-    def stream_chat(self, messages: Sequence[ChatTurn], **kwargs: Any) -> Iterator[Any]:
-        yield from super().stream_chat(messages, **kwargs)
-        yield Generation(text=self.reply, prompt_tokens=11, completion_tokens=7)
-
-    async def astream_chat(self, messages: Sequence[ChatTurn], **kwargs: Any) -> Any:
-        for item in self.stream_chat(messages, **kwargs):
-            await asyncio.sleep(0)
-            yield item
-
-
-async def test_stream_uses_engine_token_counts_when_given() -> None:
-    llm = MemoryLLM(engine=UsageStreamEngine(TEXTS, reply=REPLY))
+async def test_stream_reports_the_engine_token_counts() -> None:
+    engine = make_engine()
+    llm = MemoryLLM(engine=engine)
     full: AIMessageChunk | None = None
-    for chunk in llm.stream("hi"):
+    for chunk in llm.stream("Where was she born?"):
         full = chunk if full is None else full + chunk
     assert full is not None and full.text == REPLY
-    assert full.usage_metadata == {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18}
+    expected = engine.chat([ChatTurn("user", "Where was she born?")])
+    assert full.usage_metadata == {
+        "input_tokens": expected.prompt_tokens,
+        "output_tokens": expected.completion_tokens,
+        "total_tokens": expected.prompt_tokens + expected.completion_tokens,
+    }
+    # the streamed pieces are words, the counted tokens are the memory's: not one per piece
+    stream = engine.stream_chat([ChatTurn("user", "Where was she born?")], max_new_tokens=3)
+    assert len(list(stream)) == 3 and stream.generation is not None
     afull: AIMessageChunk | None = None
-    async for chunk in llm.astream("hi"):
+    async for chunk in llm.astream("Where was she born?"):
         afull = chunk if afull is None else afull + chunk
     assert afull is not None and afull.text == REPLY
     assert afull.usage_metadata == full.usage_metadata
 
 
+class TextOnlyEngine(ScriptedEngine):
+    """A back-end whose stream yields text and no ``Generation``: token counts unknown."""
+
+    def stream_chat(self, messages: Sequence[ChatTurn], **kwargs: Any) -> TextStream:
+        return TextStream(iter(["only ", "text"]))
+
+
+def test_stream_reports_no_usage_when_the_engine_cannot_count() -> None:
+    chunks = list(MemoryLLM(engine=TextOnlyEngine(TEXTS)).stream("hi"))
+    assert "".join(c.text for c in chunks) == "only text"
+    assert all(c.usage_metadata is None for c in chunks)
+
+
+class TokenCounter(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.tokens.append(token)
+
+
+def test_streaming_field_makes_invoke_stream() -> None:
+    counter = TokenCounter()
+    MemoryLLM(engine=make_engine()).invoke("hi", config={"callbacks": [counter]})
+    assert counter.tokens == []
+    message = MemoryLLM(engine=make_engine(), streaming=True).invoke(
+        "hi", config={"callbacks": [counter]}
+    )
+    assert "".join(counter.tokens) == message.content == REPLY
+
+
 def test_constructor_is_cheap_and_standard_params() -> None:
-    llm = MemoryLLM(model="m", temperature=0, max_tokens=9, stop=["x"], timeout=3, api_key="k")
+    llm = MemoryLLM(model="m", temperature=0, max_tokens=9, stop=["x"])
     assert llm.engine is None and llm.model == "m"
+    for option in ({"timeout": 3}, {"api_key": "k"}, {"max_retries": 2}):
+        with pytest.raises(ValueError, match=next(iter(option))):
+            MemoryLLM(**option)
     params = llm._get_ls_params(model="override")
     assert params["ls_provider"] == "memorag" and params["ls_model_name"] == "override"
     assert params["ls_stop"] == ["x"] and params["ls_max_tokens"] == 9

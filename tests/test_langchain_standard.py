@@ -1,7 +1,8 @@
 """LangChain's own standard test suites (langchain-tests) run against the LangChain adapter.
 
-All classes use ``ScriptedEngine``, so the suites check the adapter's contract (exact k,
-async, streaming, usage metadata, standard params) in milliseconds.
+All classes use ``ScriptedEngine`` (the real engine with a scripted memory), so the suites
+check the adapter's contract (exact k, async, streaming, usage metadata, standard params) in
+milliseconds.
 """
 
 from __future__ import annotations
@@ -72,10 +73,23 @@ class TestMemoRAGRetrieverOverVectorStore(RetrieversIntegrationTests):
         return QUERY
 
 
+def _local_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The suite's standard parameters without the ones a local memory has no use for.
+
+    ``MemoryLLM`` refuses ``timeout``, ``max_retries`` and ``api_key`` rather than accept and
+    ignore them (there is no remote call to time out, retry or authenticate).
+    """
+    return {k: v for k, v in params.items() if k not in ("timeout", "max_retries", "api_key")}
+
+
 class TestMemoryLLMUnit(ChatModelUnitTests):
     @property
     def chat_model_class(self) -> type[MemoryLLM]:
         return MemoryLLM
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        return _local_params(super().standard_chat_model_params)
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
@@ -86,6 +100,10 @@ class TestMemoryLLMIntegration(ChatModelIntegrationTests):
     @property
     def chat_model_class(self) -> type[MemoryLLM]:
         return MemoryLLM
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        return _local_params(super().standard_chat_model_params)
 
     @property
     def chat_model_params(self) -> dict[str, Any]:

@@ -147,3 +147,16 @@ def test_role_translation() -> None:
         ("user", "t"),
         ("user", ""),
     ]
+
+
+async def test_streams_end_with_the_engines_token_counts(engine: ScriptedEngine) -> None:
+    llm = MemoryLLM(engine=engine)
+    messages = [ChatMessage(role="user", content="Who?")]
+    usage = llm.chat(messages).raw["usage"]
+    chunks = list(llm.stream_chat(messages))
+    assert chunks[-1].raw["usage"] == usage
+    assert all(not c.raw for c in chunks[:-1])  # usage once, on the last piece
+    achunks = [c async for c in await llm.astream_chat(messages)]
+    assert achunks[-1].raw["usage"] == usage
+    completions = list(llm.stream_complete("Who?"))
+    assert completions[-1].raw["usage"] == usage

@@ -28,7 +28,7 @@ from llama_index.core.schema import (
 
 import shared_core
 from llamaindex_memorag import MEMORAG_METADATA_KEYS, MemoRAGQueryTransform, MemoRAGRetriever
-from shared_core.types import Document, Passage
+from shared_core.types import Document
 
 CORPUS = [
     "Charles Babbage designed the Analytical Engine in London.",
@@ -321,11 +321,7 @@ class StubMemoRAG(ScriptedEngine):
 
     def memorize(self, context: Sequence[Document], **_: Any) -> StubMemoRAG:
         self.memorized = list(context)
-        self.passages = [
-            Passage(id=f"{d.doc_id}#0", text=d.text, metadata={**d.metadata, "doc_id": d.doc_id})
-            for d in context
-        ]
-        self.index.passages = self.passages
+        super().memorize(self.memorized)
         return self
 
     @classmethod
@@ -410,8 +406,8 @@ def test_constructor_errors() -> None:
         MemoRAGRetriever(engine, similarity_top_k=0)
     with pytest.raises(ValueError, match="similarity_top_k"):
         MemoRAGRetriever(engine, similarity_top_k=True)
-    with pytest.raises(ValueError, match="base_retriever"):
-        MemoRAGRetriever(engine, search_top_k=3)
+    with pytest.raises(ValueError, match="search_top_k"):
+        MemoRAGRetriever(engine, search_top_k=0)
     with pytest.raises(TypeError, match="BaseRetriever"):
         MemoRAGRetriever(engine, base_retriever=object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="engine"):

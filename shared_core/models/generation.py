@@ -7,7 +7,7 @@ object with ``.generate(prompt, max_new_tokens) -> list[str]`` (e.g. an API clie
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 from transformers import DynamicCache
@@ -124,20 +124,33 @@ class CallableGenerator(GeneratorBase):
 
 
 class _ForeignRun:
-    """A run over a generator that only has ``stream``; its token counts are whitespace
-    words, since such a generator reports none."""
+    """A run over a generator that only has ``stream``. Its counts are the ``Generation`` the
+    stream returns, if it returns one; otherwise whitespace words (it reports no tokens)."""
 
     def __init__(self, pieces: Iterator[str], prompt: str, options: GenerationOptions) -> None:
         self._pieces, self._prompt, self._options = pieces, prompt, options
         self._text: list[str] = []
+        self._reported: Generation | None = None
 
     def __iter__(self) -> Iterator[str]:
-        for piece in self._pieces:
+        result = yield from self._collect()
+        if isinstance(result, Generation):
+            self._reported = result
+
+    def _collect(self) -> Generator[str, None, object]:
+        pieces = self._pieces
+        while True:
+            try:
+                piece = next(pieces)
+            except StopIteration as stop:
+                return stop.value
             self._text.append(piece)
             yield piece
 
     @property
     def generation(self) -> Generation:
+        if self._reported is not None:
+            return self._reported
         text = "".join(self._text)
         words = len(text.split())
         return Generation(

@@ -53,6 +53,19 @@ class DenseIndex:
         # their chunks, and faiss never searches while it grows.
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_vectors(
+        cls, chunks: Sequence[Chunk], vectors: np.ndarray, embedder: Embedder
+    ) -> DenseIndex:
+        """An index of ``chunks`` with their passage vectors already computed by ``embedder``
+        (one row each, unit length), so a subset of a larger corpus needs no re-embedding."""
+        items = list(chunks)
+        index = cls(embedder)
+        index._check_new(items)
+        if items:
+            index._append(items, vectors)
+        return index
+
     # ------------------------------------------------------------------ contents
 
     def __len__(self) -> int:
