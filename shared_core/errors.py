@@ -25,3 +25,11 @@ class PersistenceError(MemoRAGError, OSError):
 
 class IncompatibleMemoryError(PersistenceError):
     """A saved memory was written by another model, tokenizer, ratio or format version."""
+
+
+class GeneratorError(MemoRAGError, RuntimeError):
+    """A text generator failed: its server is down, too slow or answered with an error.
+
+    The message names the endpoint (or the framework model) and what went wrong; nothing the
+    failed call would have written (gists, an index, a save) is kept.
+    """
