@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from shared_core.prompts import PromptSet, detect_language, get_prompts
 from shared_core.retrieval.chunking import TokenChunker
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.fusion import fuse
-from shared_core.retrieval.index import DenseIndex
+from shared_core.retrieval.index_choice import check_index_choice, load_index, new_index
+from shared_core.retrieval.vector_index import VectorIndex
 from shared_core.saved_settings import check_memory_fields, saved_settings
 from shared_core.tasks import TASKS, run_task
 from shared_core.types import (
@@ -92,6 +93,9 @@ class MemoRAG:
         anchor_clues: bool = True,
         language: str = "auto",
         enable_flash_attn: bool = False,
+        index: str = "faiss",
+        search_mode: str = "dense",
+        index_options: Mapping[str, Any] | None = None,
         **memory_kwargs: Any,
     ) -> None:
         del enable_flash_attn  # accepted for upstream compatibility; attention is picked by HF
@@ -121,11 +125,16 @@ class MemoRAG:
         self.rrf_k = rrf_k
         self.anchor_clues = anchor_clues
         self.language = language
+        # The own index: index="faiss" | "qdrant" (index_options: location/path/url/api_key/
+        # collection) and search_mode="dense" | "bm25" | "hybrid" (retrieval/index_choice.py).
+        check_index_choice(index, search_mode, index_options)
+        self.index_kind, self.search_mode = index, search_mode
+        self.index_options = dict(index_options or {})
         self._memory = memory
         self._embedder = embedder
         self._generator = as_generator(generator) if generator is not None else None
         self._custom_gen = customized_gen_model
-        self._index: DenseIndex | None = None
+        self._index: VectorIndex | None = None
         self._prompts: PromptSet | None = None
         self._clue_writer: ClueWriter | None = None
         self._copy_cache: tuple[tuple[int, int, int], CopySource] | None = None
@@ -194,7 +203,7 @@ class MemoRAG:
         return self._clue_writer
 
     @property
-    def index(self) -> DenseIndex:
+    def index(self) -> VectorIndex:
         if self._index is None:
             raise NoMemoryError("nothing is memorized: call memorize(context) or load(save_dir)")
         return self._index
@@ -242,7 +251,7 @@ class MemoRAG:
         if self.language == "auto" and self._prompts is None:
             self._prompts = get_prompts(detect_language(docs[0].text))
         with self._write_lock:
-            index = DenseIndex(self.embedder)
+            index = new_index(self.embedder, self.index_kind, self.search_mode, self.index_options)
             index.add(self.chunker.split(docs), show_progress=print_stats)
             self.memory.memorize(docs, show_progress=print_stats or None)
             self._index = index
@@ -615,7 +624,14 @@ class MemoRAG:
         language = pipeline.get("language")
         if language in ("en", "zh"):
             self._prompts = get_prompts(language)
-        index = DenseIndex.load(folder, self.embedder, expected=manifest["index"])
+        index = load_index(
+            folder,
+            self.embedder,
+            manifest["index"],
+            self.index_kind,
+            self.search_mode,
+            self.index_options,
+        )
         doc_ids = pipeline.get("documents")
         chunk_docs = {c.doc_id for c in index.chunks}
         if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids):

@@ -153,7 +153,7 @@ class DenseIndex:
         for score, pos in zip(scores.tolist(), ids.tolist(), strict=True):
             if pos < 0:
                 continue
-            hits.append(Hit(passage=_passage(self._chunks[pos]), score=score, rank=len(hits)))
+            hits.append(Hit(passage=chunk_passage(self._chunks[pos]), score=score, rank=len(hits)))
         return hits
 
     # ------------------------------------------------------------------ persistence
@@ -163,33 +163,10 @@ class DenseIndex:
 
         Returns the manifest entry: ``{"files": {name: sha256}, "embedder", "dim", "count"}``.
         """
-        folder = Path(directory)
-        if not folder.is_dir():
-            raise PersistenceError(f"cannot save the index: {folder} is not an existing directory")
         with self._lock:  # one consistent snapshot even if another thread adds meanwhile
             vectors = self._vectors()
             chunks = list(self._chunks)
-        dim = int(vectors.shape[1])
-        record = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "embedder": self.embedder.name,
-            "dim": dim,
-            "count": len(chunks),
-            "chunks": [_chunk_record(c) for c in chunks],
-        }
-        try:
-            chunks_bytes = json.dumps(record, ensure_ascii=False).encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise PersistenceError(
-                f"cannot save {CHUNKS_FILE}: chunk metadata is not JSON-serialisable ({exc})"
-            ) from exc
-        vector_bytes = save_safetensors({"vectors": vectors}, metadata={"format": FORMAT})
-        files = {}
-        for name, data in ((VECTORS_FILE, vector_bytes), (CHUNKS_FILE, chunks_bytes)):
-            (folder / name).write_bytes(data)
-            files[name] = hashlib.sha256(data).hexdigest()
-        return {"files": files, "embedder": self.embedder.name, "dim": dim, "count": len(chunks)}
+        return write_index_files(directory, self.embedder.name, vectors, chunks)
 
     @classmethod
     def load(
@@ -205,36 +182,82 @@ class DenseIndex:
         or not matching ``expected`` (the dict ``save`` returned), and
         ``IncompatibleMemoryError`` when it was built with another embedder.
         """
-        folder = Path(directory)
-        if not folder.is_dir():
-            raise PersistenceError(f"no saved index: {folder} is not a directory")
-        hashes = _expected_hashes(expected)
-        chunks_path = folder / CHUNKS_FILE
-        record = _read_chunks(_read_file(chunks_path, hashes.get(CHUNKS_FILE)), chunks_path)
-        _check_expected(record, expected)
-        if record["embedder"] != embedder.name:
-            raise IncompatibleMemoryError(
-                f"{folder / CHUNKS_FILE}: the index was built with embedder "
-                f"{record['embedder']!r}, but the given embedder is {embedder.name!r}; "
-                "load it with the same embedding model (or rebuild the memory)"
-            )
-        if record["dim"] != embedder.dim:
-            raise IncompatibleMemoryError(
-                f"{folder / CHUNKS_FILE}: stored vectors have dim {record['dim']}, "
-                f"but embedder {embedder.name!r} produces dim {embedder.dim}"
-            )
-        path = folder / VECTORS_FILE
-        vectors = _read_vectors(path, _read_file(path, hashes.get(VECTORS_FILE)), record)
+        chunks, vectors = read_index_files(directory, embedder, expected=expected)
         index = cls(embedder)
-        if record["chunks"]:
-            index._append(record["chunks"], vectors)
+        if chunks:
+            index._append(chunks, vectors)
         return index
+
+
+# ---------------------------------------------------------------------- the two index files
+
+
+def write_index_files(
+    directory: str | Path, embedder_name: str, vectors: np.ndarray, chunks: Sequence[Chunk]
+) -> dict[str, Any]:
+    """Write ``vectors`` (one row per chunk) and ``chunks`` as the index's two files.
+
+    Shared by every ``VectorIndex``, so a save does not depend on the store it came from.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise PersistenceError(f"cannot save the index: {folder} is not an existing directory")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = int(vectors.shape[1])
+    record = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "embedder": embedder_name,
+        "dim": dim,
+        "count": len(chunks),
+        "chunks": [_chunk_record(c) for c in chunks],
+    }
+    try:
+        chunks_bytes = json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise PersistenceError(
+            f"cannot save {CHUNKS_FILE}: chunk metadata is not JSON-serialisable ({exc})"
+        ) from exc
+    vector_bytes = save_safetensors({"vectors": vectors}, metadata={"format": FORMAT})
+    files = {}
+    for name, data in ((VECTORS_FILE, vector_bytes), (CHUNKS_FILE, chunks_bytes)):
+        (folder / name).write_bytes(data)
+        files[name] = hashlib.sha256(data).hexdigest()
+    return {"files": files, "embedder": embedder_name, "dim": dim, "count": len(chunks)}
+
+
+def read_index_files(
+    directory: str | Path, embedder: Embedder, *, expected: Mapping[str, Any] | None = None
+) -> tuple[list[Chunk], np.ndarray]:
+    """The chunks and vectors ``write_index_files`` wrote, every field and hash checked."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise PersistenceError(f"no saved index: {folder} is not a directory")
+    hashes = _expected_hashes(expected)
+    chunks_path = folder / CHUNKS_FILE
+    record = _read_chunks(_read_file(chunks_path, hashes.get(CHUNKS_FILE)), chunks_path)
+    _check_expected(record, expected)
+    if record["embedder"] != embedder.name:
+        raise IncompatibleMemoryError(
+            f"{folder / CHUNKS_FILE}: the index was built with embedder "
+            f"{record['embedder']!r}, but the given embedder is {embedder.name!r}; "
+            "load it with the same embedding model (or rebuild the memory)"
+        )
+    if record["dim"] != embedder.dim:
+        raise IncompatibleMemoryError(
+            f"{folder / CHUNKS_FILE}: stored vectors have dim {record['dim']}, "
+            f"but embedder {embedder.name!r} produces dim {embedder.dim}"
+        )
+    path = folder / VECTORS_FILE
+    vectors = _read_vectors(path, _read_file(path, hashes.get(VECTORS_FILE)), record)
+    return record["chunks"], vectors
 
 
 # ---------------------------------------------------------------------- helpers: chunks
 
 
-def _passage(chunk: Chunk) -> Passage:
+def chunk_passage(chunk: Chunk) -> Passage:
+    """The ``Passage`` a search returns for ``chunk`` (its position in ``metadata``)."""
     metadata = {
         **chunk.metadata,
         "doc_id": chunk.doc_id,
@@ -404,4 +427,11 @@ def _vectors_entry(path: Path, header: object) -> dict[str, Any]:
     return info
 
 
-__all__ = ["CHUNKS_FILE", "VECTORS_FILE", "DenseIndex"]
+__all__ = [
+    "CHUNKS_FILE",
+    "VECTORS_FILE",
+    "DenseIndex",
+    "chunk_passage",
+    "read_index_files",
+    "write_index_files",
+]
