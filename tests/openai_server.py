@@ -76,7 +76,7 @@ def start_server(model_dir: str | Path) -> Server:
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "2",
+        "OMP_NUM_THREADS": "1",  # on a busy 2-core machine, 2 spinning threads are far slower
         "TOKENIZERS_PARALLELISM": "false",
     }
     args = [str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
