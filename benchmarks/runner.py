@@ -134,7 +134,7 @@ def _pipeline(rt: Runtime, method: Method, scope: Mapping[str, Any], memory: Any
         memory=memory,
         embedder=rt.embedder,
         generator=rt.plain(),
-        index=scope["dense"],
+        search_index=scope["dense"],
         copy_source=rt.copy_source(scope["texts"]) if copies else None,
         query_weight=QUERY_WEIGHT,
         clue_strategy=writer,

@@ -19,6 +19,7 @@ from langchain_core.callbacks import (
     CallbackManagerForRetrieverRun,
 )
 from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
@@ -148,20 +149,29 @@ class MemoRAGRetriever(BaseRetriever):
         metadatas: Sequence[dict[str, Any]] | None = None,
         *,
         k: int = 4,
+        llm: BaseChatModel | None = None,
         **engine_kwargs: Any,
     ) -> MemoRAGRetriever:
-        """Build a ``MemoRAG`` engine (``engine_kwargs``), memorize ``texts`` and wrap it."""
+        """Build a ``MemoRAG`` engine (``engine_kwargs``), memorize ``texts`` and wrap it.
+
+        ``llm``: a LangChain chat model that writes the (gist) memory, the clues and answers.
+        """
         from shared_core.types import Document as CoreDocument
 
         if metadatas is not None and len(metadatas) != len(texts):
             raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
         metas = metadatas if metadatas is not None else [{}] * len(texts)
         docs = [CoreDocument(text=t, metadata=dict(m)) for t, m in zip(texts, metas, strict=True)]
-        return cls._memorize(docs, k=k, engine_kwargs=engine_kwargs)
+        return cls._memorize(docs, k=k, engine_kwargs=engine_kwargs, llm=llm)
 
     @classmethod
     def from_documents(
-        cls, documents: Sequence[Document], *, k: int = 4, **engine_kwargs: Any
+        cls,
+        documents: Sequence[Document],
+        *,
+        k: int = 4,
+        llm: BaseChatModel | None = None,
+        **engine_kwargs: Any,
     ) -> MemoRAGRetriever:
         """Like ``from_texts`` for LangChain ``Document``s (their ids become doc ids)."""
         from shared_core.types import Document as CoreDocument
@@ -170,15 +180,25 @@ class MemoRAGRetriever(BaseRetriever):
             CoreDocument(text=d.page_content, doc_id=d.id, metadata=dict(d.metadata))
             for d in documents
         ]
-        return cls._memorize(docs, k=k, engine_kwargs=engine_kwargs)
+        return cls._memorize(docs, k=k, engine_kwargs=engine_kwargs, llm=llm)
 
     @classmethod
     def _memorize(
-        cls, docs: list[Any], *, k: int, engine_kwargs: dict[str, Any]
+        cls,
+        docs: list[Any],
+        *,
+        k: int,
+        engine_kwargs: dict[str, Any],
+        llm: BaseChatModel | None = None,
     ) -> MemoRAGRetriever:
         from shared_core import MemoRAG
 
-        engine = MemoRAG(**engine_kwargs)
+        if llm is not None:
+            from langchain_memorag.llm_bridge import memorag_with_chat_model
+
+            engine = memorag_with_chat_model(llm, **engine_kwargs)
+        else:
+            engine = MemoRAG(**engine_kwargs)
         engine.memorize(docs)
         return cls(engine=engine, k=k)
 

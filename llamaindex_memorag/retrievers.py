@@ -40,6 +40,8 @@ from shared_core.retrieval.external import (
 from shared_core.types import Document, Passage, RetrievalResult, ScoredPassage
 
 if TYPE_CHECKING:
+    from llama_index.core.llms import LLM
+
     from shared_core.types import RetrievalEngine
 
 logger = logging.getLogger(__name__)
@@ -233,9 +235,12 @@ class MemoRAGRetriever(BaseRetriever):
         engine: RetrievalEngine | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
+        llm: LLM | None = None,
         **engine_kwargs: Any,
     ) -> MemoRAGRetriever:
         """Memorize exactly one of ``nodes``, ``documents`` or ``index`` and wrap it.
+
+        ``llm``: a LlamaIndex LLM that writes the (gist) memory, the clues and the answers.
 
         ``nodes`` / ``documents`` are memorized by a new ``MemoRAG(**engine_kwargs)`` (or by
         ``engine``) and searched with its own index. ``index`` is searched itself, asked for
@@ -274,6 +279,12 @@ class MemoRAGRetriever(BaseRetriever):
         bad = [type(item).__name__ for item in items if not isinstance(item, BaseNode)]
         if bad:
             raise TypeError(f"{given[0]} must hold LlamaIndex nodes/documents, got {bad[0]}")
+        if engine is not None and llm is not None:
+            raise ValueError("engine= and llm= both given: pass one of them")
+        if engine is None and llm is not None:
+            from llamaindex_memorag.llm_bridge import memorag_with_llama_llm
+
+            engine = memorag_with_llama_llm(llm, **engine_kwargs)
         if engine is None:
             from shared_core import MemoRAG
 

@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 from shared_core.errors import (
+    GeneratorError,
     IncompatibleMemoryError,
     InputError,
     LimitError,
@@ -56,6 +57,7 @@ __all__ = [
     "CompressedKVMemory",
     "Document",
     "Generation",
+    "GeneratorError",
     "Hit",
     "IncompatibleMemoryError",
     "InputError",

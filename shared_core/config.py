@@ -84,6 +84,9 @@ class MemoRAGConfig:
     retrieval_chunk_size: int = 512
     chunk_overlap: int = 32
     search_k: int | None = None  # depth of each search; None: max(k, ret_hit)
+    index: str = "faiss"  # the own index's store: "faiss" (in process) or "qdrant"
+    search_mode: str = "dense"  # "dense", "bm25" or "hybrid" (BM25 beside dense, fused)
+    index_options: Mapping[str, Any] = field(default_factory=dict)  # Qdrant: location/path/url
     # -- clues and fusion --------------------------------------------------------------------
     clue_strategy: Any = "copy+surrogate"  # a strategy name or a ClueWriter
     anchor_clues: bool = True
@@ -131,8 +134,12 @@ class MemoRAGConfig:
             from shared_core.clues import make_clue_writer
 
             make_clue_writer(self.clue_strategy)  # refuses unknown names now
+        from shared_core.retrieval.index_choice import check_index_choice
+
+        check_index_choice(self.index, self.search_mode, self.index_options)
         self._check_backend_options()
         object.__setattr__(self, "memory_options", MappingProxyType(dict(self.memory_options)))
+        object.__setattr__(self, "index_options", MappingProxyType(dict(self.index_options)))
 
     def _check_backend_options(self) -> None:
         backend = self.backend

@@ -29,3 +29,11 @@ class IncompatibleMemoryError(PersistenceError):
 
 class StaleSnapshotError(PersistenceError):
     """A save would replace a snapshot that this pipeline never saw (a lost update)."""
+
+
+class GeneratorError(MemoRAGError, RuntimeError):
+    """A text generator failed: its server is down, too slow or answered with an error.
+
+    The message names the endpoint (or the framework model) and what went wrong; nothing the
+    failed call would have written (gists, an index, a save) is kept.
+    """

@@ -37,8 +37,9 @@ from shared_core.persistence import SaveDir
 from shared_core.prompts import PromptSet, detect_language
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.fusion import fuse
-from shared_core.retrieval.index import DenseIndex
+from shared_core.retrieval.index_choice import new_index
 from shared_core.retrieval.search import asearch_all, corpus_size, search_all
+from shared_core.retrieval.vector_index import VectorIndex
 from shared_core.saved_settings import saved_settings
 from shared_core.saving import (
     pipeline_section,
@@ -83,7 +84,7 @@ class MemoRAG:
         memory: Memory | None = None,
         embedder: Embedder | None = None,
         generator: TextGenerator | None = None,
-        index: DenseIndex | None = None,
+        search_index: VectorIndex | None = None,
         copy_source: CopySource | None = None,
         **options: Any,
     ) -> None:
@@ -101,7 +102,7 @@ class MemoRAG:
         self._parts: Parts | None = None
         # An index and copy source built elsewhere (e.g. from precomputed vectors) serve until
         # the first memorize/add.
-        self._index, self._given_copy = index, copy_source
+        self._index, self._given_copy = search_index, copy_source
         self._copies = CopySourceCache()
         self._snapshots: set[str] = set()  # the snapshots this state is in (lost-update guard)
         self._build_lock = threading.Lock()
@@ -144,7 +145,7 @@ class MemoRAG:
         return generator
 
     @property
-    def index(self) -> DenseIndex:
+    def index(self) -> VectorIndex:
         if self._index is None:
             raise NoMemoryError("nothing is memorized: call memorize(context) or load(dir) first")
         return self._index
@@ -172,7 +173,8 @@ class MemoRAG:
         """Read ``context`` (a text or documents) into the memory and the index."""
         parts, docs = self._documents(context)  # limits refused before any text is processed
         with self._write_lock:
-            index = DenseIndex(parts.embedder)
+            cfg = self.config
+            index = new_index(parts.embedder, cfg.index, cfg.search_mode, cfg.index_options)
             index.add(parts.chunker.split(docs), show_progress=print_stats)
             parts.memory.memorize(docs, show_progress=print_stats or None)
             self._index, self._snapshots = index, set()  # a new memory: in no snapshot yet

@@ -11,8 +11,9 @@ from shared_core.errors import PersistenceError
 from shared_core.memory.base import Memory, check_memory_fields
 from shared_core.persistence import SaveDir, write_manifest
 from shared_core.retrieval.embeddings import Embedder
-from shared_core.retrieval.index import DenseIndex
+from shared_core.retrieval.index_choice import load_index
 from shared_core.retrieval.saved_chunking import check_chunking, chunking_record
+from shared_core.retrieval.vector_index import VectorIndex
 from shared_core.saved_settings import model_ref
 
 KIND = "memorag"
@@ -52,7 +53,7 @@ def pipeline_section(
 def write_save(
     save_dir: str | Path,
     memory: Memory,
-    index: DenseIndex,
+    index: VectorIndex,
     section: Mapping[str, Any],
     config: MemoRAGConfig,
     *,
@@ -96,7 +97,7 @@ def saved_language(manifest: Mapping[str, Any]) -> str | None:
 
 def read_index(
     folder: Path, manifest: Mapping[str, Any], embedder: Embedder, config: MemoRAGConfig
-) -> DenseIndex:
+) -> VectorIndex:
     """Check a snapshot's sections against each other (and its chunking against ``config``,
     which later ``add`` calls use) and load its index."""
     where = folder / "manifest.json"
@@ -105,7 +106,14 @@ def read_index(
     for key in ("memory", "index", "pipeline"):
         if not isinstance(manifest.get(key), dict):
             raise PersistenceError(f"{where} has no {key!r} section")
-    index = DenseIndex.load(folder, embedder, expected=manifest["index"])
+    index = load_index(
+        folder,
+        embedder,
+        manifest["index"],
+        config.index,
+        config.search_mode,
+        config.index_options,
+    )
     doc_ids = manifest["pipeline"].get("documents")
     if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids):
         raise PersistenceError(f"{where}: pipeline.documents must be a list of doc ids")

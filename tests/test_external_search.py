@@ -194,7 +194,7 @@ def test_an_injected_index_is_searched_without_memorize() -> None:
     engine = MemoRAG(
         memory=ScriptedMemory(default=""),
         embedder=embedder,
-        index=index,
+        search_index=index,
         clue_strategy="none",
     )
     result = engine.retrieve("the storm of 1862", 1)

@@ -1,0 +1,204 @@
+"""A ``TextGenerator`` behind any OpenAI-compatible chat endpoint (OpenAI, vLLM, TGI, Ollama,
+``transformers serve``), through the ``openai`` client (extra ``[openai]``).
+
+It can fill every text role of the engine: the answer generator (``MemoRAG(generator=...)``),
+the gist memory's writer (``GistMemory(generator)``: the memory back-end for models whose KV
+cache you cannot reach) and, through that memory, the clue writer. A server that is down, too
+slow or answers with an error raises ``GeneratorError`` naming the endpoint and the model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from shared_core.errors import GeneratorError, InputError, LimitError
+from shared_core.inputs import check_query
+from shared_core.models.stop_text import cut_at_stop, stream_until_stop
+from shared_core.types import ChatTurn, Generation
+
+#: The OpenAI API takes at most this many stop strings; the rest are applied client-side.
+_SERVER_STOPS = 4
+
+
+def _import_openai() -> Any:
+    try:
+        import openai
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise InputError(
+            "OpenAIGenerator needs the openai client: pip install 'memorag-integrations[openai]'"
+        ) from exc
+    return openai
+
+
+def _approx_tokens(text: str) -> int:
+    return len(text.split())
+
+
+class OpenAIGenerator:
+    """Chat completions from ``model`` at ``base_url`` (default: the OpenAI API).
+
+    Args:
+        model: The model name the server knows (for ``transformers serve``, the model path).
+        base_url: The API root, e.g. ``"http://127.0.0.1:8000/v1"``; ``None`` = ``$OPENAI_BASE_URL``
+            or the OpenAI API.
+        api_key: ``None`` = ``$OPENAI_API_KEY``, else ``"EMPTY"`` (local servers ignore it).
+        timeout: Seconds one request may take (connect + answer) before it counts as failed.
+        max_retries: Retries on connection errors, timeouts, 429 and 5xx (the client backs off).
+        system_prompt: An optional system message sent before every conversation.
+        max_new_tokens_cap: The largest ``max_new_tokens`` a caller may ask for.
+        extra_body: Extra JSON fields for every request (server-specific sampling options).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        system_prompt: str | None = None,
+        max_new_tokens_cap: int = 4096,
+        extra_body: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise InputError("OpenAIGenerator needs a model name, e.g. model='gpt-4o-mini'")
+        if not timeout > 0:
+            raise InputError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise InputError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        openai = _import_openai()
+        self.model = model
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.system_prompt = system_prompt
+        self.max_new_tokens_cap = max_new_tokens_cap
+        self.extra_body = dict(extra_body or {})
+        self._openai = openai
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+            timeout=self.timeout,
+            max_retries=max_retries,
+        )
+        self.base_url = str(self._client.base_url).rstrip("/")
+        self.name = name or f"{model} @ {self.base_url}"
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _messages(self, prompt: str, history: Sequence[ChatTurn]) -> list[dict[str, str]]:
+        check_query(prompt)
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        for turn in history:
+            if not isinstance(turn, ChatTurn):
+                raise InputError(f"history must hold ChatTurn objects, got {type(turn).__name__}")
+            messages.append({"role": turn.role, "content": turn.content})
+        messages.append({"role": "user", "content": prompt})
+        return messages
+
+    def _request(
+        self,
+        prompt: str,
+        history: Sequence[ChatTurn],
+        max_new_tokens: int,
+        stop: Sequence[str],
+        temperature: float,
+    ) -> dict[str, Any]:
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise InputError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+        if not 1 <= max_new_tokens <= self.max_new_tokens_cap:
+            cap = self.max_new_tokens_cap
+            raise LimitError(f"max_new_tokens={max_new_tokens} is outside 1..{cap}")
+        if not temperature >= 0:
+            raise InputError(f"temperature must be >= 0, got {temperature!r}")
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": self._messages(prompt, history),
+            "max_tokens": max_new_tokens,
+            "temperature": float(temperature),
+        }
+        stops = [s for s in stop if s][:_SERVER_STOPS]
+        if stops:
+            request["stop"] = stops
+        if self.extra_body:
+            request["extra_body"] = self.extra_body
+        return request
+
+    def _failure(self, exc: BaseException) -> GeneratorError:
+        """A ``GeneratorError`` naming the endpoint, the model and what went wrong."""
+        where = f"{self.base_url} (model {self.model!r})"
+        openai = self._openai
+        if isinstance(exc, openai.APITimeoutError):
+            what = f"did not answer within {self.timeout:g} s (after {self.max_retries} retries)"
+        elif isinstance(exc, openai.APIConnectionError):
+            what = f"cannot be reached (is the server running?): {exc.__cause__ or exc}"
+        elif isinstance(exc, openai.APIStatusError):
+            what = f"answered HTTP {exc.status_code}: {exc.message}"
+        else:
+            what = f"failed mid-answer: {type(exc).__name__}: {exc}"
+        return GeneratorError(f"the OpenAI-compatible endpoint {where} {what}")
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        import httpx
+
+        return (self._openai.OpenAIError, httpx.HTTPError)
+
+    # -- TextGenerator -------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Generation:
+        """One chat completion; every stop string is applied (the server gets the first 4)."""
+        request = self._request(prompt, history, max_new_tokens, stop, temperature)
+        try:
+            response = self._client.chat.completions.create(**request)
+        except self._errors() as exc:
+            raise self._failure(exc) from exc
+        if not response.choices:
+            raise GeneratorError(f"the endpoint {self.base_url} returned no choices")
+        choice = response.choices[0]
+        text, stopped = cut_at_stop(choice.message.content or "", stop)
+        usage = response.usage
+        prompt_tokens = usage.prompt_tokens if usage else _approx_tokens(prompt)
+        completion_tokens = usage.completion_tokens if usage else _approx_tokens(text)
+        finish = "length" if choice.finish_reason == "length" and not stopped else "stop"
+        return Generation(
+            text=text,
+            prompt_tokens=int(prompt_tokens),
+            completion_tokens=int(completion_tokens),
+            finish_reason=finish,
+        )
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+    ) -> Iterator[str]:
+        """The answer's text pieces as the server sends them, cut at the first stop string."""
+        request = self._request(prompt, history, max_new_tokens, stop, temperature)
+        yield from stream_until_stop(self._pieces(request), stop)
+
+    def _pieces(self, request: dict[str, Any]) -> Iterator[str]:
+        try:
+            with self._client.chat.completions.create(**request, stream=True) as events:
+                for event in events:
+                    if event.choices and event.choices[0].delta.content:
+                        yield event.choices[0].delta.content
+        except self._errors() as exc:
+            raise self._failure(exc) from exc
+
+
+__all__ = ["OpenAIGenerator"]
