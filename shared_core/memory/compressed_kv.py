@@ -40,7 +40,14 @@ from shared_core.errors import (
     PersistenceError,
 )
 from shared_core.inputs import ContextInput, as_documents, check_query
+from shared_core.memory.attention_probe import (
+    NULL_QUERY,
+    EntryAttention,
+    entry_mass,
+    question_rows,
+)
 from shared_core.memory.base import Memory, MemoryStats
+from shared_core.memory.entry_map import TokenMap, build_token_map
 from shared_core.memory.positions import PositionMode, rerotate, rope_inv_freq
 from shared_core.memory.scorers import Scorer, get_scorer, select
 from shared_core.models.chat_format import ChatFormat, frame_texts
@@ -71,6 +78,10 @@ class _State:
     documents: tuple[dict[str, Any], ...]
     text_sha256: str
     seconds: float
+    # Where entries came from (see entry_map.py): per layer [heads, entries] text-token index
+    # (-1: frame), and per text token its document and char; None for memories saved without.
+    origins: tuple[torch.Tensor, ...] | None = None
+    token_map: TokenMap | None = None
 
     @property
     def entries(self) -> int:
@@ -130,6 +141,10 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         self._state: _State | None = None
         self._lineage = uuid.uuid4().hex
         self._write_lock = threading.Lock()
+        self._null_mass: dict[tuple[Any, ...], torch.Tensor] = {}
+        cfg = model.config
+        n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        self._group = int(cfg.num_attention_heads) // int(n_kv)
 
     @classmethod
     def from_pretrained(
@@ -259,12 +274,20 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         if base is not None:
             joined = "\n\n" + joined
         ids = self.format.encode(joined)
+        doc_starts, at = [], 2 if base is not None else 0
+        for d in docs:
+            doc_starts.append(at)
+            at += len(d.text) + 2
+        first_doc = len(base.documents) if base is not None else 0
+        new_map = build_token_map(self.tokenizer, joined, ids, doc_starts, first_doc)
         if not ids:
             raise InputError("the text encodes to no tokens")
         mode, window = self._plan(base, len(ids))
         if base is not None and base.mode == "absolute" and mode == "compact":
             base = self._to_compact(base)
         cache, positions, next_pos = self._open(base)
+        origins = _open_origins(base, positions, len(self.suffix_ids))
+        text_start = base.text_tokens if base else 0
         n_windows = math.ceil(len(ids) / window)
         show = self.show_progress if show is None else show
         bar = tqdm(
@@ -277,10 +300,12 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         with torch.inference_mode():
             for start in range(0, len(ids), window):
                 chunk = ids[start : start + window]
-                next_pos = self._read_window(cache, positions, chunk, next_pos, mode)
+                next_pos = self._read_window(
+                    cache, positions, chunk, next_pos, mode, origins, text_start + start
+                )
                 bar.update(len(chunk))
             bar.close()
-            next_pos = self._append_raw(cache, positions, self.suffix_ids, next_pos, mode)
+            next_pos = self._append_raw(cache, positions, self.suffix_ids, next_pos, mode, origins)
         digest = hashlib.sha256(bytes.fromhex(base.text_sha256) if base else b"")
         digest.update(joined.encode("utf-8"))
         records = tuple(
@@ -298,6 +323,8 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             documents=(base.documents if base else ()) + records,
             text_sha256=digest.hexdigest(),
             seconds=(base.seconds if base else 0.0) + time.perf_counter() - started,
+            origins=tuple(origins) if origins is not None and new_map is not None else None,
+            token_map=_joined_map(base, new_map),
         )
 
     def _open(self, base: _State | None) -> tuple[DynamicCache, list[torch.Tensor], int]:
@@ -334,6 +361,7 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         ids: Sequence[int],
         next_pos: int,
         mode: PositionMode,
+        origins: list[torch.Tensor] | None = None,
     ) -> int:
         """Read ``ids`` and keep all their entries (the frame)."""
         if not ids:
@@ -350,6 +378,12 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
                 positions[i] = merged
             else:
                 positions.append(merged)
+            if origins is not None:
+                frame = torch.full_like(grid, -1)
+                if i < len(origins):
+                    origins[i] = torch.cat([origins[i], frame], dim=-1)
+                else:
+                    origins.append(frame)
         return next_pos + len(ids)
 
     def _read_window(
@@ -359,6 +393,8 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         ids: Sequence[int],
         next_pos: int,
         mode: PositionMode,
+        origins: list[torch.Tensor] | None = None,
+        text_start: int = 0,
     ) -> int:
         """Prefill one window on top of the kept cache, then keep 1/ratio of its entries."""
         before = cache.layers[0].keys.shape[-2]
@@ -384,6 +420,8 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             layer.keys = torch.cat([layer.keys[..., :before, :], k_sel[None]], dim=-2)
             layer.values = torch.cat([layer.values[..., :before, :], v_sel[None]], dim=-2)
             positions[i] = torch.cat([positions[i], p_sel], dim=-1)
+            if origins is not None:
+                origins[i] = torch.cat([origins[i], index + text_start], dim=-1)
         return next_pos + (keep if mode == "compact" else n)
 
     def _to_compact(self, state: _State) -> _State:
@@ -460,6 +498,45 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         with torch.inference_mode():
             return run._step(run.prompt_ids)
 
+    # -- attention onto entries (memory-native retrieval) --------------------------------------
+    def entry_attention(self, query: str, heads: Sequence[tuple[int, int]]) -> EntryAttention:
+        """Calibrated attention of ``heads`` ((layer, query head)) from ``query`` onto each entry.
+
+        One pass of the query (framed as ``generate`` frames prompts) over a fork of the cache,
+        minus the same pass for the content-free question ``"N/A"`` (cached per memory state).
+        Refused for a memory saved without entry origins.
+        """
+        state = self._state
+        if state is None:
+            raise NoMemoryError("this memory is empty: call memorize(text) or load(dir) first")
+        if state.origins is None or state.token_map is None:
+            raise IncompatibleMemoryError(
+                "this memory keeps no entry origins (saved by an older version or read with a "
+                "tokenizer without offsets): memorize the text again to rank by attention"
+            )
+        check_query(query)
+        key = (id(state), tuple(heads))
+        null = self._null_mass.get(key)
+        if null is None:
+            null = self._query_mass(state, NULL_QUERY, query, heads)
+            self._null_mass = {key: null}
+        mass = self._query_mass(state, query, NULL_QUERY, heads) - null
+        origins = torch.stack([state.origins[layer][h // self._group] for layer, h in heads])
+        return EntryAttention(tuple(heads), mass, origins, state.token_map)
+
+    def _query_mass(
+        self, state: _State, query: str, other: str, heads: Sequence[tuple[int, int]]
+    ) -> torch.Tensor:
+        ids = self.format.continuation(self.intro, self.ack, (), query)
+        rows = question_rows(ids, self.format.continuation(self.intro, self.ack, (), other))
+        if state.next_position + len(ids) > self.max_positions:
+            raise LimitError(
+                f"the query is {len(ids):,} tokens; the memory leaves "
+                f"{self.max_positions - state.next_position:,} positions"
+            )
+        cache = _cache_of(state.keys, state.values)
+        return entry_mass(self.model, cache, ids, state.next_position, rows, heads, state.entries)
+
     # -- introspection ----------------------------------------------------------------------
     def stats(self) -> MemoryStats:
         state = self._state
@@ -524,6 +601,10 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             tensors[f"k.{i}"] = k.detach().cpu().contiguous()
             tensors[f"v.{i}"] = v.detach().cpu().contiguous()
             tensors[f"p.{i}"] = p.detach().cpu().contiguous()
+        if state.origins is not None and state.token_map is not None:
+            for i, o in enumerate(state.origins):
+                tensors[f"o.{i}"] = o.contiguous()
+            tensors.update(state.token_map.tensors())
         save_file(tensors, str(folder / _TENSORS))
         return {
             "backend": self.backend,
@@ -600,12 +681,27 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             kv_heads=kv_heads if isinstance(kv_heads, int) else None,
         )
         device = self.model.device
-        keys, values, positions = [], [], []
+        keys, values, positions, origins = [], [], [], []
+        has_origins = "o.0" in header
+        token_map = None
         with safe_open(str(path), framework="pt") as f:
             for i in range(n_layers):
                 keys.append(f.get_tensor(f"k.{i}").to(device))
                 values.append(f.get_tensor(f"v.{i}").to(device))
                 positions.append(f.get_tensor(f"p.{i}"))
+                if has_origins:
+                    origins.append(f.get_tensor(f"o.{i}"))
+            if has_origins:
+                token_map = TokenMap.from_tensors(
+                    f.get_tensor("t.doc"),
+                    f.get_tensor("t.char"),
+                    tokens=numbers["text_tokens"],
+                    docs=len(documents),
+                    where=str(path),
+                )
+                for o in origins:
+                    if int(o.min()) < -1 or int(o.max()) >= numbers["text_tokens"]:
+                        raise PersistenceError(f"{path}: entry origins point outside the text")
         k0 = keys[0]
         if k0.ndim != 4 or k0.shape[0] != 1 or positions[0].shape != k0.shape[1:3]:
             raise PersistenceError(f"{path}: tensor shapes are not [1, heads, entries, dim]")
@@ -620,10 +716,29 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             documents=tuple(documents),
             text_sha256=str(section.get("text_sha256", "")),
             seconds=float(section.get("seconds") or 0.0),
+            origins=tuple(origins) if has_origins else None,
+            token_map=token_map,
         )
         with self._write_lock:
             self._state = state
             self._lineage = str(section.get("lineage") or uuid.uuid4().hex)
+
+
+def _open_origins(
+    base: _State | None, positions: Sequence[torch.Tensor], cut: int
+) -> list[torch.Tensor] | None:
+    """Entry origins of a working cache: the prefix's (all frame) or ``base``'s minus its suffix."""
+    if base is None:
+        return [torch.full_like(p, -1) for p in positions]
+    if base.origins is None:
+        return None
+    return [o[:, : o.shape[-1] - cut] for o in base.origins]
+
+
+def _joined_map(base: _State | None, new: TokenMap | None) -> TokenMap | None:
+    if new is None or (base is not None and base.token_map is None):
+        return None
+    return new if base is None else base.token_map.extend(new)
 
 
 def _shown(value: Any) -> Any:

@@ -153,7 +153,7 @@ class DenseIndex:
         for score, pos in zip(scores.tolist(), ids.tolist(), strict=True):
             if pos < 0:
                 continue
-            hits.append(Hit(passage=_passage(self._chunks[pos]), score=score, rank=len(hits)))
+            hits.append(Hit(passage=chunk_passage(self._chunks[pos]), score=score, rank=len(hits)))
         return hits
 
     # ------------------------------------------------------------------ persistence
@@ -234,7 +234,7 @@ class DenseIndex:
 # ---------------------------------------------------------------------- helpers: chunks
 
 
-def _passage(chunk: Chunk) -> Passage:
+def chunk_passage(chunk: Chunk) -> Passage:
     metadata = {
         **chunk.metadata,
         "doc_id": chunk.doc_id,
