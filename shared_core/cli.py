@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("stats", "describe a saved memory")
     p.add_argument("save_dir", metavar="DIR")
     p.set_defaults(func=_stats)
+    from shared_core.cli_calibrate import register
+
+    register(sub, command)
     return parser
 
 

@@ -28,6 +28,12 @@ from shared_core.memory import BACKENDS, Memory, create_memory
 from shared_core.models.generation import LocalGenerator, as_generator
 from shared_core.persistence import SaveDir, write_manifest
 from shared_core.prompts import PromptSet, detect_language, get_prompts
+from shared_core.retrieval.attention_route import (
+    AttentionRoute,
+    RoutePlan,
+    heads_section,
+    query_similarity,
+)
 from shared_core.retrieval.chunking import TokenChunker
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.fusion import fuse
@@ -87,8 +93,11 @@ class MemoRAG:
         chunk_overlap: int = 32,
         clue_strategy: str | ClueWriter = "copy+surrogate",
         query_weight: float = 2.0,
-        fusion: str = "interleave",
+        fusion: str = "auto",
         rrf_k: int = 60,
+        retrieval: str = "auto",
+        head_set: Any = None,
+        heads_weight: float = 1.0,
         anchor_clues: bool = True,
         language: str = "auto",
         enable_flash_attn: bool = False,
@@ -119,6 +128,8 @@ class MemoRAG:
         self.query_weight = query_weight
         self.fusion = fusion
         self.rrf_k = rrf_k
+        # Memory-native retrieval (issue 13): see retrieval/attention_route.py.
+        self._route = AttentionRoute(retrieval, head_set, heads_weight, fusion)
         self.anchor_clues = anchor_clues
         self.language = language
         self._memory = memory
@@ -323,11 +334,18 @@ class MemoRAG:
         lists: Sequence[Sequence[Hit]],
         timings: dict[str, float],
         backend: object,
+        plan: RoutePlan | None = None,
     ) -> RetrievalResult:
         started = time.perf_counter()
         pairs = list(zip(keys, lists, strict=True))
-        size = self.ret_hit if self.fusion == "union" else k
-        fused = fuse(pairs, size, method=self.fusion, rrf_k=self.rrf_k)
+        method = plan.fusion if plan is not None else self.fusion.replace("auto", "interleave")
+        size = self.ret_hit if method == "union" else k
+        fused = fuse(pairs, size, method=method, rrf_k=self.rrf_k)
+        if plan is not None and plan.heads:  # relevance of passages only the heads found
+            found = {p.passage.id for p in fused}
+            found -= {h.passage.id for c, hs in pairs if c.kind != "attention" for h in hs}
+            similarity = query_similarity(self.index, query, found)
+            fused = fuse(pairs, size, method=method, rrf_k=self.rrf_k, similarity=similarity)
         timings["fusion"] = time.perf_counter() - started
         size = len(backend) if hasattr(backend, "__len__") else None  # type: ignore[arg-type]
         if size is not None and k > size:
@@ -335,8 +353,43 @@ class MemoRAG:
                 f"k={k} is more than the {size} passages in the corpus; returning all", stacklevel=3
             )
         return RetrievalResult(
-            query=query, clues=tuple(keys), passages=tuple(fused), timings=dict(timings)
+            query=query,
+            clues=tuple(keys),
+            passages=tuple(fused),
+            timings=dict(timings),
+            route=plan.name if plan is not None else "custom",
+            notes=plan.notes if plan is not None else (),
         )
+
+    def _plan_clues(
+        self, query: str, history: Sequence[ChatTurn], backend: object
+    ) -> tuple[RoutePlan, list[Clue]]:
+        """The route for this query and its clues (only the history's rewrite on heads)."""
+        plan = self._route.plan(self.memory, backend is self._index)
+        if plan.clues:
+            return plan, self.clues(query, history=history)
+        standalone = self._standalone(query, history)
+        if standalone == query:
+            return plan, []
+        return plan, [Clue(text=standalone, kind="history", weight=self.query_weight)]
+
+    def _add_heads(
+        self,
+        query: str,
+        keys: list[Clue],
+        lists: list[list[Hit]],
+        depth: int,
+        timings: dict[str, float],
+        plan: RoutePlan,
+    ) -> None:
+        """Append the memory's attention ranking as one more scored list."""
+        if not plan.heads:
+            return
+        started = time.perf_counter()
+        heads_query = next((c.text for c in keys if c.kind == "history"), query)
+        lists.append(self._route.attention_hits(self.memory, self.index, heads_query, depth))
+        keys.append(Clue(text=heads_query, kind="attention", weight=self._route.weight))
+        timings["heads"] = time.perf_counter() - started
 
     def retrieve(
         self,
@@ -359,16 +412,20 @@ class MemoRAG:
         backend = search if search is not None else self.index
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        keys = self._keys(query, self.clues(query, history=history), extra_queries)
+        plan, clues = self._plan_clues(query, history, backend)
+        keys = self._keys(query, clues, extra_queries)
         timings["clues"] = time.perf_counter() - started
         started = time.perf_counter()
         depth = check_k(search_k, name="search_k") if search_k else max(k, self.ret_hit)
+        depth = self._route.depth(plan, depth, len(self.index)) if plan.heads else depth
         if hasattr(backend, "search_many"):
             lists = backend.search_many([c.text for c in keys], depth)  # type: ignore[union-attr]
         else:
             lists = [backend.search(c.text, depth) for c in keys]
         timings["search"] = time.perf_counter() - started
-        return self._fuse(query, k, keys, lists, timings, backend)
+        lists = list(lists)
+        self._add_heads(query, keys, lists, depth, timings, plan)
+        return self._fuse(query, k, keys, lists, timings, backend, plan)
 
     async def aretrieve(
         self,
@@ -386,11 +443,12 @@ class MemoRAG:
         backend = search if search is not None else self.index
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        clues = await asyncio.to_thread(self.clues, query, history=history)
+        plan, clues = await asyncio.to_thread(self._plan_clues, query, history, backend)
         keys = self._keys(query, clues, extra_queries)
         timings["clues"] = time.perf_counter() - started
         started = time.perf_counter()
         depth = check_k(search_k, name="search_k") if search_k else max(k, self.ret_hit)
+        depth = self._route.depth(plan, depth, len(self.index)) if plan.heads else depth
         texts = [c.text for c in keys]
         if isinstance(backend, AsyncSearchBackend):
             lists = await asyncio.gather(*(backend.asearch(t, depth) for t in texts))
@@ -399,7 +457,9 @@ class MemoRAG:
         else:
             lists = [await asyncio.to_thread(backend.search, t, depth) for t in texts]
         timings["search"] = time.perf_counter() - started
-        return self._fuse(query, k, keys, lists, timings, backend)
+        lists = list(lists)
+        await asyncio.to_thread(self._add_heads, query, keys, lists, depth, timings, plan)
+        return self._fuse(query, k, keys, lists, timings, backend, plan)
 
     def retrieve_with(
         self, query: str, k: int, clues: Sequence[Clue], *, query_weight: float | None = None
@@ -576,6 +636,7 @@ class MemoRAG:
             "chunk_overlap": self.chunk_overlap,
             "language": self.prompts.language,
             "documents": [d["doc_id"] for d in self.memory.documents],
+            "head_set": heads_section(self._route, self.memory),
         }
 
     def save(self, save_dir: str | Path, *, overwrite: bool = False) -> None:
@@ -623,6 +684,7 @@ class MemoRAG:
         if set(doc_ids) != chunk_docs:
             raise PersistenceError(f"{where}: the index and the memory hold different documents")
         check_memory_fields(where, manifest["memory"])
+        self._route.adopt_saved(where, pipeline, self.memory)
         if [d["doc_id"] for d in manifest["memory"]["documents"]] != doc_ids:
             raise PersistenceError(f"{where}: the memory section lists other documents")
         with self._write_lock:

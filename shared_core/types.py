@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
-ClueKind = Literal["query", "span", "surrogate", "answer", "history", "custom"]
+ClueKind = Literal["query", "span", "surrogate", "answer", "history", "custom", "attention"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,10 @@ class RetrievalResult:
     clues: tuple[Clue, ...]
     passages: tuple[ScoredPassage, ...]
     timings: Mapping[str, float] = field(default_factory=dict)
+    #: How the passages were found: "heads" (the memory's attention + the query),
+    #: "clues" (clue writing), "heads+clues"; notes say why a route was not available.
+    route: str = ""
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

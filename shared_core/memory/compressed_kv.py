@@ -274,12 +274,12 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         if base is not None:
             joined = "\n\n" + joined
         ids = self.format.encode(joined)
-        doc_starts, at = [], 2 if base is not None else 0
+        doc_spans, at = [], 2 if base is not None else 0
         for d in docs:
-            doc_starts.append(at)
+            doc_spans.append((at, at + len(d.text)))
             at += len(d.text) + 2
         first_doc = len(base.documents) if base is not None else 0
-        new_map = build_token_map(self.tokenizer, joined, ids, doc_starts, first_doc)
+        new_map = build_token_map(self.tokenizer, joined, ids, doc_spans, first_doc)
         if not ids:
             raise InputError("the text encodes to no tokens")
         mode, window = self._plan(base, len(ids))

@@ -57,11 +57,16 @@ class TokenMap:
 
 
 def build_token_map(
-    tokenizer: Any, joined: str, ids: Sequence[int], doc_starts: Sequence[int], first_doc: int
+    tokenizer: Any,
+    joined: str,
+    ids: Sequence[int],
+    doc_spans: Sequence[tuple[int, int]],
+    first_doc: int,
 ) -> TokenMap | None:
     """Map the tokens of ``joined`` (documents joined by separators) to documents.
 
-    ``doc_starts[j]`` is where document ``first_doc + j`` starts in ``joined``. Returns ``None``
+    ``doc_spans[j]`` is where document ``first_doc + j`` lies in ``joined`` (separators
+    between documents belong to none). Returns ``None``
     when the tokenizer gives no character offsets (a slow tokenizer) or its ids differ from
     ``ids`` (then the memory has no entry map, and says so when asked to rank chunks).
     """
@@ -74,7 +79,8 @@ def build_token_map(
     n = len(ids)
     doc = torch.full((n,), -1, dtype=torch.int32)
     char = torch.zeros(n, dtype=torch.int32)
-    ends = [*doc_starts[1:], len(joined)]
+    doc_starts = [a for a, _ in doc_spans]
+    ends = [b for _, b in doc_spans]
     for i, (s, e) in enumerate(enc["offset_mapping"]):
         c = s
         while c < e and joined[c].isspace():  # a token of " word" belongs where its word is
