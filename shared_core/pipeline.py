@@ -114,6 +114,8 @@ class MemoRAG:
             "dtype": dtype,
             "load_in_4bit": load_in_4bit,
         }
+        # Issue 13: keep full KV while the text fits the model's positions (heads need it).
+        memory_kwargs.setdefault("compress", "when_needed")
         self.memory_options = {
             "beacon_ratio": beacon_ratio,
             "window": window,

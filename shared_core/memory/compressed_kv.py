@@ -111,7 +111,10 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         max_documents: int | None = 10_000,
         max_new_tokens_cap: int = 4096,
         show_progress: bool | None = None,
+        compress: str = "always",
     ) -> None:
+        if compress not in ("always", "when_needed"):
+            raise InputError(f"compress must be 'always' or 'when_needed', got {compress!r}")
         if isinstance(beacon_ratio, bool) or not isinstance(beacon_ratio, int) or beacon_ratio < 1:
             raise InputError(f"beacon_ratio must be an int >= 1, got {beacon_ratio!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 16:
@@ -123,6 +126,10 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         self.name = name or str(getattr(model.config, "name_or_path", "") or "model")
         self.revision = revision
         self.beacon_ratio = beacon_ratio
+        # "when_needed": keep every entry while the text fits the model's positions (absolute
+        # mode), compress at beacon_ratio only once it does not (docs/heads.md: the retrieval
+        # heads lose much of their signal under key-norm compression).
+        self.compress = compress
         self.window = window
         self.scorer = get_scorer(scorer)
         self.position_mode = position_mode
@@ -400,7 +407,8 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         before = cache.layers[0].keys.shape[-2]
         pos = self._forward(cache, ids, next_pos).cpu()
         n = len(ids)
-        keep = n if self.beacon_ratio == 1 else math.ceil(n / self.beacon_ratio)
+        lossless = self.beacon_ratio == 1 or (self.compress == "when_needed" and mode == "absolute")
+        keep = n if lossless else math.ceil(n / self.beacon_ratio)
         for i, layer in enumerate(cache.layers):
             k_new = layer.keys[0, :, before:, :]
             v_new = layer.values[0, :, before:, :]
@@ -611,6 +619,7 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             **self.identity(),
             "window": self.window,
             "scorer": self.scorer.name,
+            "compress": self.compress,
             "position_mode": state.mode,
             "text_tokens": state.text_tokens,
             "next_position": state.next_position,
@@ -652,6 +661,11 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
                     f"{_shown(mine[key])!r} here; load it with the same model, tokenizer, "
                     "beacon_ratio and prompts it was written with"
                 )
+        if section.get("compress", "always") != self.compress:
+            raise IncompatibleMemoryError(
+                f"{where}: the memory was written with compress={section.get('compress')!r}, "
+                f"this one uses {self.compress!r}; pass compress= as saved"
+            )
         numbers = {
             k: section.get(k) for k in ("text_tokens", "next_position", "windows", "entries")
         }
