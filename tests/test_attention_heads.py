@@ -293,3 +293,43 @@ def test_shipped_head_set_is_for_the_embedded_model():
     assert any("SmolLM2-135M" in s.model for s in sets)
     for s in sets:
         assert s.calibration.get("data") and len(s.scores) == len(s.heads)
+
+
+def _write_set(folder, docs, questions):
+    folder.mkdir()
+    rows = [json.dumps({"doc_id": d.doc_id, "title": "", "text": d.text}) for d in docs]
+    (folder / "corpus.jsonl").write_text("\n".join(rows) + "\n")
+    (folder / "questions.jsonl").write_text("\n".join(json.dumps(q) for q in questions) + "\n")
+
+
+def test_calibrate_heads_reads_the_data_layout(llama, tokenizer, tmp_path):
+    from shared_core.cli import main
+    from shared_core.memory.head_calibration import calibrate_heads
+
+    questions = [
+        {
+            "id": "q1",
+            "question": "owls?",
+            "context_doc_ids": ["a", "b", "c"],
+            "evidence": {"doc_ids": ["b"]},
+        },
+        {
+            "id": "q2",
+            "question": "rivers?",
+            "context_doc_ids": ["a", "c"],
+            "evidence": {"doc_ids": ["c"]},
+        },
+    ]
+    _write_set(tmp_path / "set", DOCS, questions)
+    mem = make(llama, tokenizer, beacon_ratio=1)
+    hs = calibrate_heads(tmp_path / "set", memory=mem, top=3, show_progress=False)
+    assert len(hs.heads) == 3 and len(hs.scores) == 3
+    assert list(hs.scores) == sorted(hs.scores, reverse=True)
+    assert hs.fingerprint == model_fingerprint(llama)
+    assert hs.calibration["data"] == ["set"] and hs.calibration["questions"] == 2
+    AttentionRanker(mem, hs)  # accepted for its own model
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with pytest.raises(InputError, match="paragraph layout"):
+        calibrate_heads(bad, memory=mem)
+    assert main(["calibrate-heads", "--help"]) == 0
