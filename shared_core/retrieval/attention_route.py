@@ -75,7 +75,7 @@ class AttentionRoute:
 
     def _build(self, memory: Any) -> tuple[AttentionRanker | None, str]:
         if not isinstance(memory, CompressedKVMemory):
-            return None, f"the {memory.backend} memory has no retrieval heads"
+            return None, f"a {type(memory).__name__} memory has no retrieval heads"
         from shared_core.models.loading import model_fingerprint
 
         head_set = self.head_set or find_head_set(model_fingerprint(memory.model))
