@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shared_core.cli_inputs import documents_from_files, read_turns, stats_from_manifest
+from shared_core.clues.keys import NO_CLUES_NOTE
 from shared_core.errors import InputError, MemoRAGError
 from shared_core.persistence.save_dir import check_not_inside_save
 from shared_core.pipeline import TASK_TYPES, Answer, MemoRAG, read_save_info
@@ -144,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("stats", "describe a saved memory")
     p.add_argument("save_dir", metavar="DIR")
     p.set_defaults(func=_stats)
+    from shared_core.cli_calibrate import register
+
+    register(sub, command)
     return parser
 
 
@@ -333,7 +337,7 @@ def _ask(args: argparse.Namespace) -> int:
                 "task_type": answer.task_type,
                 "answer": answer.text,
                 "clues": _clues(answer),
-                "clues_empty": bool(answer.notes),
+                "clues_empty": NO_CLUES_NOTE in answer.notes,
                 "notes": list(answer.notes),
                 "passages": _passages(answer),
                 "timings": answer.timings,
@@ -360,7 +364,7 @@ def _retrieve(args: argparse.Namespace) -> int:
                 "question": args.question,
                 "k": args.k,
                 "clues": _clues(result),
-                "clues_empty": bool(result.notes),
+                "clues_empty": NO_CLUES_NOTE in result.notes,
                 "notes": list(result.notes),
                 "passages": _passages(result),
                 "timings": dict(result.timings),

@@ -14,7 +14,8 @@ from typing import Any
 from shared_core.errors import InputError
 
 BACKENDS = ("auto", "compressed_kv", "full_kv", "beacon", "gist")
-FUSIONS = ("interleave", "rrf", "union")
+FUSIONS = ("auto", "interleave", "rrf", "zscore", "union")
+ROUTES = ("auto", "heads", "clues", "heads+clues")
 LANGUAGES = ("auto", "en", "zh")
 
 #: Options each back-end takes beyond the common ones, with a check of each value.
@@ -46,7 +47,7 @@ BACKEND_OPTIONS: dict[str, dict[str, tuple[Any, str]]] = {
     },
 }
 #: Settings of the windowed KV back-ends only (the beacon checkpoint fixes its own window).
-_KV_ONLY = ("window", "scorer", "position_mode")
+_KV_ONLY = ("window", "scorer", "position_mode", "compress")
 
 
 def resolve_backend(backend: str, model: str | None) -> str:
@@ -78,6 +79,7 @@ class MemoRAGConfig:
     window: int | None = None  # compressed/full KV: 2048
     scorer: str | None = None  # compressed/full KV: "key_norm"
     position_mode: str | None = None  # compressed/full KV: "auto"
+    compress: str | None = None  # compressed KV: "when_needed" (full KV while the text fits)
     memory_options: Mapping[str, Any] = field(default_factory=dict)
     # -- retrieval ---------------------------------------------------------------------------
     ret_hit: int = 3
@@ -92,8 +94,12 @@ class MemoRAGConfig:
     anchor_clues: bool = True
     max_clues: int = 16
     query_weight: float = 2.0
-    fusion: str = "interleave"
+    fusion: str = "auto"  # zscore on the heads route, interleave on the clue route
     rrf_k: int = 60
+    # -- memory-native retrieval (docs/heads.md) ---------------------------------------------
+    retrieval: str = "auto"  # "heads" where the model has a head set, else "clues"
+    head_set: Any = None  # a HeadSet or its JSON path; None: the one shipped for the model
+    heads_weight: float = 1.0
     language: str = "auto"
 
     def __post_init__(self) -> None:
@@ -107,6 +113,9 @@ class MemoRAGConfig:
         _one_of("memory_backend", self.memory_backend, BACKENDS)
         _one_of("fusion", self.fusion, FUSIONS)
         _one_of("language", self.language, LANGUAGES)
+        _one_of("retrieval", self.retrieval, ROUTES)
+        if self.compress is not None:
+            _one_of("compress", self.compress, ("always", "when_needed"))
         if self.beacon_ratio is not None:
             _int("beacon_ratio", self.beacon_ratio, 1)
         if self.window is not None:
@@ -127,9 +136,10 @@ class MemoRAGConfig:
             _int("search_k", self.search_k, 1)
         _int("max_clues", self.max_clues, 0)
         _int("rrf_k", self.rrf_k, 0)
-        weight = self.query_weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise InputError(f"query_weight must be a number >= 0, got {weight!r}")
+        for name in ("query_weight", "heads_weight"):
+            weight = getattr(self, name)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise InputError(f"{name} must be a number >= 0, got {weight!r}")
         if isinstance(self.clue_strategy, str):
             from shared_core.clues import make_clue_writer
 
@@ -188,6 +198,8 @@ class MemoRAGConfig:
                 scorer=self.scorer or "key_norm",
                 position_mode=self.position_mode or "auto",
             )
+            if self.backend == "compressed_kv":
+                kwargs["compress"] = self.compress or "when_needed"
         elif self.backend == "beacon":
             kwargs.update(beacon_ratio=self.beacon_ratio)
         return kwargs
@@ -239,4 +251,11 @@ def _int(name: str, value: object, low: int) -> None:
         raise InputError(f"{name} must be an int >= {low}, got {value!r}")
 
 
-__all__ = ["BACKENDS", "BACKEND_OPTIONS", "FUSIONS", "MemoRAGConfig", "resolve_backend"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_OPTIONS",
+    "FUSIONS",
+    "ROUTES",
+    "MemoRAGConfig",
+    "resolve_backend",
+]

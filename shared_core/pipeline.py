@@ -7,21 +7,16 @@ known (``parts.py``), so constructing a pipeline is cheap. No model code lives h
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from shared_core.clues import CopySource, resolve_followup
+from shared_core.clues import CopySource
 from shared_core.clues.copying import CopySourceCache
-from shared_core.clues.keys import NO_CLUES_NOTE, clue_notes, retrieval_keys
-from shared_core.clues.writers import CopyingClueWriter
 from shared_core.config import MemoRAGConfig
 from shared_core.errors import InputError, NoMemoryError
+from shared_core.heads.route import heads_section
 from shared_core.inputs import (
     ContextInput,
     as_documents,
@@ -36,10 +31,9 @@ from shared_core.parts import Injected, Parts, build_parts
 from shared_core.persistence import SaveDir
 from shared_core.prompts import PromptSet, detect_language
 from shared_core.retrieval.embeddings import Embedder
-from shared_core.retrieval.fusion import fuse
 from shared_core.retrieval.index_choice import new_index
-from shared_core.retrieval.search import asearch_all, corpus_size, search_all
 from shared_core.retrieval.vector_index import VectorIndex
+from shared_core.retriever import Retriever
 from shared_core.saved_settings import saved_settings
 from shared_core.saving import (
     pipeline_section,
@@ -57,7 +51,6 @@ from shared_core.types import (
     Clue,
     Generation,
     GenerationOptions,
-    Hit,
     RetrievalResult,
     SearchBackend,
     TextGenerator,
@@ -104,6 +97,7 @@ class MemoRAG:
         # the first memorize/add.
         self._index, self._given_copy = search_index, copy_source
         self._copies = CopySourceCache()
+        self._retriever = Retriever(self.config)
         self._snapshots: set[str] = set()  # the snapshots this state is in (lost-update guard)
         self._build_lock = threading.Lock()
         # Re-entrant so add() on an empty pipeline can memorize() and save() under it.
@@ -203,21 +197,7 @@ class MemoRAG:
     def clues(self, query: str, *, history: Sequence[ChatTurn] = ()) -> list[Clue]:
         """The memory's retrieval clues for ``query`` (the query itself not included)."""
         check_query(query)
-        parts = self._built()
-        standalone = (
-            resolve_followup(query, history, parts.memory, parts.prompts) if history else query
-        )
-        writer = parts.clue_writer
-        if isinstance(writer, CopyingClueWriter) and writer.uses_source:
-            clues = writer.write(standalone, parts.memory, source=self._copy_source())
-        else:
-            clues = writer.write(standalone, parts.memory)
-        clues = list(clues)[: self.config.max_clues]
-        if clue_notes(clues, writer):
-            warnings.warn(NO_CLUES_NOTE, stacklevel=2)
-        if standalone != query:
-            clues.insert(0, Clue(text=standalone, kind="history", weight=self.config.query_weight))
-        return clues
+        return self._retriever.clues(self._built(), query, history, self._copy_source)
 
     def _copy_source(self) -> CopySource | None:
         """The corpus in the memory model's tokens, for copy-from-text clues (cached)."""
@@ -227,47 +207,6 @@ class MemoRAG:
         if tokenizer is None or index is None or len(index) == 0:
             return None
         return self._copies.get((id(index), len(index)), index.chunks, tokenizer)
-
-    def _keys(self, query: str, clues: Sequence[Clue], extra: Sequence[str] = ()) -> list[Clue]:
-        return retrieval_keys(
-            query,
-            clues,
-            extra,
-            query_weight=self.config.query_weight,
-            anchor=self.config.anchor_clues,
-        )
-
-    def _depth(self, k: int, search_k: int | None) -> int:
-        given = check_k(search_k, name="search_k") if search_k is not None else None
-        return given or self.config.search_k or max(k, self.config.ret_hit)
-
-    def _fuse(
-        self,
-        query: str,
-        k: int,
-        keys: Sequence[Clue],
-        lists: Sequence[Sequence[Hit]],
-        timings: dict[str, float],
-        backend: object,
-        notes: tuple[str, ...] = (),
-    ) -> RetrievalResult:
-        started = time.perf_counter()
-        size = self.config.ret_hit if self.config.fusion == "union" else k
-        pairs = list(zip(keys, lists, strict=True))
-        fused = fuse(pairs, size, method=self.config.fusion, rrf_k=self.config.rrf_k)
-        timings["fusion"] = time.perf_counter() - started
-        held = corpus_size(backend)
-        if held is not None and k > held:
-            warnings.warn(
-                f"k={k} is more than the {held} passages in the corpus; returning all", stacklevel=3
-            )
-        return RetrievalResult(
-            query=query,
-            clues=tuple(keys),
-            passages=tuple(fused),
-            timings=dict(timings),
-            notes=notes,
-        )
 
     def retrieve(
         self,
@@ -279,25 +218,10 @@ class MemoRAG:
         history: Sequence[ChatTurn] = (),
         search_k: int | None = None,
     ) -> RetrievalResult:
-        """Clues from the memory, one search per clue and the query, fused into exactly ``k``.
-
-        ``search_k`` is the depth of each search (default: the config's ``search_k``, else
-        ``max(k, ret_hit)``).
-        """
-        backend, started = self._target(query, k, search), time.perf_counter()
-        clues = self.clues(query, history=history)
-        keys = self._keys(query, clues, extra_queries)
-        timings = {"clues": time.perf_counter() - started}
-        started = time.perf_counter()
-        lists = search_all(backend, [c.text for c in keys], self._depth(k, search_k))
-        timings["search"] = time.perf_counter() - started
-        notes = clue_notes(clues, self.parts.clue_writer)
-        return self._fuse(query, k, keys, lists, timings, backend, notes)
-
-    def _target(self, query: str, k: int, search: Any) -> Any:
-        check_query(query)
-        check_k(k)
-        return search if search is not None else self.index
+        """The memory's pointers (its retrieval heads and/or clues), one search per key and the
+        query, fused into exactly ``k`` passages (``search_k``: each search's depth)."""
+        call = self._call(query, k, search, extra_queries, history, search_k)
+        return self._retriever.run(self._built(), self.index, query, k, **call)
 
     async def aretrieve(
         self,
@@ -310,15 +234,27 @@ class MemoRAG:
         search_k: int | None = None,
     ) -> RetrievalResult:
         """``retrieve`` without blocking the event loop (model work runs in a thread)."""
-        backend, started = self._target(query, k, search), time.perf_counter()
-        clues = await asyncio.to_thread(self.clues, query, history=history)
-        keys = self._keys(query, clues, extra_queries)
-        timings = {"clues": time.perf_counter() - started}
-        started = time.perf_counter()
-        lists = await asearch_all(backend, [c.text for c in keys], self._depth(k, search_k))
-        timings["search"] = time.perf_counter() - started
-        notes = clue_notes(clues, self.parts.clue_writer)
-        return self._fuse(query, k, keys, lists, timings, backend, notes)
+        call = self._call(query, k, search, extra_queries, history, search_k)
+        return await self._retriever.arun(self._built(), self.index, query, k, **call)
+
+    def _call(
+        self,
+        query: str,
+        k: int,
+        search: Any,
+        extra_queries: Sequence[str],
+        history: Sequence[ChatTurn],
+        search_k: int | None,
+    ) -> dict[str, Any]:
+        check_query(query)
+        check_k(k)
+        return {
+            "backend": search if search is not None else self.index,
+            "history": history,
+            "extra_queries": extra_queries,
+            "search_k": search_k,
+            "copy_source": self._copy_source,
+        }
 
     def retrieve_with(
         self, query: str, k: int, clues: Sequence[Clue], *, query_weight: float | None = None
@@ -327,14 +263,7 @@ class MemoRAG:
         the clues are searched as given (never anchored)."""
         check_query(query)
         check_k(k)
-        keys = retrieval_keys(query, clues, query_weight=self.config.query_weight, anchor=False)
-        weight = self.config.query_weight if query_weight is None else query_weight
-        keys = [replace(c, weight=weight) if c.kind == "query" else c for c in keys]
-        keys = [c for c in keys if c.weight > 0] or keys
-        started = time.perf_counter()
-        lists = search_all(self.index, [c.text for c in keys], self._depth(k, None))
-        timings = {"search": time.perf_counter() - started}
-        return self._fuse(query, k, keys, lists, timings, self.index)
+        return self._retriever.with_clues(self.index, query, k, clues, query_weight)
 
     # -- chat against the memory ------------------------------------------------------------
     def start_chat(self, messages: Sequence[ChatTurn], options: GenerationOptions) -> Any:
@@ -431,6 +360,7 @@ class MemoRAG:
         kind = self._injected.generator_kind(self.config)
         language = parts.prompts.language
         section = pipeline_section(self.config, parts.memory, parts.embedder, language, kind)
+        section["head_set"] = heads_section(self._retriever.route, parts.memory)
         with self._write_lock:
             known = frozenset(self._snapshots)
             snapshot = write_save(
@@ -455,6 +385,8 @@ class MemoRAG:
     def _load_snapshot(self, folder: Path, manifest: dict[str, Any]) -> MemoRAG:
         parts = self._built(saved_language(manifest))
         index = read_index(folder, manifest, parts.embedder, self.config)
+        where = folder / "manifest.json"
+        self._retriever.route.adopt_saved(where, manifest["pipeline"], parts.memory)
         with self._write_lock:
             parts.memory.read_files(folder, manifest["memory"])
             self._index, self._snapshots = index, {folder.name}

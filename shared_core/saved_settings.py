@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from shared_core.config import BACKENDS
+from shared_core.config import BACKENDS, FUSIONS, ROUTES
 from shared_core.errors import PersistenceError
 from shared_core.persistence.files import is_int, short
 
@@ -29,7 +29,9 @@ def _number(v: Any) -> bool:
 #: Serving settings a save records (issue 15), each with its check; absent in older saves.
 _SERVING: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ret_hit": (lambda v: is_int(v) and 1 <= v <= 1 << 20, "a positive int"),
-    "fusion": (lambda v: v in ("rrf", "interleave", "union"), "'rrf', 'interleave' or 'union'"),
+    "fusion": (lambda v: v in FUSIONS, f"one of {FUSIONS}"),
+    "retrieval": (lambda v: v in ROUTES, f"one of {ROUTES}"),
+    "heads_weight": (lambda v: _number(v) and 0 <= v <= 1e6, "a non-negative number"),
     "rrf_k": (lambda v: is_int(v) and 1 <= v <= 1 << 20, "a positive int"),
     "query_weight": (lambda v: _number(v) and 0 <= v <= 1e6, "a non-negative number"),
     "anchor_clues": (lambda v: isinstance(v, bool), "true or false"),
@@ -92,7 +94,7 @@ def saved_settings(
     """
     # With memory= given, the saved memory settings are not used (its back-end may be custom).
     unused = set(given) | (
-        {"mem_model_name_or_path", "memory_backend", "beacon_ratio", "window", "scorer"}
+        {"mem_model_name_or_path", "memory_backend", "beacon_ratio", "window", "scorer", "compress"}
         if "memory" in given
         else set()
     )
@@ -132,6 +134,7 @@ def saved_settings(
         "beacon_ratio": (lambda v: is_int(v) and 1 <= v <= 1 << 16, "a positive int"),
         "window": (lambda v: is_int(v) and 16 <= v <= 1 << 24, "an int >= 16"),
         "scorer": (lambda v: isinstance(v, str) and 0 < len(v) <= 64, "a scorer name"),
+        "compress": (lambda v: v in ("always", "when_needed"), "'always' or 'when_needed'"),
     }
     for key, (ok, want) in checks.items():
         if key in options and key not in unused:

@@ -41,6 +41,8 @@ def pipeline_section(
         "documents": [d["doc_id"] for d in memory.documents],
         "ret_hit": config.ret_hit,
         "fusion": config.fusion,
+        "retrieval": config.retrieval,
+        "heads_weight": config.heads_weight,
         "rrf_k": config.rrf_k,
         "query_weight": config.query_weight,
         "anchor_clues": config.anchor_clues,

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 from shared_core.errors import InputError, LimitError
 
 Role = Literal["system", "user", "assistant"]
-ClueKind = Literal["query", "span", "surrogate", "answer", "history", "custom"]
+ClueKind = Literal["query", "span", "surrogate", "answer", "history", "custom", "attention"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,9 @@ class RetrievalResult:
     clues: tuple[Clue, ...]
     passages: tuple[ScoredPassage, ...]
     timings: Mapping[str, float] = field(default_factory=dict)
+    #: How the passages were found: "heads" (the memory's attention + the query),
+    #: "clues" (clue writing), "heads+clues"; notes say why a route was not available.
+    route: str = ""
     #: What the caller should know about this result (e.g. the memory wrote no clues).
     notes: tuple[str, ...] = ()
 

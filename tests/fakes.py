@@ -24,7 +24,7 @@ from shared_core import MemoRAG
 from shared_core.clues.writers import SpanClues
 from shared_core.models.streaming import TextStream
 from shared_core.retrieval.embeddings import Embedder
-from shared_core.types import ChatTurn, Clue, Generation
+from shared_core.types import ChatTurn, Clue, Generation, RetrievalResult
 
 _WORD = re.compile(r"\w+")
 DIM = 256
@@ -93,8 +93,8 @@ def scripted_memory(
 class ScriptedEngine(MemoRAG):
     """``MemoRAG`` over ``texts`` with a scripted memory; records what reached it.
 
-    ``calls`` holds ``(query, history)`` for every clue request and ``(last message, all
-    messages)`` for every chat request; ``saved_to`` every directory passed to ``save``.
+    ``calls`` holds ``(query, history)`` for every clue or retrieval request and ``(last
+    message, all messages)`` for every chat request; ``saved_to`` every ``save`` directory.
     """
 
     def __init__(
@@ -126,6 +126,14 @@ class ScriptedEngine(MemoRAG):
     def clues(self, query: str, *, history: Sequence[ChatTurn] = ()) -> list[Clue]:
         self._record(query, history)
         return super().clues(query, history=history)
+
+    def retrieve(self, query: str, k: int = 3, **call: Any) -> RetrievalResult:
+        self._record(query, call.get("history", ()))
+        return super().retrieve(query, k, **call)
+
+    async def aretrieve(self, query: str, k: int = 3, **call: Any) -> RetrievalResult:
+        self._record(query, call.get("history", ()))
+        return await super().aretrieve(query, k, **call)
 
     def chat(self, messages: Sequence[ChatTurn], **options: Any) -> Generation:
         self._record(messages[-1].content if messages else "", messages)

@@ -129,16 +129,19 @@ class LCOverlap(BaseRetriever):
 
 
 class LIOverlap(LIBaseRetriever):
-    """A LlamaIndex retriever over CORPUS: returns its whole ranking, with scores."""
+    """A LlamaIndex retriever over CORPUS: returns its whole ranking, with the scores the
+    engine gives a LangChain list without scores (1 / (distinct rank + 1)), so both carry the
+    same information and relevance scores can agree."""
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         ranking = _overlap_ranking(query_bundle.query_str)
+        rank = {i: r for r, i in enumerate(dict.fromkeys(ranking))}
         return [
             NodeWithScore(
                 node=TextNode(id_=f"p{i}", text=CORPUS[i], metadata={"row": i}),
-                score=1.0 / (n + 1),
+                score=1.0 / (rank[i] + 1),
             )
-            for n, i in enumerate(ranking)
+            for i in ranking
         ]
 
 

@@ -172,27 +172,17 @@ def test_approx_token_count() -> None:
 # ---------------------------------------------------------------------- speed
 
 
-def _cpu_seconds(chunker: TokenChunker, text: str) -> float:
-    start = time.process_time()
-    chunks = chunker.split([_doc(text)])
-    _check_invariants([_doc(text)], chunks)
-    return time.process_time() - start
-
-
-def test_chunking_grows_linearly_with_the_text() -> None:
-    """Four times the text costs about four times the work, never sixteen (a relative check:
-    no absolute time bound, so a loaded machine cannot fail it)."""
+def test_large_and_pathological_texts_do_not_blow_up() -> None:
+    """A guard against quadratic chunking, not a speed test: 500k+ characters of each kind
+    chunk within seconds of CPU (quadratic work here would take minutes)."""
     words = ["alpha", "beta", "gamma", "delta.", "epsilon!", "zeta\n"]
+    text = " ".join(words[i % 6] for i in range(100_000))
     chunker = TokenChunker()
-    for make in (
-        lambda n: " ".join(words[i % 6] for i in range(n)),
-        lambda n: "y" * (5 * n),
-        lambda n: "!" * (5 * n),
-        lambda n: "\n" * (5 * n) + "z",
-    ):
-        small = min(_cpu_seconds(chunker, make(25_000)) for _ in range(2))
-        large = _cpu_seconds(chunker, make(100_000))
-        assert large < 8 * max(small, 1e-3), f"x4 text took {large / max(small, 1e-3):.1f}x"
+    for sample in (text, "y" * 500_000, "!" * 500_000, "\n" * 500_000 + "z"):
+        start = time.process_time()
+        chunks = chunker.split([_doc(sample)])
+        assert time.process_time() - start < 10.0
+        _check_invariants([_doc(sample)], chunks)
 
 
 # ---------------------------------------------------------------------- real tokenizer

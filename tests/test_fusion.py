@@ -164,9 +164,52 @@ def test_union_without_positions_keeps_first_appearance() -> None:
 
 def test_fuse_dispatch() -> None:
     results = [(QUERY, _hits("a", "b", "c")), (SPAN, _hits("c", "d"))]
-    assert fuse(results, 2) == reciprocal_rank_fusion(results, 2)
-    assert fuse(results, 2, method="rrf", rrf_k=5) == reciprocal_rank_fusion(results, 2, rrf_k=5)
-    assert fuse(results, 1, method="union") == union_in_document_order(results, 1)
+    raw = {"scores": "fusion"}
+    assert fuse(results, 2, **raw) == reciprocal_rank_fusion(results, 2)
+    assert fuse(results, 2, method="rrf", rrf_k=5, **raw) == reciprocal_rank_fusion(
+        results, 2, rrf_k=5
+    )
+    assert fuse(results, 1, method="union", **raw) == union_in_document_order(results, 1)
+    # by default the order is the method's and the scores are relevance
+    ids = [p.passage.id for p in fuse(results, 3, method="rrf")]
+    assert ids == [p.passage.id for p in reciprocal_rank_fusion(results, 3)]
+
+
+def _scored(pairs: list[tuple[str, float]]) -> list[Hit]:
+    return [Hit(_passage(pid), score, rank) for rank, (pid, score) in enumerate(pairs)]
+
+
+@pytest.mark.parametrize("method", ["interleave", "rrf", "zscore"])
+def test_fused_scores_are_relevance_and_fall_in_order(method) -> None:
+    # issue 15.3: no 1/61, 1/62 ... pattern; a score is the similarity that found the passage
+    strong = [(QUERY, _scored([("a", 0.82), ("b", 0.61), ("c", 0.30)]))]
+    weak = [(QUERY, _scored([("x", 0.21), ("y", 0.15), ("z", 0.05)]))]
+    high = fuse(strong, 3, method=method)
+    low = fuse(weak, 3, method=method)
+    assert [p.score for p in high] == pytest.approx([0.82, 0.61, 0.30])
+    assert [p.score for p in low] == pytest.approx([0.21, 0.15, 0.05])
+    assert min(p.score for p in high) > max(p.score for p in low) - 0.0  # comparable
+    mixed = fuse([*strong, (SPAN, _scored([("c", 0.9), ("d", 0.4)]))], 4, method=method)
+    scores = [p.score for p in mixed]
+    assert scores == sorted(scores, reverse=True)
+    assert all(p.score <= max(h.score for _, hs in [*strong] for h in hs) + 0.1 for p in mixed)
+
+
+def test_attention_only_passages_take_the_callers_similarity() -> None:
+    heads = Clue("q", "attention", 1.0)
+    results = [(QUERY, _scored([("a", 0.7), ("b", 0.5)])), (heads, _scored([("h", 9.0)]))]
+    fused = fuse(results, 3, method="zscore", similarity={"h": 0.4})
+    by_id = {p.passage.id: p.score for p in fused}
+    assert by_id["h"] <= 0.4  # never the heads' z-score
+    assert [p.score for p in fused] == sorted((p.score for p in fused), reverse=True)
+
+
+def test_zscore_fusion_weights_lists_by_their_spread() -> None:
+    dense = (QUERY, _scored([("a", 0.80), ("b", 0.79), ("c", 0.10)]))
+    heads = (Clue("q", "attention", 1.0), _scored([("b", 5.0), ("a", 0.0), ("c", -1.0)]))
+    order = [p.passage.id for p in fuse([dense, heads], 3, method="zscore", scores="fusion")]
+    assert order[0] == "b"  # a near-tie in dense is broken by a clear heads preference
+    assert order[-1] == "c"
 
 
 def test_interleave_takes_each_lists_best_hit_before_any_second() -> None:
@@ -179,7 +222,9 @@ def test_interleave_takes_each_lists_best_hit_before_any_second() -> None:
     assert a.found_by == (QUERY, SPAN) and a.ranks == (0, 1)
     # scores follow the order: re-sorting by score changes nothing
     assert [p.score for p in fused] == [1 / (61 + n) for n in range(6)]
-    assert fuse(results, 4, method="interleave", rrf_k=5) == interleave(results, 4, rrf_k=5)
+    assert fuse(results, 4, method="interleave", rrf_k=5, scores="fusion") == interleave(
+        results, 4, rrf_k=5
+    )
     assert [p.score for p in interleave(results, 2, rrf_k=5)] == [1 / 6, 1 / 7]
 
 

@@ -532,9 +532,13 @@ CASES: list[tuple[str, Tamper | str, type[Exception], str]] = [
         tensors(
             lambda t: [
                 t.__setitem__(
-                    k, (v.reshape(1, 1, 452, 16) if k[0] != "p" else v.reshape(1, 452)).contiguous()
+                    k,
+                    (
+                        v.reshape(1, 1, 452, 16) if k[0] not in "po" else v.reshape(1, 452)
+                    ).contiguous(),
                 )
                 for k, v in list(t.items())
+                if not k.startswith("t.")  # the token map is per text token, not per head
             ]
         ),
         P,

@@ -21,6 +21,7 @@ import torch
 from crash_worker import RawClues, corpus, make_memory, make_pipeline, shared_embedder
 from scripted import SPAN, ScriptedGenerator, ScriptedMemory
 
+from shared_core.clues.keys import NO_CLUES_NOTE
 from shared_core.errors import (
     IncompatibleMemoryError,
     InputError,
@@ -28,7 +29,7 @@ from shared_core.errors import (
     PersistenceError,
     StaleSnapshotError,
 )
-from shared_core.pipeline import NO_CLUES_NOTE, MemoRAG
+from shared_core.pipeline import MemoRAG
 from shared_core.saved_settings import model_ref
 from shared_core.types import ChatTurn, Document
 
@@ -253,19 +254,19 @@ def test_a_memory_that_writes_no_clue_says_so():
     pipe.memory.rules.clear()  # every clue prompt gets an empty reply
     with pytest.warns(UserWarning, match="wrote no clues"):
         result = pipe.retrieve("Where is the fox?", 2)
-    assert result.notes == (NO_CLUES_NOTE,) and result.passages
+    assert NO_CLUES_NOTE in result.notes and result.passages
     with pytest.warns(UserWarning, match="wrote no clues"):
         answer = pipe.answer("Where is the fox?", k=2)
-    assert answer.notes == (NO_CLUES_NOTE,)
+    assert NO_CLUES_NOTE in answer.notes
     chosen, _, _ = scripted_pipe(clue_strategy="none")  # no clues asked for: nothing to say
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert chosen.retrieve("Where is the fox?", 2).notes == ()
+        assert NO_CLUES_NOTE not in chosen.retrieve("Where is the fox?", 2).notes
 
 
 def test_clues_written_leave_no_note():
     pipe, _, _ = scripted_pipe()
-    assert pipe.retrieve("Where is the fox?", 2).notes == ()
+    assert NO_CLUES_NOTE not in pipe.retrieve("Where is the fox?", 2).notes
 
 
 # -- 9. messages that say what differs ----------------------------------------------------------

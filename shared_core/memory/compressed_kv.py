@@ -40,7 +40,14 @@ from shared_core.errors import (
     PersistenceError,
 )
 from shared_core.inputs import ContextInput, as_documents, check_max_new_tokens, check_query
+from shared_core.memory.attention_probe import (
+    NULL_QUERY,
+    EntryAttention,
+    entry_mass,
+    question_rows,
+)
 from shared_core.memory.base import Memory, MemoryStats
+from shared_core.memory.entry_map import TokenMap, build_token_map
 from shared_core.memory.kv_files import state_metadata
 from shared_core.memory.positions import PositionMode, rerotate, rope_inv_freq
 from shared_core.memory.scorers import Scorer, get_scorer, select
@@ -74,6 +81,10 @@ class _State:
     documents: tuple[dict[str, Any], ...]
     text_sha256: str
     seconds: float
+    # Where entries came from (see entry_map.py): per layer [heads, entries] text-token index
+    # (-1: frame), and per text token its document and char; None for memories saved without.
+    origins: tuple[torch.Tensor, ...] | None = None
+    token_map: TokenMap | None = None
 
     @property
     def entries(self) -> int:
@@ -103,7 +114,10 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         max_documents: int | None = 10_000,
         max_new_tokens_cap: int = 4096,
         show_progress: bool | None = None,
+        compress: str = "always",
     ) -> None:
+        if compress not in ("always", "when_needed"):
+            raise InputError(f"compress must be 'always' or 'when_needed', got {compress!r}")
         if isinstance(beacon_ratio, bool) or not isinstance(beacon_ratio, int) or beacon_ratio < 1:
             raise InputError(f"beacon_ratio must be an int >= 1, got {beacon_ratio!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 16:
@@ -115,6 +129,10 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         self.name = name or str(getattr(model.config, "name_or_path", "") or "model")
         self.revision = revision
         self.beacon_ratio = beacon_ratio
+        # "when_needed": keep every entry while the text fits the model's positions (absolute
+        # mode), compress at beacon_ratio only once it does not (docs/heads.md: the retrieval
+        # heads lose much of their signal under key-norm compression).
+        self.compress = compress
         self.window = window
         self.scorer = get_scorer(scorer)
         self.position_mode = position_mode
@@ -133,6 +151,10 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         self._state: _State | None = None
         self._lineage = uuid.uuid4().hex
         self._write_lock = threading.Lock()
+        self._null_mass: dict[tuple[Any, ...], torch.Tensor] = {}
+        cfg = model.config
+        n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        self._group = int(cfg.num_attention_heads) // int(n_kv)
 
     @classmethod
     def from_pretrained(
@@ -262,12 +284,20 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         if base is not None:
             joined = "\n\n" + joined
         ids = self.format.encode(joined)
+        doc_spans, at = [], 2 if base is not None else 0
+        for d in docs:
+            doc_spans.append((at, at + len(d.text)))
+            at += len(d.text) + 2
+        first_doc = len(base.documents) if base is not None else 0
+        new_map = build_token_map(self.tokenizer, joined, ids, doc_spans, first_doc)
         if not ids:
             raise InputError("the text encodes to no tokens")
         mode, window = self._plan(base, len(ids))
         if base is not None and base.mode == "absolute" and mode == "compact":
             base = self._to_compact(base)
         cache, positions, next_pos = self._open(base)
+        origins = _open_origins(base, positions, len(self.suffix_ids))
+        text_start = base.text_tokens if base else 0
         n_windows = math.ceil(len(ids) / window)
         show = self.show_progress if show is None else show
         bar = tqdm(
@@ -280,10 +310,12 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         with torch.inference_mode():
             for start in range(0, len(ids), window):
                 chunk = ids[start : start + window]
-                next_pos = self._read_window(cache, positions, chunk, next_pos, mode)
+                next_pos = self._read_window(
+                    cache, positions, chunk, next_pos, mode, origins, text_start + start
+                )
                 bar.update(len(chunk))
             bar.close()
-            next_pos = self._append_raw(cache, positions, self.suffix_ids, next_pos, mode)
+            next_pos = self._append_raw(cache, positions, self.suffix_ids, next_pos, mode, origins)
         digest = hashlib.sha256(bytes.fromhex(base.text_sha256) if base else b"")
         digest.update(joined.encode("utf-8"))
         records = tuple(
@@ -301,6 +333,8 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             documents=(base.documents if base else ()) + records,
             text_sha256=digest.hexdigest(),
             seconds=(base.seconds if base else 0.0) + time.perf_counter() - started,
+            origins=tuple(origins) if origins is not None and new_map is not None else None,
+            token_map=_joined_map(base, new_map),
         )
 
     def _open(self, base: _State | None) -> tuple[DynamicCache, list[torch.Tensor], int]:
@@ -337,6 +371,7 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         ids: Sequence[int],
         next_pos: int,
         mode: PositionMode,
+        origins: list[torch.Tensor] | None = None,
     ) -> int:
         """Read ``ids`` and keep all their entries (the frame)."""
         if not ids:
@@ -353,6 +388,12 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
                 positions[i] = merged
             else:
                 positions.append(merged)
+            if origins is not None:
+                frame = torch.full_like(grid, -1)
+                if i < len(origins):
+                    origins[i] = torch.cat([origins[i], frame], dim=-1)
+                else:
+                    origins.append(frame)
         return next_pos + len(ids)
 
     def _read_window(
@@ -362,12 +403,15 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
         ids: Sequence[int],
         next_pos: int,
         mode: PositionMode,
+        origins: list[torch.Tensor] | None = None,
+        text_start: int = 0,
     ) -> int:
         """Prefill one window on top of the kept cache, then keep 1/ratio of its entries."""
         before = cache.layers[0].keys.shape[-2]
         pos = self._forward(cache, ids, next_pos).cpu()
         n = len(ids)
-        keep = n if self.beacon_ratio == 1 else math.ceil(n / self.beacon_ratio)
+        lossless = self.beacon_ratio == 1 or (self.compress == "when_needed" and mode == "absolute")
+        keep = n if lossless else math.ceil(n / self.beacon_ratio)
         for i, layer in enumerate(cache.layers):
             k_new = layer.keys[0, :, before:, :]
             v_new = layer.values[0, :, before:, :]
@@ -387,6 +431,8 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             layer.keys = torch.cat([layer.keys[..., :before, :], k_sel[None]], dim=-2)
             layer.values = torch.cat([layer.values[..., :before, :], v_sel[None]], dim=-2)
             positions[i] = torch.cat([positions[i], p_sel], dim=-1)
+            if origins is not None:
+                origins[i] = torch.cat([origins[i], index + text_start], dim=-1)
         return next_pos + (keep if mode == "compact" else n)
 
     def _to_compact(self, state: _State) -> _State:
@@ -450,6 +496,45 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
     def answer_generator(self) -> LocalGenerator:
         """A plain generator over the same weights (no memory, no second copy)."""
         return LocalGenerator(self.model, self.tokenizer, name=self.name)
+
+    # -- attention onto entries (memory-native retrieval) --------------------------------------
+    def entry_attention(self, query: str, heads: Sequence[tuple[int, int]]) -> EntryAttention:
+        """Calibrated attention of ``heads`` ((layer, query head)) from ``query`` onto each entry.
+
+        One pass of the query (framed as ``generate`` frames prompts) over a fork of the cache,
+        minus the same pass for the content-free question ``"N/A"`` (cached per memory state).
+        Refused for a memory saved without entry origins.
+        """
+        state = self._state
+        if state is None:
+            raise NoMemoryError("this memory is empty: call memorize(text) or load(dir) first")
+        if state.origins is None or state.token_map is None:
+            raise IncompatibleMemoryError(
+                "this memory keeps no entry origins (saved by an older version or read with a "
+                "tokenizer without offsets): memorize the text again to rank by attention"
+            )
+        check_query(query)
+        key = (id(state), tuple(heads))
+        null = self._null_mass.get(key)
+        if null is None:
+            null = self._query_mass(state, NULL_QUERY, query, heads)
+            self._null_mass = {key: null}
+        mass = self._query_mass(state, query, NULL_QUERY, heads) - null
+        origins = torch.stack([state.origins[layer][h // self._group] for layer, h in heads])
+        return EntryAttention(tuple(heads), mass, origins, state.token_map)
+
+    def _query_mass(
+        self, state: _State, query: str, other: str, heads: Sequence[tuple[int, int]]
+    ) -> torch.Tensor:
+        ids = self.format.continuation(self.intro, self.ack, (), query)
+        rows = question_rows(ids, self.format.continuation(self.intro, self.ack, (), other))
+        if state.next_position + len(ids) > self.max_positions:
+            raise LimitError(
+                f"the query is {len(ids):,} tokens; the memory leaves "
+                f"{self.max_positions - state.next_position:,} positions"
+            )
+        cache = _cache_of(state.keys, state.values)
+        return entry_mass(self.model, cache, ids, state.next_position, rows, heads, state.entries)
 
     # -- introspection ----------------------------------------------------------------------
     def stats(self) -> MemoryStats:
@@ -515,11 +600,16 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             tensors[f"k.{i}"] = k.detach().cpu().contiguous()
             tensors[f"v.{i}"] = v.detach().cpu().contiguous()
             tensors[f"p.{i}"] = p.detach().cpu().contiguous()
+        if state.origins is not None and state.token_map is not None:
+            for i, o in enumerate(state.origins):
+                tensors[f"o.{i}"] = o.contiguous()
+            tensors.update(state.token_map.tensors())
         section = {
             "backend": self.backend,
             **self.identity(),
             "window": self.window,
             "scorer": self.scorer.name,
+            "compress": self.compress,
             "position_mode": state.mode,
             "text_tokens": state.text_tokens,
             "next_position": state.next_position,
@@ -573,6 +663,11 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
                 f"{self.window} here; load it with window={short(section.get('window'))} (the "
                 "window later add() calls read with)"
             )
+        if section.get("compress", "always") != self.compress:
+            raise IncompatibleMemoryError(
+                f"{where}: the memory was written with compress={section.get('compress')!r}, "
+                f"this one uses {self.compress!r}; pass compress= as saved"
+            )
         numbers = {
             k: section.get(k) for k in ("text_tokens", "next_position", "windows", "entries")
         }
@@ -605,12 +700,27 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             where, path, section, header, frame=(len(self.prefix_ids), len(self.suffix_ids))
         )
         device = self.model.device
-        keys, values, positions = [], [], []
+        keys, values, positions, origins = [], [], [], []
+        has_origins = "o.0" in header
+        token_map = None
         with safe_open(str(path), framework="pt") as f:
             for i in range(n_layers):
                 keys.append(f.get_tensor(f"k.{i}").to(device))
                 values.append(f.get_tensor(f"v.{i}").to(device))
                 positions.append(f.get_tensor(f"p.{i}"))
+                if has_origins:
+                    origins.append(f.get_tensor(f"o.{i}"))
+            if has_origins:
+                token_map = TokenMap.from_tensors(
+                    f.get_tensor("t.doc"),
+                    f.get_tensor("t.char"),
+                    tokens=numbers["text_tokens"],
+                    docs=len(documents),
+                    where=str(path),
+                )
+                for o in origins:
+                    if int(o.min()) < -1 or int(o.max()) >= numbers["text_tokens"]:
+                        raise PersistenceError(f"{path}: entry origins point outside the text")
         k0 = keys[0]
         if k0.ndim != 4 or k0.shape[0] != 1 or positions[0].shape != k0.shape[1:3]:
             raise PersistenceError(f"{path}: tensor shapes are not [1, heads, entries, dim]")
@@ -626,10 +736,29 @@ class CompressedKVMemory(ConstrainedGeneration, Memory):
             documents=tuple(documents),
             text_sha256=str(section.get("text_sha256", "")),
             seconds=float(section.get("seconds") or 0.0),
+            origins=tuple(origins) if has_origins else None,
+            token_map=token_map,
         )
         with self._write_lock:
             self._state = state
             self._lineage = str(section.get("lineage") or uuid.uuid4().hex)
+
+
+def _open_origins(
+    base: _State | None, positions: Sequence[torch.Tensor], cut: int
+) -> list[torch.Tensor] | None:
+    """Entry origins of a working cache: the prefix's (all frame) or ``base``'s minus its suffix."""
+    if base is None:
+        return [torch.full_like(p, -1) for p in positions]
+    if base.origins is None:
+        return None
+    return [o[:, : o.shape[-1] - cut] for o in base.origins]
+
+
+def _joined_map(base: _State | None, new: TokenMap | None) -> TokenMap | None:
+    if new is None or (base is not None and base.token_map is None):
+        return None
+    return new if base is None else base.token_map.extend(new)
 
 
 def _cache_of(

@@ -22,9 +22,15 @@ def check_kv_layout(
     kv_heads: int | None = None,
 ) -> None:
     """Check a KV-memory header holds ``k.i``/``v.i`` ``[1, heads, entries, dim]`` (float) and
-    ``p.i`` ``[heads, entries]`` (int64) for each of ``layers`` layers, and nothing else."""
-    expected = {f"{t}.{i}" for i in range(layers) for t in "kvp"}
+    ``p.i`` ``[heads, entries]`` (int64) for each of ``layers`` layers, optionally the entry
+    origins ``o.i`` (int64, like ``p.i``) with the token map ``t.doc``/``t.char`` (int32,
+    checked on read), and nothing else."""
     names = set(header) - {"__metadata__"}
+    with_origins = "o.0" in names
+    kinds = "kvpo" if with_origins else "kvp"
+    expected = {f"{t}.{i}" for i in range(layers) for t in kinds}
+    if with_origins:
+        expected |= {"t.doc", "t.char"}
     if names != expected:
         extra = sorted(names - expected)[:3]
         missing = sorted(expected - names)[:3]
@@ -49,6 +55,10 @@ def check_kv_layout(
                 f"{path}: tensor p.{i} must be int64 [{heads}, {entries}], not "
                 f"{p['dtype']} {p['shape']}"
             )
+        if with_origins and (
+            header[f"o.{i}"]["dtype"] != "I64" or header[f"o.{i}"]["shape"] != [heads, entries]
+        ):
+            raise PersistenceError(f"{path}: tensor o.{i} must be int64 [{heads}, {entries}]")
         if kv_heads is not None and heads != kv_heads:
             raise PersistenceError(
                 f"{path}: layer {i} holds {heads} KV heads; the model has {kv_heads}"

@@ -4,6 +4,19 @@
 ``interleave``: round-robin over the lists (heaviest first): every list's best hit is taken
 before any list's second, so a passage only one clue finds still gets a slot.
 ``union``: upstream MemoRAG's behaviour, the union of each list's top hits in document order.
+``zscore``: score-aware: each list's hit scores become z-scores over that list, a passage a list
+does not hold gets the list's lowest z, and the weighted sum ranks (used to fuse the memory's
+attention ranking, kind ``attention``, with the query's dense list).
+
+What ``fuse`` returns as ``ScoredPassage.score`` (``scores="relevance"``, the default): the
+similarity of the passage under the lists that found it, never rising down the list. For a
+passage it is the best ``Hit.score`` it got from a non-``attention`` list (with the engine's
+dense index: the cosine similarity between the query or clue and the passage, in [-1, 1]), or,
+for a passage only the attention found, its ``similarity`` to the query given by the caller;
+each result's score is then capped by the previous one's, so scores fall in the returned order
+and a cut-off (``score >= 0.3``) means the same for every query. ``scores="fusion"`` keeps the
+method's own numbers (RRF sums, ``1 / (rrf_k + position + 1)``, z sums), comparable only within
+one list.
 Passages are identified by ``passage.id``; the first ``Passage`` object seen is kept, so a
 framework ``payload`` survives fusion untouched.
 """
@@ -11,7 +24,7 @@ framework ``payload`` survives fusion untouched.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -20,7 +33,8 @@ from shared_core.inputs import check_k
 from shared_core.types import Clue, Hit, Passage, ScoredPassage
 
 Results = Sequence[tuple[Clue, Sequence[Hit]]]
-FusionMethod = Literal["rrf", "interleave", "union"]
+FusionMethod = Literal["rrf", "interleave", "union", "zscore"]
+ScoreMode = Literal["relevance", "fusion"]
 
 
 @dataclass
@@ -148,12 +162,93 @@ def _doc_key(entry: _Entry) -> Any:
     return ("doc", doc_id) if doc_id is not None else ("passage", entry.passage.id)
 
 
-def fuse(results: Results, k: int, method: FusionMethod = "rrf", **kw: Any) -> list[ScoredPassage]:
-    """Dispatch by name: ``rrf`` / ``interleave`` (``k`` results) or ``union`` (``k`` per list)."""
+def zscore_fusion(results: Results, k: int, *, rrf_k: int = 60) -> list[ScoredPassage]:
+    """Weighted sum of per-list z-scores of the hits' scores; ``min(k, distinct)`` results.
+
+    A list's z-scores are taken over its own hits (a one-hit or constant list gives 0); a
+    passage missing from a list gets that list's lowest z. Ties go to the better single rank.
+    """
+    k = check_k(k)
+    entries = _tally(results, _check_rrf_k(rrf_k), None)
+    totals = {e.passage.id: 0.0 for e in entries}
+    for clue, hits in results:
+        values: dict[str, float] = {}
+        for hit in hits:
+            if not math.isfinite(hit.score):
+                raise InputError(f"hit scores must be finite for zscore fusion: {hit.score!r}")
+            values.setdefault(hit.passage.id, hit.score)
+        if not values:
+            continue
+        mean = sum(values.values()) / len(values)
+        var = sum((v - mean) ** 2 for v in values.values()) / len(values)
+        std = math.sqrt(var) if var > 0 else 1.0
+        z = {pid: (v - mean) / std for pid, v in values.items()}
+        floor = min(z.values())
+        for pid in totals:
+            totals[pid] += clue.weight * z.get(pid, floor)
+    for entry in entries:
+        entry.score = totals[entry.passage.id]
+    entries.sort(key=lambda e: (-e.score, e.best_rank, e.order))
+    return [e.scored() for e in entries[:k]]
+
+
+def relevance_scores(
+    fused: Sequence[ScoredPassage],
+    results: Results,
+    similarity: Mapping[str, float] | None = None,
+    *,
+    monotone: bool = True,
+) -> list[ScoredPassage]:
+    """Replace fused scores by relevance (see the module docstring), in the given order."""
+    best: dict[str, float] = {}
+    for clue, hits in results:
+        if clue.kind == "attention":
+            continue
+        for hit in hits:
+            pid = hit.passage.id
+            if math.isfinite(hit.score):
+                best[pid] = max(best.get(pid, -math.inf), hit.score)
+    out: list[ScoredPassage] = []
+    cap = math.inf
+    for item in fused:
+        pid = item.passage.id
+        value = best.get(pid)
+        if similarity is not None and pid in similarity:
+            value = similarity[pid] if value is None else max(value, similarity[pid])
+        if value is None:
+            value = cap if math.isfinite(cap) else 0.0
+        if monotone:
+            value = min(value, cap)
+            cap = value
+        out.append(replace(item, score=float(value)))
+    return out
+
+
+def fuse(
+    results: Results,
+    k: int,
+    method: FusionMethod = "rrf",
+    *,
+    scores: ScoreMode = "relevance",
+    similarity: Mapping[str, float] | None = None,
+    **kw: Any,
+) -> list[ScoredPassage]:
+    """Dispatch by name: ``rrf`` / ``interleave`` / ``zscore`` (``k`` results) or ``union``
+    (``k`` per list, document order: its relevance scores follow the passages, not the order)."""
     if method == "rrf":
-        return reciprocal_rank_fusion(results, k, **kw)
-    if method == "interleave":
-        return interleave(results, k, **kw)
-    if method == "union":
-        return union_in_document_order(results, k, **kw)
-    raise InputError(f"unknown fusion method {method!r}: use 'rrf', 'interleave' or 'union'")
+        fused = reciprocal_rank_fusion(results, k, **kw)
+    elif method == "interleave":
+        fused = interleave(results, k, **kw)
+    elif method == "zscore":
+        fused = zscore_fusion(results, k, **kw)
+    elif method == "union":
+        fused = union_in_document_order(results, k, **kw)
+    else:
+        raise InputError(
+            f"unknown fusion method {method!r}: use 'rrf', 'interleave', 'zscore' or 'union'"
+        )
+    if scores == "fusion":
+        return fused
+    if scores != "relevance":
+        raise InputError(f"scores must be 'relevance' or 'fusion', got {scores!r}")
+    return relevance_scores(fused, results, similarity, monotone=method != "union")

@@ -1,0 +1,86 @@
+"""Rank every chunk of an index by the memory's retrieval heads (memory-native retrieval).
+
+For a query, the memory runs one pass with the selected heads (``entry_attention``); each
+head's calibrated mass on the kept entries is summed over the entries that came from each
+chunk's character span, z-normalised over the chunks (so every head counts alike), and the
+heads' z-scores are averaged. Works over full or compressed KV, absolute or compact positions,
+after ``add`` and after a reload: every kept entry keeps the text position it was read from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from shared_core.errors import InputError
+from shared_core.heads.head_set import HeadSet
+from shared_core.memory.attention_probe import EntryAttention
+from shared_core.memory.compressed_kv import CompressedKVMemory
+from shared_core.memory.entry_map import chunk_mass
+from shared_core.retrieval.index import chunk_passage
+from shared_core.types import Chunk, Hit
+
+
+@dataclass(frozen=True)
+class ChunkScores:
+    """The heads' score per chunk (mean z over heads) and each head's raw mass per chunk."""
+
+    chunks: tuple[Chunk, ...]
+    scores: torch.Tensor  # [chunks] float64
+    per_head: torch.Tensor  # [heads, chunks] float64, calibrated mass (not normalised)
+
+
+def chunk_keys(memory: CompressedKVMemory, chunks: Sequence[Chunk]) -> list[tuple[int, int, int]]:
+    """``(document index in the memory, start, end)`` for each chunk."""
+    order = {d["doc_id"]: i for i, d in enumerate(memory.documents)}
+    keys = []
+    for chunk in chunks:
+        if chunk.doc_id not in order:
+            raise InputError(f"chunk {chunk.chunk_id!r} names a document the memory never read")
+        keys.append((order[chunk.doc_id], chunk.start, chunk.end))
+    return keys
+
+
+def score_chunks(attention: EntryAttention, keys: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+    """Per head, the calibrated mass on the entries inside each chunk: ``[heads, chunks]``."""
+    return chunk_mass(attention.mass, attention.origins, attention.token_map, keys)
+
+
+def combine(per_head: torch.Tensor) -> torch.Tensor:
+    """Average of the heads' z-scores over the chunks (a single chunk scores 0)."""
+    if per_head.shape[-1] < 2:
+        return torch.zeros(per_head.shape[-1], dtype=torch.float64)
+    mean = per_head.mean(dim=-1, keepdim=True)
+    std = per_head.std(dim=-1, keepdim=True).clamp_min(1e-12)
+    return ((per_head - mean) / std).mean(dim=0)
+
+
+class AttentionRanker:
+    """Ranks chunks by the attention of a head set of the memory's model."""
+
+    def __init__(self, memory: CompressedKVMemory, head_set: HeadSet) -> None:
+        from shared_core.models.loading import model_fingerprint
+
+        head_set.check_model(memory.name, model_fingerprint(memory.model))
+        self.memory = memory
+        self.head_set = head_set
+
+    def chunk_scores(self, query: str, chunks: Sequence[Chunk]) -> ChunkScores:
+        keys = chunk_keys(self.memory, chunks)
+        attention = self.memory.entry_attention(query, self.head_set.heads)
+        per_head = score_chunks(attention, keys)
+        return ChunkScores(tuple(chunks), combine(per_head), per_head)
+
+    def search(self, query: str, chunks: Sequence[Chunk], k: int) -> list[Hit]:
+        """The ``min(k, len(chunks))`` chunks the heads attend to most, best first; a hit's
+        score is its mean z-score over the heads (0 = an average chunk of this query)."""
+        if not chunks:
+            return []
+        scored = self.chunk_scores(query, chunks)
+        order = torch.argsort(scored.scores, descending=True, stable=True)[:k].tolist()
+        return [
+            Hit(passage=chunk_passage(chunks[i]), score=float(scored.scores[i]), rank=n)
+            for n, i in enumerate(order)
+        ]

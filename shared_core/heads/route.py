@@ -1,0 +1,151 @@
+"""Which route a query takes (the memory's retrieval heads, clue writing, or both), and the
+attention list the heads route adds beside the query's dense list.
+
+``retrieval="auto"`` uses the heads when the memory's model has a head set (shipped for the
+embedded SmolLM2, or given), else warns once per model and writes clues; ``"heads"`` requires
+a head set; ``"clues"`` is the clue path; ``"heads+clues"`` runs both.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared_core.errors import InputError
+from shared_core.heads.head_set import HeadSet, find_head_set
+from shared_core.heads.ranker import AttentionRanker
+from shared_core.memory.compressed_kv import CompressedKVMemory
+from shared_core.retrieval.index import DenseIndex
+from shared_core.types import Hit
+
+ROUTES = ("auto", "heads", "clues", "heads+clues")
+#: Each list's depth under z-score fusion: enough hits for a meaningful mean and spread.
+ZSCORE_DEPTH = 50
+_warned: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """What one query runs: heads and/or clues, the fusion method, and why."""
+
+    name: str
+    heads: bool
+    clues: bool
+    fusion: str
+    notes: tuple[str, ...] = ()
+
+
+class AttentionRoute:
+    """Resolves the route for a memory and runs its heads (one ranker per memory)."""
+
+    def __init__(
+        self,
+        retrieval: str = "auto",
+        head_set: HeadSet | str | Path | None = None,
+        weight: float = 1.0,
+        fusion: str = "auto",
+    ) -> None:
+        if retrieval not in ROUTES:
+            raise InputError(f"retrieval must be one of {ROUTES}, got {retrieval!r}")
+        if isinstance(head_set, (str, Path)):
+            head_set = HeadSet.load(head_set)
+        if head_set is not None and not isinstance(head_set, HeadSet):
+            raise InputError("head_set must be a HeadSet, a path to its JSON file, or None")
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight >= 0:
+            raise InputError(f"heads_weight must be a number >= 0, got {weight!r}")
+        self.retrieval = retrieval
+        self.head_set = head_set
+        self.weight = float(weight)
+        self.fusion = fusion
+        self._ranker: tuple[int, AttentionRanker | None, str] | None = None
+        self._lock = threading.Lock()
+
+    def _ranker_for(self, memory: Any) -> tuple[AttentionRanker | None, str]:
+        with self._lock:
+            if self._ranker is None or self._ranker[0] != id(memory):
+                self._ranker = (id(memory), *self._build(memory))
+            return self._ranker[1], self._ranker[2]
+
+    def _build(self, memory: Any) -> tuple[AttentionRanker | None, str]:
+        if not isinstance(memory, CompressedKVMemory):
+            return None, f"a {type(memory).__name__} memory has no retrieval heads"
+        from shared_core.models.loading import model_fingerprint
+
+        head_set = self.head_set or find_head_set(model_fingerprint(memory.model))
+        if head_set is None:
+            return None, (
+                f"no retrieval head set for {memory.name}: calibrate one with `memorag "
+                "calibrate-heads DATA_DIR --model ...` and pass head_set="
+            )
+        return AttentionRanker(memory, head_set), ""
+
+    def adopt_saved(self, where: Path, pipeline: Mapping[str, Any], memory: Any) -> None:
+        """Use a save's head set (unless one was given); refuse one for another model."""
+        data = pipeline.get("head_set")
+        if data is None:
+            return
+        saved = HeadSet.from_json(data, where=f"{where}: pipeline.head_set")
+        if isinstance(memory, CompressedKVMemory):
+            from shared_core.models.loading import model_fingerprint
+
+            saved.check_model(memory.name, model_fingerprint(memory.model))
+        with self._lock:
+            if self.head_set is None:
+                self.head_set, self._ranker = saved, None
+
+    def active_head_set(self, memory: Any) -> HeadSet | None:
+        ranker, _ = self._ranker_for(memory)
+        return ranker.head_set if ranker is not None else None
+
+    def plan(self, memory: Any, own_index: bool) -> RoutePlan:
+        """The route for the next query (warns once per model when heads are missing)."""
+        clue_fusion = "interleave" if self.fusion == "auto" else self.fusion
+        heads_fusion = "zscore" if self.fusion == "auto" else self.fusion
+        if self.retrieval == "clues":
+            return RoutePlan("clues", False, True, clue_fusion)
+        ranker, why = self._ranker_for(memory)
+        if ranker is not None and not own_index:
+            ranker, why = None, "the heads rank the engine's own index, not a search= back-end"
+        if ranker is None:
+            if self.retrieval in ("heads", "heads+clues"):
+                raise InputError(f"retrieval={self.retrieval!r} needs retrieval heads: {why}")
+            with _warn_lock:
+                if why not in _warned:
+                    _warned.add(why)
+                    warnings.warn(f"{why}; using the clue path", stacklevel=4)
+            return RoutePlan("clues", False, True, clue_fusion, (why + "; used the clue path",))
+        both = self.retrieval == "heads+clues"
+        return RoutePlan("heads+clues" if both else "heads", True, both, heads_fusion)
+
+    def depth(self, plan: RoutePlan, depth: int, index_size: int) -> int:
+        return min(max(depth, ZSCORE_DEPTH), index_size) if plan.fusion == "zscore" else depth
+
+    def attention_hits(self, memory: Any, index: DenseIndex, query: str, depth: int) -> list[Hit]:
+        ranker, why = self._ranker_for(memory)
+        if ranker is None:
+            raise InputError(why)
+        return ranker.search(query, index.chunks, depth)
+
+
+def query_similarity(index: DenseIndex, query: str, passage_ids: set[str]) -> dict[str, float]:
+    """Cosine similarity between ``query`` and the given passages of the engine's index."""
+    if not passage_ids:
+        return {}
+    chunks = index.chunks
+    rows = [i for i, c in enumerate(chunks) if c.chunk_id in passage_ids]
+    vec = np.asarray(index.embedder.embed_queries([query]), dtype=np.float32)[0]
+    mat = np.asarray(index.vectors(), dtype=np.float32)[rows]
+    return {chunks[i].chunk_id: float(v) for i, v in zip(rows, mat @ vec, strict=True)}
+
+
+def heads_section(route: AttentionRoute, memory: Any) -> dict[str, Any] | None:
+    """The head set a save records (``None``: the pipeline ranks without heads)."""
+    head_set = route.active_head_set(memory) if route.retrieval != "clues" else None
+    return head_set.to_json() if head_set is not None else None
