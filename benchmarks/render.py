@@ -13,7 +13,7 @@ from benchmarks.methods import GEN_K, KS, METHODS, SWEEP_WEIGHTS
 from benchmarks.metrics import bootstrap_diff_ci
 
 if TYPE_CHECKING:
-    from benchmarks.runner import SetRun
+    from benchmarks.scoring import SetRun
 
 RETRIEVAL_METRICS = (*(f"recall@{k}" for k in KS), "all@5", "mrr")
 ANSWER_METRICS = ("em", "f1", "contains", "rouge1", "rouge2", "rougeL")

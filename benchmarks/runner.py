@@ -12,7 +12,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from benchmarks.methods import (
 )
 from benchmarks.render import summarize
 from benchmarks.runtime import MemoryHandle, Runtime
-from benchmarks.scoring import _grams, answer_scores, copy_rate, retrieval_scores
+from benchmarks.scoring import SetRun, _grams, answer_scores, copy_rate, retrieval_scores
 from shared_core.clues.writers import CopyingClueWriter
 from shared_core.errors import LimitError
 from shared_core.models.generation import format_passages
@@ -46,20 +46,6 @@ from shared_core.pipeline import MemoRAG
 from shared_core.retrieval.fusion import fuse
 from shared_core.retrieval.index import DenseIndex
 from shared_core.types import Clue, Document
-
-
-@dataclass
-class SetRun:
-    """One (set, setting): its questions, per-question rows and notes."""
-
-    name: str
-    kind: str
-    setting: str
-    tuned: bool
-    questions: list[BenchQuestion]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    refusals: list[dict[str, Any]] = field(default_factory=list)
-    memories: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _scope_docs(bench: BenchSet, q: BenchQuestion, setting: str) -> list[Document]:

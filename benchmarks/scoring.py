@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.datasets import BenchQuestion
@@ -71,3 +72,17 @@ def copy_rate(clue: str, context_grams: set[tuple[str, ...]]) -> float:
 
 
 # ============================================================================ running
+
+
+@dataclass
+class SetRun:
+    """One (set, setting): its questions, per-question rows and notes."""
+
+    name: str
+    kind: str
+    setting: str
+    tuned: bool
+    questions: list[BenchQuestion]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+    memories: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -7,12 +7,9 @@ the framework adapters only translate to and from them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from shared_core.models.streaming import TextStream
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from shared_core.errors import InputError, LimitError
 
@@ -152,6 +149,18 @@ class GenerationRun(Protocol):
     def generation(self) -> Generation: ...
 
 
+class ReplyStream(Protocol):
+    """A reply being streamed (``models.streaming.TextStream``): ``for`` or ``async for`` its
+    pieces; then ``generation`` holds the real token counts (``None`` where unknown)."""
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    @property
+    def generation(self) -> Generation | None: ...
+
+
 @runtime_checkable
 class SearchBackend(Protocol):
     """Anything that can rank passages for one query string."""
@@ -245,7 +254,7 @@ class RetrievalEngine(Protocol):
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
         temperature: float = 0.0,
-    ) -> TextStream: ...
+    ) -> ReplyStream: ...
 
     def astream_chat(
         self,
@@ -254,7 +263,7 @@ class RetrievalEngine(Protocol):
         max_new_tokens: int = 256,
         stop: Sequence[str] = (),
         temperature: float = 0.0,
-    ) -> TextStream: ...
+    ) -> ReplyStream: ...
 
     def save(self, save_dir: str, *, overwrite: bool = False) -> None: ...
 

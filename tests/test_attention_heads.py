@@ -173,7 +173,7 @@ def test_query_pass_matches_eager_attention(tokenizer):
 
 
 def _fork(state):
-    from shared_core.memory.compressed_kv import _cache_of
+    from shared_core.memory.kv_state import cache_of as _cache_of
 
     return _cache_of(state.keys, state.values)
 

@@ -1,0 +1,193 @@
+"""Saving and loading a compressed KV memory: tensors as safetensors, a checked manifest."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shared_core.errors import (
+    IncompatibleMemoryError,
+    NoMemoryError,
+    PersistenceError,
+)
+from shared_core.memory.entry_map import TokenMap
+from shared_core.memory.kv_files import state_metadata
+from shared_core.memory.kv_state import KVState
+from shared_core.persistence.files import describe_difference, short
+
+TENSORS_FILE = "memory.safetensors"
+
+
+class KVPersistence:
+    """The saving half of ``CompressedKVMemory``: its tensors as safetensors, its state as a
+    manifest section checked against them on load."""
+
+    backend: str
+    model: Any
+    window: int
+    scorer: Any
+    compress: str
+    max_positions: int
+    prefix_ids: list[int]
+    suffix_ids: list[int]
+    _state: Any
+    _lineage: str
+    _write_lock: Any
+
+    def write_files(self, folder: Path) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        state = self._state
+        if state is None:
+            raise NoMemoryError("nothing to save: this memory is empty")
+        tensors: dict[str, torch.Tensor] = {}
+        for i, (k, v, p) in enumerate(zip(state.keys, state.values, state.positions, strict=True)):
+            tensors[f"k.{i}"] = k.detach().cpu().contiguous()
+            tensors[f"v.{i}"] = v.detach().cpu().contiguous()
+            tensors[f"p.{i}"] = p.detach().cpu().contiguous()
+        if state.origins is not None and state.token_map is not None:
+            for i, o in enumerate(state.origins):
+                tensors[f"o.{i}"] = o.contiguous()
+            tensors.update(state.token_map.tensors())
+        section = {
+            "backend": self.backend,
+            **self.identity(),
+            "window": self.window,
+            "scorer": self.scorer.name,
+            "compress": self.compress,
+            "position_mode": state.mode,
+            "text_tokens": state.text_tokens,
+            "next_position": state.next_position,
+            "windows": state.windows,
+            "entries": state.entries,
+            "documents": list(state.documents),
+            "text_sha256": state.text_sha256,
+            "seconds": state.seconds,
+            "dtype": str(state.keys[0].dtype).removeprefix("torch."),
+            "lineage": self._lineage,
+        }
+        # Reliability: the state fields also go into the tensor file (covered by its sha256),
+        # so a manifest edited alone (window, next_position, documents ...) is refused.
+        save_file(tensors, str(folder / TENSORS_FILE), metadata=state_metadata(section))
+        return section
+
+    def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:
+        from safetensors import safe_open
+
+        from shared_core.memory.base import check_memory_fields
+        from shared_core.memory.kv_files import check_kv_layout, check_kv_state, check_positions
+        from shared_core.persistence import check_safetensors_header
+
+        where = folder / "manifest.json"
+        if section.get("backend") != self.backend:
+            raise IncompatibleMemoryError(
+                f"{where}: the memory was written by back-end {section.get('backend')!r}, "
+                f"not {self.backend!r}"
+            )
+        mine = self.identity()
+        for key in (
+            "model",
+            "model_fingerprint",
+            "tokenizer_fingerprint",
+            "beacon_ratio",
+            "layers",
+            "prefix_ids",
+            "suffix_ids",
+        ):
+            if section.get(key) != mine[key]:
+                raise IncompatibleMemoryError(
+                    f"{where}: {key} {describe_difference(section.get(key), mine[key])}"
+                    "; load it with the same model, tokenizer, beacon_ratio and prompts it was "
+                    "written with"
+                )
+        if section.get("window") != self.window:
+            # Reliability: later add() calls read with this memory's window; a save read with
+            # another one would silently change how the rest of the text is read.
+            raise IncompatibleMemoryError(
+                f"{where}: window is {short(section.get('window'))} in the saved memory but "
+                f"{self.window} here; load it with window={short(section.get('window'))} (the "
+                "window later add() calls read with)"
+            )
+        if section.get("compress", "always") != self.compress:
+            raise IncompatibleMemoryError(
+                f"{where}: the memory was written with compress={section.get('compress')!r}, "
+                f"this one uses {self.compress!r}; pass compress= as saved"
+            )
+        numbers = {
+            k: section.get(k) for k in ("text_tokens", "next_position", "windows", "entries")
+        }
+        for key, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 40:
+                raise PersistenceError(f"{where}: {key} must be a non-negative int, got {value!r}")
+        mode = section.get("position_mode")
+        if mode not in ("absolute", "compact"):
+            raise PersistenceError(f"{where}: position_mode {mode!r} is not absolute/compact")
+        if numbers["next_position"] > self.max_positions:
+            raise PersistenceError(f"{where}: next_position is past the model's positions")
+        # Reliability: documents, seconds, ... and the tensor layout (names, rank, dtype, heads,
+        # entries) are checked before a byte of tensor data is read; a lying file is refused.
+        check_memory_fields(where, section)
+        documents = section["documents"]
+        path = folder / TENSORS_FILE
+        header = check_safetensors_header(path)
+        cfg = self.model.config
+        n_layers = int(cfg.num_hidden_layers)
+        entries = numbers["entries"]
+        kv_heads = getattr(cfg, "num_key_value_heads", None)
+        check_kv_layout(
+            path,
+            header,
+            layers=n_layers,
+            entries=entries,
+            kv_heads=kv_heads if isinstance(kv_heads, int) else None,
+        )
+        check_kv_state(
+            where, path, section, header, frame=(len(self.prefix_ids), len(self.suffix_ids))
+        )
+        device = self.model.device
+        keys, values, positions, origins = [], [], [], []
+        has_origins = "o.0" in header
+        token_map = None
+        with safe_open(str(path), framework="pt") as f:
+            for i in range(n_layers):
+                keys.append(f.get_tensor(f"k.{i}").to(device))
+                values.append(f.get_tensor(f"v.{i}").to(device))
+                positions.append(f.get_tensor(f"p.{i}"))
+                if has_origins:
+                    origins.append(f.get_tensor(f"o.{i}"))
+            if has_origins:
+                token_map = TokenMap.from_tensors(
+                    f.get_tensor("t.doc"),
+                    f.get_tensor("t.char"),
+                    tokens=numbers["text_tokens"],
+                    docs=len(documents),
+                    where=str(path),
+                )
+                for o in origins:
+                    if int(o.min()) < -1 or int(o.max()) >= numbers["text_tokens"]:
+                        raise PersistenceError(f"{path}: entry origins point outside the text")
+        k0 = keys[0]
+        if k0.ndim != 4 or k0.shape[0] != 1 or positions[0].shape != k0.shape[1:3]:
+            raise PersistenceError(f"{path}: tensor shapes are not [1, heads, entries, dim]")
+        check_positions(path, positions, numbers["next_position"], len(self.suffix_ids))
+        state = KVState(
+            keys=tuple(keys),
+            values=tuple(values),
+            positions=tuple(positions),
+            mode=mode,
+            text_tokens=numbers["text_tokens"],
+            next_position=numbers["next_position"],
+            windows=numbers["windows"],
+            documents=tuple(documents),
+            text_sha256=str(section.get("text_sha256", "")),
+            seconds=float(section.get("seconds") or 0.0),
+            origins=tuple(origins) if has_origins else None,
+            token_map=token_map,
+        )
+        with self._write_lock:
+            self._state = state
+            self._lineage = str(section.get("lineage") or uuid.uuid4().hex)

@@ -1,0 +1,270 @@
+"""Reading text into a compressed KV memory: windowed prefill, per-window selection, positions."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import DynamicCache
+
+from shared_core.errors import (
+    InputError,
+    LimitError,
+)
+from shared_core.memory.entry_map import build_token_map
+from shared_core.memory.kv_state import KVState, cache_of, joined_map, open_origins
+from shared_core.memory.positions import PositionMode, rerotate
+from shared_core.memory.scorers import select
+
+#: The smallest window compact positions fall back to.
+MIN_WINDOW = 256
+
+
+class KVPrefill:
+    """The reading half of ``CompressedKVMemory``: prefill window by window, keep what the
+    scorer selects, renumber positions when the text outgrows the model."""
+
+    model: Any
+    tokenizer: Any
+    window: int
+    beacon_ratio: int
+    scorer: Any
+    position_mode: str
+    compress: str
+    reserve_tokens: int
+    max_positions: int
+    prefix_ids: list[int]
+    suffix_ids: list[int]
+    show_progress: bool | None
+    _inv_freq: Any
+
+    def _compact_peak(self, kept_before: int, tokens: int, window: int) -> tuple[int, int]:
+        """(largest position used while reading, entries kept after) in compact mode."""
+        kept, peak = kept_before, kept_before
+        for start in range(0, tokens, window):
+            n = min(window, tokens - start)
+            peak = max(peak, kept + n)
+            kept += math.ceil(n / self.beacon_ratio)
+        return peak, kept
+
+    def _plan(self, base: KVState | None, new_tokens: int) -> tuple[PositionMode, int]:
+        """Choose the position mode and window for reading ``new_tokens`` more; refuse if over."""
+        n_max = self.max_positions
+        frame = len(self.prefix_ids) + len(self.suffix_ids)
+        text_total = (base.text_tokens if base else 0) + new_tokens
+        fits_absolute = (base is None or base.mode == "absolute") and (
+            len(self.prefix_ids) + text_total + len(self.suffix_ids) + self.reserve_tokens <= n_max
+        )
+        if self.position_mode in ("auto", "absolute") and fits_absolute:
+            return "absolute", self.window
+        if self.position_mode == "absolute":
+            raise LimitError(
+                f"the text is {text_total:,} tokens; with absolute positions {self.name} holds at "
+                f"most {n_max - frame - self.reserve_tokens:,} (its {n_max:,} positions minus the "
+                "frame and reserve); use position_mode='auto' or 'compact'"
+            )
+        if self._inv_freq is None:
+            raise LimitError(
+                f"the text is {text_total:,} tokens, over {self.name}'s {n_max:,} positions, and "
+                "compact positions need a RoPE model"
+            )
+        kept_before = base.entries - len(self.suffix_ids) if base else len(self.prefix_ids)
+        window = self.window
+        while window >= min(MIN_WINDOW, self.window):
+            peak, kept = self._compact_peak(kept_before, new_tokens, window)
+            if peak <= n_max and kept + len(self.suffix_ids) + self.reserve_tokens <= n_max:
+                return "compact", window
+            window //= 2
+        room = n_max - frame - self.reserve_tokens - min(MIN_WINDOW, self.window)
+        hint = (
+            f"raise beacon_ratio to about {math.ceil(text_total / room)} or more"
+            if room > 0
+            else "the model's positions leave no room after the frame and reserve_tokens"
+        )
+        raise LimitError(
+            f"the text is {text_total:,} tokens; at beacon_ratio {self.beacon_ratio} "
+            f"{self.name}'s {n_max:,} positions hold about {self.capacity_tokens():,}: {hint}, "
+            "or split the text into several memories"
+        )
+
+    def _read(self, base: KVState | None, docs: Sequence[Any], show: bool | None) -> KVState:
+        started = time.perf_counter()
+        joined = "\n\n".join(d.text for d in docs)
+        if base is not None:
+            joined = "\n\n" + joined
+        ids = self.format.encode(joined)
+        doc_spans, at = [], 2 if base is not None else 0
+        for d in docs:
+            doc_spans.append((at, at + len(d.text)))
+            at += len(d.text) + 2
+        first_doc = len(base.documents) if base is not None else 0
+        new_map = build_token_map(self.tokenizer, joined, ids, doc_spans, first_doc)
+        if not ids:
+            raise InputError("the text encodes to no tokens")
+        mode, window = self._plan(base, len(ids))
+        if base is not None and base.mode == "absolute" and mode == "compact":
+            base = self._to_compact(base)
+        cache, positions, next_pos = self._open(base)
+        origins = open_origins(base, positions, len(self.suffix_ids))
+        text_start = base.text_tokens if base else 0
+        n_windows = math.ceil(len(ids) / window)
+        show = self.show_progress if show is None else show
+        bar = tqdm(
+            total=len(ids),
+            unit="tok",
+            desc="memorize",
+            disable=not (show if show is not None else n_windows >= 8),
+            leave=False,
+        )
+        with torch.inference_mode():
+            for start in range(0, len(ids), window):
+                chunk = ids[start : start + window]
+                next_pos = self._read_window(
+                    cache, positions, chunk, next_pos, mode, origins, text_start + start
+                )
+                bar.update(len(chunk))
+            bar.close()
+            next_pos = self._append_raw(cache, positions, self.suffix_ids, next_pos, mode, origins)
+        digest = hashlib.sha256(bytes.fromhex(base.text_sha256) if base else b"")
+        digest.update(joined.encode("utf-8"))
+        records = tuple(
+            {"doc_id": d.doc_id, "chars": len(d.text), "metadata_keys": sorted(d.metadata)}
+            for d in docs
+        )
+        return KVState(
+            keys=tuple(layer.keys for layer in cache.layers),
+            values=tuple(layer.values for layer in cache.layers),
+            positions=tuple(positions),
+            mode=mode,
+            text_tokens=(base.text_tokens if base else 0) + len(ids),
+            next_position=next_pos,
+            windows=(base.windows if base else 0) + n_windows,
+            documents=(base.documents if base else ()) + records,
+            text_sha256=digest.hexdigest(),
+            seconds=(base.seconds if base else 0.0) + time.perf_counter() - started,
+            origins=tuple(origins) if origins is not None and new_map is not None else None,
+            token_map=joined_map(base, new_map),
+        )
+
+    def _open(self, base: KVState | None) -> tuple[DynamicCache, list[torch.Tensor], int]:
+        """A working cache: the frame prefix for a new memory, or ``base`` minus its suffix."""
+        if base is None:
+            cache = DynamicCache()
+            positions: list[torch.Tensor] = []
+            with torch.inference_mode():
+                next_pos = self._append_raw(cache, positions, self.prefix_ids, 0, "absolute")
+            return cache, positions, next_pos
+        cut = len(self.suffix_ids)
+        keys = [k[..., : k.shape[-2] - cut, :] for k in base.keys]
+        values = [v[..., : v.shape[-2] - cut, :] for v in base.values]
+        positions = [p[:, : p.shape[-1] - cut] for p in base.positions]
+        next_pos = base.next_position - cut
+        return cache_of(keys, values), positions, next_pos
+
+    def _forward(self, cache: DynamicCache, ids: Sequence[int], first_pos: int) -> torch.Tensor:
+        device = self.model.device
+        pos = torch.arange(first_pos, first_pos + len(ids), device=device)
+        self.model(
+            input_ids=torch.tensor([list(ids)], device=device),
+            position_ids=pos[None],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return pos
+
+    def _append_raw(
+        self,
+        cache: DynamicCache,
+        positions: list[torch.Tensor],
+        ids: Sequence[int],
+        next_pos: int,
+        mode: PositionMode,
+        origins: list[torch.Tensor] | None = None,
+    ) -> int:
+        """Read ``ids`` and keep all their entries (the frame)."""
+        if not ids:
+            return next_pos
+        pos = self._forward(cache, ids, next_pos).cpu()
+        heads = cache.layers[0].keys.shape[1]
+        grid = pos.expand(heads, -1)
+        for i in range(len(cache.layers)):
+            positions_i = (
+                positions[i] if i < len(positions) else torch.empty(heads, 0, dtype=torch.long)
+            )
+            merged = torch.cat([positions_i, grid], dim=-1)
+            if i < len(positions):
+                positions[i] = merged
+            else:
+                positions.append(merged)
+            if origins is not None:
+                frame = torch.full_like(grid, -1)
+                if i < len(origins):
+                    origins[i] = torch.cat([origins[i], frame], dim=-1)
+                else:
+                    origins.append(frame)
+        return next_pos + len(ids)
+
+    def _read_window(
+        self,
+        cache: DynamicCache,
+        positions: list[torch.Tensor],
+        ids: Sequence[int],
+        next_pos: int,
+        mode: PositionMode,
+        origins: list[torch.Tensor] | None = None,
+        text_start: int = 0,
+    ) -> int:
+        """Prefill one window on top of the kept cache, then keep 1/ratio of its entries."""
+        before = cache.layers[0].keys.shape[-2]
+        pos = self._forward(cache, ids, next_pos).cpu()
+        n = len(ids)
+        lossless = self.beacon_ratio == 1 or (self.compress == "when_needed" and mode == "absolute")
+        keep = n if lossless else math.ceil(n / self.beacon_ratio)
+        for i, layer in enumerate(cache.layers):
+            k_new = layer.keys[0, :, before:, :]
+            v_new = layer.values[0, :, before:, :]
+            heads = k_new.shape[0]
+            if keep >= n:
+                index = torch.arange(n).expand(heads, -1)
+            else:
+                index = select(self.scorer.score(k_new, v_new), keep).cpu()
+            gather = index.to(k_new.device)[..., None].expand(-1, -1, k_new.shape[-1])
+            k_sel = torch.gather(k_new, 1, gather)
+            v_sel = torch.gather(v_new, 1, gather)
+            p_sel = pos[index]
+            if mode == "compact" and keep < n:
+                dense = torch.arange(next_pos, next_pos + keep).expand(heads, -1)
+                k_sel = rerotate(k_sel, (dense - p_sel).to(k_sel.device), self._inv_freq)
+                p_sel = dense.clone()
+            layer.keys = torch.cat([layer.keys[..., :before, :], k_sel[None]], dim=-2)
+            layer.values = torch.cat([layer.values[..., :before, :], v_sel[None]], dim=-2)
+            positions[i] = torch.cat([positions[i], p_sel], dim=-1)
+            if origins is not None:
+                origins[i] = torch.cat([origins[i], index + text_start], dim=-1)
+        return next_pos + (keep if mode == "compact" else n)
+
+    def _to_compact(self, state: KVState) -> KVState:
+        """Renumber an absolute-position memory densely (used when ``add`` outgrows it)."""
+        if self._inv_freq is None:
+            raise LimitError("compact positions need a RoPE model")
+        keys, positions = [], []
+        for k, p in zip(state.keys, state.positions, strict=True):
+            dense = torch.arange(p.shape[-1]).expand_as(p)
+            keys.append(rerotate(k[0], (dense - p).to(k.device), self._inv_freq)[None])
+            positions.append(dense.clone())
+        return replace(
+            state,
+            keys=tuple(keys),
+            positions=tuple(positions),
+            mode="compact",
+            next_position=state.entries,
+        )
+
+    # -- prompting --------------------------------------------------------------------------
