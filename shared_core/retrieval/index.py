@@ -9,7 +9,6 @@ chunk list together; query embedding (the slow part) runs outside it, in paralle
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from shared_core.errors import (
     NoMemoryError,
 )
 from shared_core.inputs import check_k, check_query
+from shared_core.retrieval.chunk_store import ChunkStore
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.index_files import (
     CHUNKS_FILE,
@@ -33,17 +33,13 @@ from shared_core.retrieval.index_files import (
 from shared_core.types import Chunk, Hit
 
 
-class DenseIndex:
+class DenseIndex(ChunkStore):
     """Exact cosine-similarity search over chunks, embedded with ``embedder``."""
 
     def __init__(self, embedder: Embedder) -> None:
-        self.embedder = embedder
-        self._chunks: list[Chunk] = []
-        self._positions: dict[str, int] = {}
+        super().__init__(embedder)
+        # The lock guards _index with the chunks: faiss never searches while it grows.
         self._index: faiss.IndexFlatIP | None = None
-        # Guards _index, _chunks and _positions together: readers never see vectors without
-        # their chunks, and faiss never searches while it grows.
-        self._lock = threading.Lock()
 
     @classmethod
     def from_vectors(
@@ -57,41 +53,6 @@ class DenseIndex:
         if items:
             index._append(items, vectors)
         return index
-
-    # ------------------------------------------------------------------ contents
-
-    def __len__(self) -> int:
-        return len(self._chunks)
-
-    @property
-    def chunks(self) -> tuple[Chunk, ...]:
-        """Every chunk, in insertion order."""
-        with self._lock:
-            return tuple(self._chunks)
-
-    def get(self, chunk_id: str) -> Chunk | None:
-        """The chunk with this id, or ``None``."""
-        with self._lock:
-            pos = self._positions.get(chunk_id)
-            return None if pos is None else self._chunks[pos]
-
-    def add(self, chunks: Sequence[Chunk], *, show_progress: bool = False) -> None:
-        """Embed and append chunks; ids must be new and unique (else ``InputError``)."""
-        items = list(chunks)
-        self._check_new(items)
-        if not items:
-            return
-        vectors = self.embedder.embed_passages([c.text for c in items], show_progress=show_progress)
-        self._append(items, vectors)
-
-    def _check_new(self, items: list[Chunk]) -> None:
-        seen: set[str] = set()
-        for item in items:
-            if not isinstance(item, Chunk):
-                raise InputError(f"DenseIndex.add takes Chunk objects, got {type(item).__name__}")
-            if item.chunk_id in seen or item.chunk_id in self._positions:
-                raise InputError(f"duplicate chunk id {item.chunk_id!r}: chunk ids must be unique")
-            seen.add(item.chunk_id)
 
     def _append(self, items: list[Chunk], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)

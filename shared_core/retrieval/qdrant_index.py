@@ -13,7 +13,6 @@ already holds points is never written into.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from shared_core.errors import InputError, NoMemoryError
 from shared_core.inputs import check_k, check_query
+from shared_core.retrieval.chunk_store import ChunkStore
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.index_files import chunk_passage, read_index_files, write_index_files
 from shared_core.types import Chunk, Hit
@@ -69,7 +69,7 @@ def connect(
     return _qdrant().QdrantClient(**client_kwargs)
 
 
-class QdrantIndex:
+class QdrantIndex(ChunkStore):
     """Exact dot-product search over chunks in a Qdrant collection, embedded with ``embedder``.
 
     Args:
@@ -90,15 +90,12 @@ class QdrantIndex:
     ) -> None:
         if client is not None and connection:
             raise InputError(f"client= and connection options {sorted(connection)} both given")
-        self.embedder = embedder
+        super().__init__(embedder)
         self.client = client if client is not None else connect(**connection)
         self.collection = collection or f"memorag-{uuid.uuid4().hex[:16]}"
         if not isinstance(self.collection, str) or not self.collection.strip():
             raise InputError(f"collection must be a non-empty string, got {collection!r}")
-        self._chunks: list[Chunk] = []
-        self._positions: dict[str, int] = {}
         self._dim: int | None = None
-        self._lock = threading.Lock()
         if self.client.collection_exists(self.collection):
             points = self.client.count(self.collection, exact=True).count
             if points:
@@ -106,39 +103,6 @@ class QdrantIndex:
                     f"the Qdrant collection {self.collection!r} already holds {points} points; "
                     "pass another collection= (or delete it) so two memories never mix"
                 )
-
-    # ------------------------------------------------------------------ contents
-
-    def __len__(self) -> int:
-        return len(self._chunks)
-
-    @property
-    def chunks(self) -> tuple[Chunk, ...]:
-        with self._lock:
-            return tuple(self._chunks)
-
-    def get(self, chunk_id: str) -> Chunk | None:
-        with self._lock:
-            pos = self._positions.get(chunk_id)
-            return None if pos is None else self._chunks[pos]
-
-    def add(self, chunks: Sequence[Chunk], *, show_progress: bool = False) -> None:
-        """Embed and upsert chunks; ids must be new and unique (else ``InputError``)."""
-        items = list(chunks)
-        self._check_new(items)
-        if not items:
-            return
-        vectors = self.embedder.embed_passages([c.text for c in items], show_progress=show_progress)
-        self._append(items, vectors)
-
-    def _check_new(self, items: list[Chunk]) -> None:
-        seen: set[str] = set()
-        for item in items:
-            if not isinstance(item, Chunk):
-                raise InputError(f"QdrantIndex.add takes Chunk objects, got {type(item).__name__}")
-            if item.chunk_id in seen or item.chunk_id in self._positions:
-                raise InputError(f"duplicate chunk id {item.chunk_id!r}: chunk ids must be unique")
-            seen.add(item.chunk_id)
 
     def _append(self, items: list[Chunk], vectors: np.ndarray) -> None:
         models = _qdrant().models
