@@ -14,10 +14,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from shared_core.errors import InputError
-from shared_core.inputs import check_query
-from shared_core.models.llm_failures import generator_failure
-from shared_core.models.stop_text import cut_at_stop, stream_until_stop
-from shared_core.types import ChatTurn, Generation
+from shared_core.models.client_generator import ClientChatGenerator, ClientReply
+from shared_core.types import ChatTurn
 
 __all__ = ["ChatModelGenerator", "memorag_with_chat_model"]
 
@@ -33,7 +31,7 @@ def _message(turn: ChatTurn) -> BaseMessage:
     return HumanMessage(turn.content)
 
 
-class ChatModelGenerator:
+class ChatModelGenerator(ClientChatGenerator):
     """A ``TextGenerator`` over a LangChain chat model.
 
     ``max_tokens_param`` is the keyword the model takes per call for the reply length
@@ -48,62 +46,34 @@ class ChatModelGenerator:
         self.max_tokens_param = max_tokens_param
         self.name = f"LangChain {type(chat_model).__name__}"
 
-    def _call(
-        self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int, stop: Sequence[str]
+    def _ask(
+        self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int
     ) -> tuple[list[BaseMessage], dict[str, Any]]:
-        check_query(prompt)
         messages = [*(_message(t) for t in history), HumanMessage(prompt)]
-        options: dict[str, Any] = {}
-        stops = [s for s in stop if s][:_MODEL_STOPS]
-        if stops:
-            options["stop"] = stops
-        if self.max_tokens_param:
-            options[self.max_tokens_param] = max_new_tokens
+        options = {self.max_tokens_param: max_new_tokens} if self.max_tokens_param else {}
         return messages, options
 
-    def generate(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation:
-        messages, options = self._call(prompt, history, max_new_tokens, stop)
-        try:
-            reply = self.chat_model.invoke(messages, **options)
-        except Exception as exc:  # the model's own errors, whatever its provider raises
-            raise generator_failure(exc, self.name) from exc
-        text, stopped = cut_at_stop(reply.text, stop)
+    @staticmethod
+    def _with_stop(options: dict[str, Any], stop: Sequence[str]) -> dict[str, Any]:
+        stops = [s for s in stop if s][:_MODEL_STOPS]  # all are applied on our side too
+        return {**options, "stop": stops} if stops else options
+
+    def _reply(self, request: Any, stop: Sequence[str]) -> ClientReply:
+        messages, options = request
+        reply = self.chat_model.invoke(messages, **self._with_stop(options, stop))
         usage = reply.usage_metadata if isinstance(reply, AIMessage) else None
-        finish = str(reply.response_metadata.get("finish_reason") or "stop")
-        return Generation(
-            text=text,
-            prompt_tokens=usage["input_tokens"] if usage else len(prompt.split()),
-            completion_tokens=usage["output_tokens"] if usage else len(text.split()),
-            finish_reason="length" if finish == "length" and not stopped else "stop",
+        return ClientReply(
+            text=reply.text,
+            prompt_tokens=usage["input_tokens"] if usage else None,
+            completion_tokens=usage["output_tokens"] if usage else None,
+            finish_reason=str(reply.response_metadata.get("finish_reason") or "stop"),
         )
 
-    def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        messages, options = self._call(prompt, history, max_new_tokens, stop)
-        yield from stream_until_stop(self._pieces(messages, options), stop)
-
-    def _pieces(self, messages: list[BaseMessage], options: dict[str, Any]) -> Iterator[str]:
-        try:
-            for chunk in self.chat_model.stream(messages, **options):
-                if chunk.text:
-                    yield chunk.text
-        except Exception as exc:
-            raise generator_failure(exc, self.name) from exc
+    def _pieces(self, request: Any, stop: Sequence[str]) -> Iterator[str]:
+        messages, options = request
+        for chunk in self.chat_model.stream(messages, **self._with_stop(options, stop)):
+            if chunk.text:
+                yield chunk.text
 
 
 def memorag_with_chat_model(llm: BaseChatModel, **memorag_kwargs: Any) -> Any:

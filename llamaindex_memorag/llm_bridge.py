@@ -15,10 +15,8 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
 
 from shared_core.errors import InputError
-from shared_core.inputs import check_query
-from shared_core.models.llm_failures import generator_failure
-from shared_core.models.stop_text import cut_at_stop, stream_until_stop
-from shared_core.types import ChatTurn, Generation
+from shared_core.models.client_generator import ClientChatGenerator, ClientReply
+from shared_core.types import ChatTurn
 
 __all__ = ["LLMGenerator", "memorag_with_llama_llm"]
 
@@ -29,7 +27,7 @@ _ROLES = {
 }
 
 
-class LLMGenerator:
+class LLMGenerator(ClientChatGenerator):
     """A ``TextGenerator`` over a LlamaIndex LLM.
 
     ``max_tokens_param`` is the keyword the LLM takes per call for the reply length
@@ -43,56 +41,25 @@ class LLMGenerator:
         self.max_tokens_param = max_tokens_param
         self.name = f"LlamaIndex {type(llm).__name__} ({llm.metadata.model_name})"
 
-    def _call(
+    def _ask(
         self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int
     ) -> tuple[list[ChatMessage], dict[str, Any]]:
-        check_query(prompt)
         messages = [ChatMessage(role=_ROLES[t.role], content=t.content) for t in history]
         messages.append(ChatMessage(role=MessageRole.USER, content=prompt))
         options = {self.max_tokens_param: max_new_tokens} if self.max_tokens_param else {}
         return messages, options
 
-    def generate(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation:
-        messages, options = self._call(prompt, history, max_new_tokens)
-        try:
-            reply = self.llm.chat(messages, **options)
-        except Exception as exc:  # the LLM's own errors, whatever its provider raises
-            raise generator_failure(exc, self.name) from exc
-        text, _ = cut_at_stop(reply.message.content or "", stop)
-        return Generation(
-            text=text,
-            prompt_tokens=sum(len((m.content or "").split()) for m in messages),
-            completion_tokens=len(text.split()),
-            finish_reason="stop",
-        )
+    def _reply(self, request: Any, stop: Sequence[str]) -> ClientReply:
+        messages, options = request
+        reply = self.llm.chat(messages, **options)
+        prompt_words = sum(len((m.content or "").split()) for m in messages)
+        return ClientReply(text=reply.message.content or "", prompt_tokens=prompt_words)
 
-    def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        messages, options = self._call(prompt, history, max_new_tokens)
-        yield from stream_until_stop(self._pieces(messages, options), stop)
-
-    def _pieces(self, messages: list[ChatMessage], options: dict[str, Any]) -> Iterator[str]:
-        try:
-            for response in self.llm.stream_chat(messages, **options):
-                if response.delta:
-                    yield response.delta
-        except Exception as exc:
-            raise generator_failure(exc, self.name) from exc
+    def _pieces(self, request: Any, stop: Sequence[str]) -> Iterator[str]:
+        messages, options = request
+        for response in self.llm.stream_chat(messages, **options):
+            if response.delta:
+                yield response.delta
 
 
 def memorag_with_llama_llm(llm: LLM, **memorag_kwargs: Any) -> Any:
