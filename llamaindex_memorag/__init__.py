@@ -7,8 +7,7 @@ from llamaindex_memorag.llms import MemoryLLM
 from llamaindex_memorag.query_engine import memorag_query_engine, memorag_query_engine_tool
 from llamaindex_memorag.query_transforms import MemoRAGQueryTransform
 from llamaindex_memorag.retrievers import MEMORAG_METADATA_KEYS, MemoRAGRetriever
-
-__version__ = "0.1.0"
+from shared_core import __version__
 
 __all__ = [
     "MEMORAG_METADATA_KEYS",

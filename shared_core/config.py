@@ -16,6 +16,8 @@ from shared_core.errors import InputError
 BACKENDS = ("auto", "compressed_kv", "full_kv", "beacon", "gist")
 FUSIONS = ("auto", "interleave", "rrf", "zscore", "union")
 ROUTES = ("auto", "heads", "clues", "heads+clues")
+#: Placements accelerate computes from the visible GPUs (``from_pretrained(device_map=...)``).
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 LANGUAGES = ("auto", "en", "zh")
 
 #: Options each back-end takes beyond the common ones, with a check of each value.
@@ -33,7 +35,6 @@ BACKEND_OPTIONS: dict[str, dict[str, tuple[Any, str]]] = {
     "compressed_kv": _KV_OPTIONS,
     "full_kv": _KV_OPTIONS,
     "beacon": {
-        "device_map": ((str, type(None)), "a device map name such as 'auto'"),
         "max_chars": _OPT_INT,
         "max_documents": _OPT_INT,
         "max_new_tokens_cap": _INT,
@@ -73,6 +74,7 @@ class MemoRAGConfig:
     dtype: Any = None
     load_in_4bit: bool = False
     enable_flash_attn: bool = False
+    device_map: str | None = None  # spread a model over GPUs (accelerate): "auto", ...
     # -- memory ------------------------------------------------------------------------------
     memory_backend: str = "auto"
     beacon_ratio: int | None = None  # compressed KV: 4; beacon: the checkpoint's
@@ -110,6 +112,8 @@ class MemoRAGConfig:
         for name in ("load_in_4bit", "enable_flash_attn", "anchor_clues"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.device_map is not None:
+            _one_of("device_map", self.device_map, DEVICE_MAPS)
         _one_of("memory_backend", self.memory_backend, BACKENDS)
         _one_of("fusion", self.fusion, FUSIONS)
         _one_of("language", self.language, LANGUAGES)
@@ -214,6 +218,7 @@ class MemoRAGConfig:
             "dtype": self.dtype,
             "load_in_4bit": self.load_in_4bit,
             "enable_flash_attn": self.enable_flash_attn,
+            "device_map": self.device_map,
         }
 
     def as_options(self) -> dict[str, Any]:
@@ -254,6 +259,7 @@ def _int(name: str, value: object, low: int) -> None:
 __all__ = [
     "BACKENDS",
     "BACKEND_OPTIONS",
+    "DEVICE_MAPS",
     "FUSIONS",
     "ROUTES",
     "MemoRAGConfig",

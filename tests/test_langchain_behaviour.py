@@ -575,9 +575,10 @@ def test_library_imports_only_langchain_core() -> None:
 
 def test_public_api() -> None:
     import langchain_memorag
+    import shared_core
 
     assert sorted(langchain_memorag.__all__) == sorted(
-        ["ChatMemoRAG", "MemoRAGRetriever", "MemoryLLM", "create_memorag_tool"]
+        ["ChatMemoRAG", "MemoRAGRetriever", "MemoryLLM", "__version__", "create_memorag_tool"]
     )
-    assert isinstance(langchain_memorag.__version__, str)
+    assert langchain_memorag.__version__ == shared_core.__version__
     assert langchain_memorag.ChatMemoRAG is langchain_memorag.MemoryLLM

@@ -17,6 +17,7 @@ from shared_core.errors import (
 from shared_core.memory.entry_map import TokenMap
 from shared_core.memory.kv_files import state_metadata
 from shared_core.memory.kv_state import KVState
+from shared_core.models.loading import layer_devices
 from shared_core.persistence.files import describe_difference, short
 
 TENSORS_FILE = "memory.safetensors"
@@ -148,14 +149,14 @@ class KVPersistence:
         check_kv_state(
             where, path, section, header, frame=(len(self.prefix_ids), len(self.suffix_ids))
         )
-        device = self.model.device
+        devices = layer_devices(self.model)
         keys, values, positions, origins = [], [], [], []
         has_origins = "o.0" in header
         token_map = None
         with safe_open(str(path), framework="pt") as f:
             for i in range(n_layers):
-                keys.append(f.get_tensor(f"k.{i}").to(device))
-                values.append(f.get_tensor(f"v.{i}").to(device))
+                keys.append(f.get_tensor(f"k.{i}").to(devices[i]))
+                values.append(f.get_tensor(f"v.{i}").to(devices[i]))
                 positions.append(f.get_tensor(f"p.{i}"))
                 if has_origins:
                     origins.append(f.get_tensor(f"o.{i}"))

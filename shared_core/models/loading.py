@@ -127,8 +127,12 @@ def load_causal_lm(
     load_in_4bit: bool = False,
     revision: str | None = None,
     enable_flash_attn: bool = False,
+    device_map: str | None = None,
 ) -> LoadedLM:
     """Load a causal LM and its tokenizer (``None`` = the embedded SmolLM2-135M-Instruct).
+
+    ``device_map`` (``"auto"``, ``"balanced"``, ...) lets accelerate spread the layers over
+    the visible GPUs (and CPU RAM past them) instead of moving the model to ``device``.
 
     ``enable_flash_attn`` asks for flash-attention 2 (CUDA with ``flash_attn`` installed);
     elsewhere it warns and keeps PyTorch's SDPA attention. Model code shipped with a
@@ -162,16 +166,23 @@ def load_causal_lm(
             load_in_4bit=True, bnb_4bit_compute_dtype=dtype
         )
         kwargs["device_map"] = {"": 0}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in users' output
     tokenizer = AutoTokenizer.from_pretrained(path, **common)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if not load_in_4bit:
+    if "device_map" not in kwargs:
         model.to(device)
     model.eval()
     rev = getattr(model.config, "_commit_hash", None) or revision or "local"
     return LoadedLM(model=model, tokenizer=tokenizer, name=name, revision=str(rev))
+
+
+def layer_devices(model: Any) -> list[torch.device]:
+    """The device of each decoder layer (they differ when ``device_map`` spread the model)."""
+    return [next(layer.parameters()).device for layer in model.get_decoder().layers]
 
 
 def model_fingerprint(model: Any) -> str:
