@@ -16,6 +16,10 @@ from shared_core.errors import InputError
 BACKENDS = ("auto", "compressed_kv", "full_kv", "beacon", "gist")
 FUSIONS = ("auto", "interleave", "rrf", "zscore", "union")
 ROUTES = ("auto", "heads", "clues", "heads+clues")
+#: The compressed KV memory's default ratio under ``compress="always"``, and the most it may
+#: compress to under ``"when_needed"`` (docs/heads.md: compress only as much as positions need).
+FIXED_RATIO = 4
+MAX_RATIO = 32
 #: Placements accelerate computes from the visible GPUs (``from_pretrained(device_map=...)``).
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 LANGUAGES = ("auto", "en", "zh")
@@ -77,7 +81,7 @@ class MemoRAGConfig:
     device_map: str | None = None  # spread a model over GPUs (accelerate): "auto", ...
     # -- memory ------------------------------------------------------------------------------
     memory_backend: str = "auto"
-    beacon_ratio: int | None = None  # compressed KV: 4; beacon: the checkpoint's
+    beacon_ratio: int | None = None  # compressed KV: 4 (always) / at most 32 (when_needed)
     window: int | None = None  # compressed/full KV: 2048
     scorer: str | None = None  # compressed/full KV: "key_norm"
     position_mode: str | None = None  # compressed/full KV: "auto"
@@ -187,10 +191,14 @@ class MemoRAGConfig:
 
     @property
     def ratio(self) -> int:
-        """The compression ratio the memory runs at."""
+        """The compressed KV memory's ratio: the one it keeps under ``compress="always"``; the
+        most it may compress to under ``"when_needed"`` (it compresses only past the model's
+        positions, at the smallest ratio that fits)."""
         if self.backend == "full_kv":
             return 1
-        return self.beacon_ratio or 4
+        if self.beacon_ratio is not None:
+            return self.beacon_ratio
+        return FIXED_RATIO if self.compress == "always" else MAX_RATIO
 
     def memory_kwargs(self) -> dict[str, Any]:
         """The back-end's keyword arguments (model loading aside)."""

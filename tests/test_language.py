@@ -66,4 +66,5 @@ def test_options_that_a_backend_takes_are_kept() -> None:
     kv = MemoRAGConfig(window=512, memory_options={"reserve_tokens": 64})
     assert kv.memory_kwargs()["window"] == 512 and kv.memory_kwargs()["reserve_tokens"] == 64
     assert MemoRAGConfig(memory_backend="full_kv").ratio == 1
-    assert MemoRAGConfig().ratio == 4
+    assert MemoRAGConfig().ratio == 32  # when_needed: the most it may compress to
+    assert MemoRAGConfig(compress="always").ratio == 4

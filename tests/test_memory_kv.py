@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from pathlib import Path
 
@@ -283,3 +284,50 @@ def test_threads_share_one_memory(llama, tokenizer):
         t.join()
     assert results == alone
     assert mem.generate(prompts[0], max_new_tokens=6).text == alone[prompts[0]]
+
+
+# -- compress="when_needed": compress only as much as the positions require ------------------
+def _per_entry(mem: CompressedKVMemory) -> float:
+    return float(mem.stats().extra["text tokens per kept entry"])
+
+
+def test_when_needed_keeps_everything_while_the_text_fits(llama, tokenizer):
+    mem = make(llama, tokenizer, beacon_ratio=8, compress="when_needed")
+    stats = mem.memorize(TEXT)
+    frame = len(mem.prefix_ids) + len(mem.suffix_ids)
+    assert stats.kv_entries == stats.tokens_read + frame and _per_entry(mem) == 1.0
+
+
+def test_when_needed_picks_the_smallest_ratio_that_fits(tokenizer):
+    model = tiny_model("llama", max_positions=1024)
+    mem = make(model, tokenizer, beacon_ratio=8, compress="when_needed")
+    stats = mem.memorize(TEXT)
+    assert stats.tokens_read > 1024  # over the positions: full KV cannot hold it
+    fixed = {r: make(model, tokenizer, beacon_ratio=r).memorize(TEXT).kv_entries for r in (2, 3)}
+    assert stats.kv_entries == fixed[2] > fixed[3]  # ratio 2 fits, so it is not compressed more
+    with pytest.raises(LimitError):
+        make(model, tokenizer, beacon_ratio=1, compress="when_needed").memorize(TEXT)
+
+
+def test_when_needed_compresses_added_text_harder_as_the_corpus_grows(tokenizer):
+    model = tiny_model("llama", max_positions=2048)
+    mem = make(model, tokenizer, beacon_ratio=16, compress="when_needed")
+    first = mem.memorize(TEXT)  # fits: full KV
+    first_ratio = first.tokens_read / (first.kv_entries - len(mem.prefix_ids + mem.suffix_ids))
+    second = mem.add(TEXT)
+    added_ratio = (second.tokens_read - first.tokens_read) / (second.kv_entries - first.kv_entries)
+    assert first_ratio == 1 and added_ratio > 2 and second.position_mode == "compact"
+    with pytest.raises(LimitError, match="positions left after the kept entries"):
+        mem.add(TEXT * 3)  # the kept entries leave no room, whatever the ratio
+    assert mem.stats().tokens_read == second.tokens_read  # the refused add changed nothing
+
+
+def test_when_needed_refuses_past_beacon_ratio_and_says_what_to_raise(tokenizer):
+    mem = make(
+        tiny_model("llama", max_positions=512), tokenizer, beacon_ratio=2, compress="when_needed"
+    )
+    with pytest.raises(LimitError, match=r"raise beacon_ratio to about (\d+)") as refused:
+        mem.memorize(TEXT * 2)
+    needed = re.search(r"raise beacon_ratio to about (\d+)", str(refused.value))
+    assert needed is not None and int(needed.group(1)) > 2
+    assert mem.is_empty  # nothing half-read was kept

@@ -8,6 +8,7 @@ memory is the kept cache plus one window. ``beacon_ratio=1`` keeps everything (f
 Positions: ``absolute`` keeps every entry at its true text position; ``compact`` renumbers kept
 entries densely, re-rotating their keys, so a model trained on N positions reads about
 ``N * beacon_ratio`` tokens. ``auto`` picks absolute while the text fits, else compact.
+With ``compress="when_needed"`` the ratio is the smallest (up to ``beacon_ratio``) that fits.
 
 Prompts never change the memory: each one runs on a *fork* of the cache whose layers point at
 the kept tensors; transformers' cache grows by concatenation (new tensors), so the memory's
@@ -94,8 +95,9 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ConstrainedGeneration, Memory
         self.revision = revision
         self.beacon_ratio = beacon_ratio
         # "when_needed": keep every entry while the text fits the model's positions (absolute
-        # mode), compress at beacon_ratio only once it does not (docs/heads.md: the retrieval
-        # heads lose much of their signal under key-norm compression).
+        # mode); past that, compress new text at the smallest ratio up to beacon_ratio that
+        # fits the positions left (docs/heads.md: the retrieval heads lose much of their signal
+        # under key-norm compression, so compress only as much as the positions require).
         self.compress = compress
         self.window = window
         self.scorer = get_scorer(scorer)
@@ -307,7 +309,13 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ConstrainedGeneration, Memory
             position_mode=state.mode,
             capacity_tokens=self.capacity_tokens(),
             seconds=state.seconds,
-            extra={**extra, "positions used": f"{state.next_position:,} of {self.max_positions:,}"},
+            extra={
+                **extra,
+                "positions used": f"{state.next_position:,} of {self.max_positions:,}",
+                "text tokens per kept entry": round(
+                    state.text_tokens / max(1, state.entries - frame), 2
+                ),
+            },
         )
 
     @property

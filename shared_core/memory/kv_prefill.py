@@ -44,17 +44,25 @@ class KVPrefill:
     show_progress: bool | None
     _inv_freq: Any
 
-    def _compact_peak(self, kept_before: int, tokens: int, window: int) -> tuple[int, int]:
+    def _compact_peak(
+        self, kept_before: int, tokens: int, window: int, ratio: int
+    ) -> tuple[int, int]:
         """(largest position used while reading, entries kept after) in compact mode."""
         kept, peak = kept_before, kept_before
         for start in range(0, tokens, window):
             n = min(window, tokens - start)
             peak = max(peak, kept + n)
-            kept += math.ceil(n / self.beacon_ratio)
+            kept += math.ceil(n / ratio)
         return peak, kept
 
-    def _plan(self, base: KVState | None, new_tokens: int) -> tuple[PositionMode, int]:
-        """Choose the position mode and window for reading ``new_tokens`` more; refuse if over."""
+    def _plan(self, base: KVState | None, new_tokens: int) -> tuple[PositionMode, int, int]:
+        """Choose the position mode, window and compression ratio for reading ``new_tokens``
+        more; refuse if they cannot fit.
+
+        ``compress="always"`` keeps 1/``beacon_ratio`` of every window. ``"when_needed"`` keeps
+        everything while the text fits the model's positions; past that it compresses the new
+        text at the smallest ratio that fits the positions left, up to ``beacon_ratio``, so the
+        ratio grows with the corpus."""
         n_max = self.max_positions
         frame = len(self.prefix_ids) + len(self.suffix_ids)
         text_total = (base.text_tokens if base else 0) + new_tokens
@@ -62,7 +70,11 @@ class KVPrefill:
             len(self.prefix_ids) + text_total + len(self.suffix_ids) + self.reserve_tokens <= n_max
         )
         if self.position_mode in ("auto", "absolute") and fits_absolute:
-            return "absolute", self.window
+            return (
+                "absolute",
+                self.window,
+                1 if self.compress == "when_needed" else self.beacon_ratio,
+            )
         if self.position_mode == "absolute":
             raise LimitError(
                 f"the text is {text_total:,} tokens; with absolute positions {self.name} holds at "
@@ -75,17 +87,22 @@ class KVPrefill:
                 "compact positions need a RoPE model"
             )
         kept_before = base.entries - len(self.suffix_ids) if base else len(self.prefix_ids)
-        window = self.window
-        while window >= min(MIN_WINDOW, self.window):
-            peak, kept = self._compact_peak(kept_before, new_tokens, window)
-            if peak <= n_max and kept + len(self.suffix_ids) + self.reserve_tokens <= n_max:
-                return "compact", window
-            window //= 2
-        room = n_max - frame - self.reserve_tokens - min(MIN_WINDOW, self.window)
+        lowest = 1 if self.compress == "when_needed" else self.beacon_ratio
+        for ratio in range(lowest, self.beacon_ratio + 1):
+            window = self.window
+            while window >= min(MIN_WINDOW, self.window):
+                peak, kept = self._compact_peak(kept_before, new_tokens, window, ratio)
+                if peak <= n_max and kept + len(self.suffix_ids) + self.reserve_tokens <= n_max:
+                    return "compact", window, ratio
+                window //= 2
+        # The entries already kept stay as they are: only the new text can be compressed more.
+        room = n_max - kept_before - len(self.suffix_ids) - self.reserve_tokens
+        room -= min(MIN_WINDOW, self.window)
         hint = (
-            f"raise beacon_ratio to about {math.ceil(text_total / room)} or more"
+            f"raise beacon_ratio to about {math.ceil(new_tokens / room)} or more"
             if room > 0
-            else "the model's positions leave no room after the frame and reserve_tokens"
+            else "the positions left after the kept entries, the frame and reserve_tokens are "
+            "too few"
         )
         raise LimitError(
             f"the text is {text_total:,} tokens; at beacon_ratio {self.beacon_ratio} "
@@ -107,7 +124,7 @@ class KVPrefill:
         new_map = build_token_map(self.tokenizer, joined, ids, doc_spans, first_doc)
         if not ids:
             raise InputError("the text encodes to no tokens")
-        mode, window = self._plan(base, len(ids))
+        mode, window, ratio = self._plan(base, len(ids))
         if base is not None and base.mode == "absolute" and mode == "compact":
             base = self._to_compact(base)
         cache, positions, next_pos = self._open(base)
@@ -126,7 +143,7 @@ class KVPrefill:
             for start in range(0, len(ids), window):
                 chunk = ids[start : start + window]
                 next_pos = self._read_window(
-                    cache, positions, chunk, next_pos, mode, origins, text_start + start
+                    cache, positions, chunk, next_pos, mode, ratio, origins, text_start + start
                 )
                 bar.update(len(chunk))
             bar.close()
@@ -218,15 +235,15 @@ class KVPrefill:
         ids: Sequence[int],
         next_pos: int,
         mode: PositionMode,
+        ratio: int,
         origins: list[torch.Tensor] | None = None,
         text_start: int = 0,
     ) -> int:
-        """Prefill one window on top of the kept cache, then keep 1/ratio of its entries."""
+        """Prefill one window on top of the kept cache, then keep 1/``ratio`` of its entries."""
         before = cache.layers[0].keys.shape[-2]
         pos = self._forward(cache, ids, next_pos).cpu()
         n = len(ids)
-        lossless = self.beacon_ratio == 1 or (self.compress == "when_needed" and mode == "absolute")
-        keep = n if lossless else math.ceil(n / self.beacon_ratio)
+        keep = math.ceil(n / ratio)
         for i, layer in enumerate(cache.layers):
             k_new = layer.keys[0, :, before:, :]
             v_new = layer.values[0, :, before:, :]
