@@ -331,3 +331,30 @@ def test_when_needed_refuses_past_beacon_ratio_and_says_what_to_raise(tokenizer)
     needed = re.search(r"raise beacon_ratio to about (\d+)", str(refused.value))
     assert needed is not None and int(needed.group(1)) > 2
     assert mem.is_empty  # nothing half-read was kept
+
+
+# -- key_norm_cover: every block of text keeps entries --------------------------------------
+def test_covering_scorer_keeps_every_block_and_the_lowest_norms_within_it():
+    from shared_core.memory.scorers import CoveringKeyNormScorer, KeyNormScorer, get_scorer, select
+
+    torch.manual_seed(0)
+    keys = torch.randn(2, 256, 8)
+    keys[:, :128] *= 0.1  # the first half has far smaller keys: plain key norm keeps only it
+    plain = select(KeyNormScorer().score(keys, keys), 16)
+    assert int(plain.max()) < 128
+    cover = select(get_scorer("key_norm_cover").score(keys, keys), 16)
+    assert (cover // 32 == torch.arange(8).repeat_interleave(2)).all()  # 2 per 32-token block
+    norms = keys.norm(dim=-1)
+    for h in range(2):
+        for b in range(8):
+            block = norms[h, b * 32 : (b + 1) * 32]
+            kept = cover[h][cover[h] // 32 == b] - b * 32
+            assert set(kept.tolist()) == set(block.argsort()[:2].tolist())
+    with pytest.raises(InputError, match="block"):
+        CoveringKeyNormScorer(block=0)
+
+
+def test_covering_scorer_runs_in_the_memory(llama, tokenizer):
+    mem = make(llama, tokenizer, beacon_ratio=4, scorer="key_norm_cover")
+    stats = mem.memorize(TEXT)
+    assert stats.kv_entries < stats.tokens_read and mem.stats().extra["scorer"] == "key_norm_cover"

@@ -56,15 +56,41 @@ class StrideScorer:
         return (-phase).expand(heads, window).clone()
 
 
+class CoveringKeyNormScorer:
+    """Key norm inside blocks of ``block`` tokens, taken in turns: every block keeps its best
+    entry before any block keeps a second, so no stretch of text (no chunk) is left without
+    entries, while each block still keeps its lowest-norm keys."""
+
+    name = "key_norm_cover"
+
+    def __init__(self, block: int = 32) -> None:
+        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+            raise InputError(f"block must be an int >= 1, got {block!r}")
+        self.block = block
+
+    def score(self, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        heads, window = keys.shape[0], keys.shape[1]
+        norm = keys.float().norm(dim=-1)  # [heads, window]
+        pad = (-window) % self.block
+        padded = torch.nn.functional.pad(norm, (0, pad), value=float("inf"))
+        blocks = padded.view(heads, -1, self.block)
+        rank = blocks.argsort(dim=-1).argsort(dim=-1).view(heads, -1)[:, :window]
+        # Rank first (turns over the blocks), then a small key-norm tie-break within a turn.
+        tie = norm / (norm.max(dim=-1, keepdim=True).values + 1e-6)
+        return -rank.float() - 0.5 * tie
+
+
 SCORERS: dict[str, type] = {
     KeyNormScorer.name: KeyNormScorer,
+    CoveringKeyNormScorer.name: CoveringKeyNormScorer,
     ValueNormScorer.name: ValueNormScorer,
     StrideScorer.name: StrideScorer,
 }
 
 
 def get_scorer(scorer: str | Scorer) -> Scorer:
-    """A scorer by name (``key_norm``, ``value_norm``, ``stride``) or the object itself."""
+    """A scorer by name (``key_norm``, ``key_norm_cover``, ``value_norm``, ``stride``) or the
+    object itself."""
     if isinstance(scorer, str):
         try:
             return SCORERS[scorer]()
