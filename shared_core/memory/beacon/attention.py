@@ -188,10 +188,11 @@ def query_mass(
         if not picks:
             return
         h = torch.tensor([heads[i][1] for i in picks], dtype=torch.int64, device=q.device)
-        qs = q[0, h].index_select(1, q_rows).float()  # [n, R, d]
-        ks = keys[0, h // group].float()  # [n, M + T, d]
+        qs = q[0, h].index_select(1, q_rows.to(q.device)).float()  # [n, R, d]
+        ks = keys[0, h.to(keys.device) // group].float().to(q.device)  # [n, M + T, d]
         scores = torch.matmul(qs, ks.transpose(-1, -2)) * scale  # [n, R, M + T]
-        scores = scores.masked_fill(~allowed[None], float("-inf"))
+        # (layers may sit on different devices under device_map="auto")
+        scores = scores.masked_fill(~allowed.to(q.device)[None], float("-inf"))
         probs = torch.softmax(scores, dim=-1)[..., :memory].mean(dim=1)  # [n, M]
         out[torch.tensor(picks)] = probs.cpu()
 
