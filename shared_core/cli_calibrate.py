@@ -12,6 +12,13 @@ def register(sub: Any, command: Any) -> None:
     p = command("calibrate-heads", "choose a memory model's retrieval heads from gold evidence")
     p.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="paragraph-layout folders")
     p.add_argument("--model", default=None, help="memory model (default: embedded SmolLM2)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "full_kv", "beacon"),
+        help="memory the heads are measured on: full KV, or the native beacon memory (auto: "
+        "beacon for memorag checkpoints); no head set ships for beacon checkpoints",
+    )
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the JSON")
     p.add_argument("--limit", type=int, default=40, metavar="N", help="questions per folder")
     p.add_argument("--top", type=int, default=8, metavar="N", help="heads to keep (default 8)")
@@ -21,7 +28,9 @@ def register(sub: Any, command: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from shared_core.heads.calibration import calibrate_heads
 
-    head_set = calibrate_heads(args.data_dirs, model=args.model, limit=args.limit, top=args.top)
+    head_set = calibrate_heads(
+        args.data_dirs, model=args.model, backend=args.backend, limit=args.limit, top=args.top
+    )
     head_set.save(args.out)
     if args.json:
         print(json.dumps(head_set.to_json()))

@@ -18,9 +18,11 @@ FORMAT = "memorag-head-set/1"
 class HeadSet:
     """Selected retrieval heads of one model.
 
-    ``model`` and ``fingerprint`` (``models.loading.model_fingerprint``) name the weights the
-    heads were measured on; ``heads`` are ``(layer, query head)``; ``calibration`` says how
-    (data sets, metric, date, questions) and ``scores`` holds each head's metric.
+    ``model`` and ``fingerprint`` (the memory's ``fingerprint()``: ``model_fingerprint`` of
+    ``models.loading`` for Hugging Face models, the beacon model's own hash for beacon
+    checkpoints) name the weights the heads were measured on; ``heads`` are ``(layer, query
+    head)``; ``calibration`` says how (data sets, metric, date, questions) and ``scores``
+    holds each head's metric.
     """
 
     model: str

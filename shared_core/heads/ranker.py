@@ -3,8 +3,9 @@
 For a query, the memory runs one pass with the selected heads (``entry_attention``); each
 head's calibrated mass on the kept entries is summed over the entries that came from each
 chunk's character span, z-normalised over the chunks (so every head counts alike), and the
-heads' z-scores are averaged. Works over full or compressed KV, absolute or compact positions,
-after ``add`` and after a reload: every kept entry keeps the text position it was read from.
+heads' z-scores are averaged. Works over any ``AttentionMemory``: full or compressed KV
+(absolute or compact positions) and the beacon memory, after ``add`` and after a reload:
+every kept entry keeps the text position it was read from.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 
 from shared_core.errors import InputError
 from shared_core.heads.head_set import HeadSet
+from shared_core.memory.attention_memory import AttentionMemory
 from shared_core.memory.attention_probe import EntryAttention
-from shared_core.memory.compressed_kv import CompressedKVMemory
 from shared_core.memory.entry_map import chunk_mass
 from shared_core.retrieval.index import chunk_passage
 from shared_core.types import Chunk, Hit
@@ -32,7 +33,7 @@ class ChunkScores:
     per_head: torch.Tensor  # [heads, chunks] float64, calibrated mass (not normalised)
 
 
-def chunk_keys(memory: CompressedKVMemory, chunks: Sequence[Chunk]) -> list[tuple[int, int, int]]:
+def chunk_keys(memory: AttentionMemory, chunks: Sequence[Chunk]) -> list[tuple[int, int, int]]:
     """``(document index in the memory, start, end)`` for each chunk."""
     order = {d["doc_id"]: i for i, d in enumerate(memory.documents)}
     keys = []
@@ -60,10 +61,10 @@ def combine(per_head: torch.Tensor) -> torch.Tensor:
 class AttentionRanker:
     """Ranks chunks by the attention of a head set of the memory's model."""
 
-    def __init__(self, memory: CompressedKVMemory, head_set: HeadSet) -> None:
-        from shared_core.models.loading import model_fingerprint
-
-        head_set.check_model(memory.name, model_fingerprint(memory.model))
+    def __init__(self, memory: AttentionMemory, head_set: HeadSet) -> None:
+        if not isinstance(memory, AttentionMemory):
+            raise InputError(f"a {type(memory).__name__} memory has no retrieval heads")
+        head_set.check_model(memory.name, memory.fingerprint())
         self.memory = memory
         self.head_set = head_set
 

@@ -3,7 +3,9 @@ attention list the heads route adds beside the query's dense list.
 
 ``retrieval="auto"`` uses the heads when the memory's model has a head set (shipped for the
 embedded SmolLM2, or given), else warns once per model and writes clues; ``"heads"`` requires
-a head set; ``"clues"`` is the clue path; ``"heads+clues"`` runs both.
+a head set; ``"clues"`` is the clue path; ``"heads+clues"`` runs both. Any ``AttentionMemory``
+(compressed or full KV, the beacon memory) can take the heads route; other memories (gist)
+take the clue path. No head set ships for the beacon checkpoints (``docs/heads.md``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from shared_core.errors import InputError
 from shared_core.heads.head_set import HeadSet, find_head_set
 from shared_core.heads.ranker import AttentionRanker
-from shared_core.memory.compressed_kv import CompressedKVMemory
+from shared_core.memory.attention_memory import AttentionMemory
 from shared_core.retrieval.index import DenseIndex
 from shared_core.types import Hit
 
@@ -74,11 +76,9 @@ class AttentionRoute:
             return self._ranker[1], self._ranker[2]
 
     def _build(self, memory: Any) -> tuple[AttentionRanker | None, str]:
-        if not isinstance(memory, CompressedKVMemory):
+        if not isinstance(memory, AttentionMemory):
             return None, f"a {type(memory).__name__} memory has no retrieval heads"
-        from shared_core.models.loading import model_fingerprint
-
-        head_set = self.head_set or find_head_set(model_fingerprint(memory.model))
+        head_set = self.head_set or find_head_set(memory.fingerprint())
         if head_set is None:
             return None, (
                 f"no retrieval head set for {memory.name}: calibrate one with `memorag "
@@ -92,10 +92,8 @@ class AttentionRoute:
         if data is None:
             return
         saved = HeadSet.from_json(data, where=f"{where}: pipeline.head_set")
-        if isinstance(memory, CompressedKVMemory):
-            from shared_core.models.loading import model_fingerprint
-
-            saved.check_model(memory.name, model_fingerprint(memory.model))
+        if isinstance(memory, AttentionMemory):
+            saved.check_model(memory.name, memory.fingerprint())
         with self._lock:
             if self.head_set is None:
                 self.head_set, self._ranker = saved, None

@@ -322,6 +322,15 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ConstrainedGeneration, Memory
     def documents(self) -> tuple[dict[str, Any], ...]:
         return self._state.documents if self._state else ()
 
+    def fingerprint(self) -> str:
+        """The model's identity (``models.loading.model_fingerprint``): what head sets bind to."""
+        return model_fingerprint(self.model)
+
+    def head_grid(self) -> tuple[int, int]:
+        """``(layers, query heads per layer)`` of the model."""
+        cfg = self.model.config
+        return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+
     # -- persistence ------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
         """What a saved memory must match to be loaded into this one."""

@@ -22,13 +22,21 @@ from tqdm.auto import tqdm
 
 from shared_core.errors import IncompatibleMemoryError, InputError, LimitError, NoMemoryError
 from shared_core.inputs import ContextInput, as_documents, check_query
+from shared_core.memory.attention_probe import EntryAttention
 from shared_core.memory.base import Memory, MemoryStats
+from shared_core.memory.beacon.attention import (
+    BeaconHeadProbe,
+    read_token_map,
+    text_token_map,
+    write_token_map,
+)
 from shared_core.memory.beacon.config import check_ratio
 from shared_core.memory.beacon.decode import BeaconDecoder, BeaconGenerator, check_room
 from shared_core.memory.beacon.engine import BeaconEngine
 from shared_core.memory.beacon.files import TENSORS, read_state, state_fields, state_tensors
 from shared_core.memory.beacon.model import BeaconForCausalLM
 from shared_core.memory.beacon.state import BeaconState, peak_entries
+from shared_core.memory.entry_map import TokenMap
 from shared_core.models.chat_format import ChatFormat, frame_texts
 from shared_core.models.decoding import ConstrainedGeneration, TokenConstraint, eos_ids
 from shared_core.models.loading import tokenizer_fingerprint
@@ -45,6 +53,7 @@ class _Snapshot:
     documents: tuple[dict[str, Any], ...]
     text_sha256: str
     seconds: float
+    token_map: TokenMap | None = None  # text token -> (document, char); None: not kept
 
 
 class NativeBeaconMemory(ConstrainedGeneration, Memory):
@@ -96,6 +105,9 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
         self._snap: _Snapshot | None = None
         self._lineage = uuid.uuid4().hex
         self._write_lock = threading.Lock()
+        self._probe = BeaconHeadProbe(
+            model, self.format, (self.intro, self.ack), len(self.prefix_ids), self.max_positions
+        )
         self._generator = BeaconGenerator(
             self.engine,
             tokenizer,
@@ -239,6 +251,15 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
             documents=(base.documents if base else ()) + records,
             text_sha256=digest.hexdigest(),
             seconds=(base.seconds if base else 0.0) + time.perf_counter() - started,
+            token_map=text_token_map(
+                self.tokenizer,
+                joined,
+                ids,
+                docs,
+                base.token_map if base else None,
+                len(base.documents) if base else 0,
+                continued=base is not None,
+            ),
         )
 
     # -- prompting --------------------------------------------------------------------------
@@ -273,6 +294,29 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
     def answer_generator(self) -> BeaconGenerator:
         """The beacon model with no memory (long prompts still compress)."""
         return self._generator
+
+    # -- attention onto entries (memory-native retrieval; beacon/attention.py) -----------------
+    def entry_attention(self, query: str, heads: Sequence[tuple[int, int]]) -> EntryAttention:
+        """Calibrated attention of ``heads`` ((layer, query head)) from ``query`` onto each kept
+        entry (beacons and the open window's raw entries), with each entry's text origin."""
+        snap = self._snap
+        if snap is None:
+            raise NoMemoryError("this memory is empty: call memorize(text) or load(dir) first")
+        return self._probe.entry_attention(
+            snap.ready, snap.token_map, snap.text_tokens, query, heads
+        )
+
+    def head_grid(self) -> tuple[int, int]:
+        """``(layers, query heads per layer)`` of the beacon model."""
+        return self.config.num_layers, self.config.num_heads
+
+    def fingerprint(self) -> str:
+        """The weights' identity (config shape + a slice of the embeddings): what saves and
+        head sets are bound to."""
+        cfg = self.config
+        h = hashlib.sha256(repr((cfg.model_type, cfg.hidden_size, cfg.num_layers)).encode())
+        h.update(self.lm.model.embed_tokens.weight.detach()[:64].float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     # -- introspection ----------------------------------------------------------------------
     def stats(self) -> MemoryStats:
@@ -310,12 +354,10 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
     def identity(self) -> dict[str, Any]:
         """What a saved memory must match to be loaded into this one."""
         cfg = self.config
-        h = hashlib.sha256(repr((cfg.model_type, cfg.hidden_size, cfg.num_layers)).encode())
-        h.update(self.lm.model.embed_tokens.weight.detach()[:64].float().cpu().numpy().tobytes())
         return {
             "model": self.name,
             "model_revision": self.revision,
-            "model_fingerprint": h.hexdigest()[:16],
+            "model_fingerprint": self.fingerprint(),
             "tokenizer_fingerprint": tokenizer_fingerprint(self.tokenizer),
             "beacon_ratio": self.beacon_ratio,
             "window": cfg.beacon_window,
@@ -341,6 +383,7 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
             "seconds": snap.seconds,
             "dtype": str(self.lm.dtype).removeprefix("torch."),
             "lineage": self._lineage,
+            **write_token_map(folder, snap.token_map),
         }
 
     def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:
@@ -378,6 +421,9 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
         )
         if text.ratio != self.beacon_ratio or text.window != cfg.beacon_window:
             raise IncompatibleMemoryError(f"{where}: the saved state's ratio/window differ")
+        token_map = read_token_map(
+            folder, section, text_tokens=tokens, consumed=text.consumed, frame=len(self.prefix_ids)
+        )
         ready, _ = self.engine.feed(text, self.suffix_ids, logits="none")
         snap = _Snapshot(
             text=text,
@@ -386,6 +432,7 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
             documents=tuple(section["documents"]),
             text_sha256=str(section.get("text_sha256", "")),
             seconds=float(section.get("seconds") or 0.0),
+            token_map=token_map,
         )
         with self._write_lock:
             self._snap = snap

@@ -8,7 +8,7 @@ Parameter names match the checkpoints' ``state_dict``, so the weights load witho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +18,9 @@ from torch import nn
 from shared_core.memory.beacon.config import BeaconConfig
 
 KV = tuple[torch.Tensor, torch.Tensor]
+#: Sees one layer's rotated queries ``[1, heads, T, d]`` and keys ``[1, kv_heads, M+T, d]``
+#: before attention (the retrieval heads' query pass, ``beacon/attention.py``).
+Observer = Callable[[torch.Tensor, torch.Tensor], None]
 
 
 class RMSNorm(nn.Module):
@@ -93,6 +96,7 @@ class BeaconAttention(nn.Module):
         past: KV | None,
         cos: torch.Tensor,
         sin: torch.Tensor,
+        observe: Observer | None = None,
     ) -> tuple[torch.Tensor, KV]:
         """``h [1,T,D]``; ``beacons`` = row indices of beacon tokens; returns output, new K/V."""
         b, t, _ = h.shape
@@ -110,6 +114,8 @@ class BeaconAttention(nn.Module):
             keys = rotate(keys, cos, sin)
         values = torch.cat([past[1], v], dim=-2) if past is not None else v
         q = rotate(q, cos[m:], sin[m:])
+        if observe is not None:
+            observe(q, keys)
         out = self._attend(q, keys, values, m)
         out = out.transpose(1, 2).reshape(b, t, self.heads * self.head_dim)
         return self.o_proj(out), (k, v)
@@ -180,8 +186,9 @@ class DecoderLayer(nn.Module):
         past: KV | None,
         cos: torch.Tensor,
         sin: torch.Tensor,
+        observe: Observer | None = None,
     ) -> tuple[torch.Tensor, KV]:
-        attn, kv = self.self_attn(self.input_layernorm(h), beacons, past, cos, sin)
+        attn, kv = self.self_attn(self.input_layernorm(h), beacons, past, cos, sin, observe)
         h = h + attn
         return h + self.mlp(self.post_attention_layernorm(h)), kv
 
@@ -249,10 +256,14 @@ class BeaconForCausalLM(nn.Module):
         *,
         logit_rows: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        observe: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+        last_layer: int | None = None,
     ) -> StepOutput:
         """Run ``ids [1,T]`` on top of ``past`` (per layer pre-RoPE K/V of ``M`` entries).
 
         ``logit_rows`` picks the rows whose logits are returned (``None``: none).
+        ``observe(layer, q, keys)`` sees each layer's rotated queries and keys (a probe);
+        ``last_layer`` stops after that layer (then no logits and ``kv`` holds fewer layers).
         """
         h = self.embed(ids.to(self.device), beacons)
         m = past[0][0].shape[-2] if past else 0
@@ -260,8 +271,11 @@ class BeaconForCausalLM(nn.Module):
         hidden = [h] if output_hidden_states else None
         kv: list[KV] = []
         for i, layer in enumerate(self.model.layers):
-            h, layer_kv = layer(h, beacons, past[i] if past else None, cos, sin)
+            seen = None if observe is None else _at_layer(observe, i)
+            h, layer_kv = layer(h, beacons, past[i] if past else None, cos, sin, seen)
             kv.append(layer_kv)
+            if last_layer is not None and i >= last_layer:
+                return StepOutput(logits=None, kv=kv)
             if hidden is not None and i < len(self.model.layers) - 1:
                 hidden.append(h)
         logits = None
@@ -273,3 +287,7 @@ class BeaconForCausalLM(nn.Module):
                 h = h[:, logit_rows.to(h.device)]
                 logits = self.lm_head(h.to(self.lm_head.weight.device)).float()
         return StepOutput(logits=logits, kv=kv, hidden_states=hidden)
+
+
+def _at_layer(observe: Callable[[int, torch.Tensor, torch.Tensor], None], layer: int) -> Observer:
+    return lambda q, keys: observe(layer, q, keys)
