@@ -21,18 +21,17 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from shared_core.errors import IncompatibleMemoryError, InputError, LimitError, NoMemoryError
-from shared_core.inputs import ContextInput, as_documents, check_query
+from shared_core.inputs import ContextInput, as_documents
 from shared_core.memory.base import Memory, MemoryStats
 from shared_core.memory.beacon.config import check_ratio
-from shared_core.memory.beacon.decode import BeaconDecoder, BeaconGenerator, check_room
+from shared_core.memory.beacon.decode import BeaconDecoder, BeaconGenerator
 from shared_core.memory.beacon.engine import BeaconEngine
 from shared_core.memory.beacon.files import TENSORS, read_state, state_fields, state_tensors
 from shared_core.memory.beacon.model import BeaconForCausalLM
 from shared_core.memory.beacon.state import BeaconState, peak_entries
 from shared_core.models.chat_format import ChatFormat, frame_texts
-from shared_core.models.decoding import ConstrainedGeneration, TokenConstraint, eos_ids
+from shared_core.models.decoding import ConstrainedGeneration, RunRequest, eos_ids
 from shared_core.models.loading import tokenizer_fingerprint
-from shared_core.types import ChatTurn, GenerationOptions
 
 
 @dataclass(frozen=True)
@@ -242,33 +241,13 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
         )
 
     # -- prompting --------------------------------------------------------------------------
-    def _open_run(
-        self,
-        prompt: str,
-        history: tuple[ChatTurn, ...],
-        options: GenerationOptions,
-        constraint: TokenConstraint | None,
-    ) -> BeaconDecoder:
-        max_new_tokens = options.max_new_tokens
+    def _open_run(self, request: RunRequest) -> BeaconDecoder:
         snap = self._snap
         if snap is None:
             raise NoMemoryError("this memory is empty: call memorize(text) or load(dir) first")
-        check_query(prompt)
-        if max_new_tokens > self.max_new_tokens_cap:
-            raise LimitError(
-                f"max_new_tokens={max_new_tokens} is outside 0..{self.max_new_tokens_cap}"
-            )
-        ids = self.format.continuation(self.intro, self.ack, history, prompt)
-        check_room(snap.ready, len(ids), max_new_tokens, self.max_positions, self.name)
-        return BeaconDecoder(
-            self.engine,
-            self.tokenizer,
-            ids,
-            snap.ready,
-            options=options,
-            stop_ids=self._stop_ids,
-            constraint=constraint,
-        )
+        self._generator.check(request)
+        ids = self.format.continuation(self.intro, self.ack, request.history, request.prompt)
+        return self._generator.continuing(snap.ready, ids, request)
 
     def answer_generator(self) -> BeaconGenerator:
         """The beacon model with no memory (long prompts still compress)."""
