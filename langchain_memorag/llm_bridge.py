@@ -15,12 +15,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from shared_core.errors import InputError
 from shared_core.models.client_generator import ClientChatGenerator, ClientReply
-from shared_core.types import ChatTurn
+from shared_core.types import ChatTurn, GenerationOptions
 
 __all__ = ["ChatModelGenerator", "memorag_with_chat_model"]
-
-#: Stop strings handed to the model (OpenAI-style APIs take at most 4); all are applied here.
-_MODEL_STOPS = 4
 
 
 def _message(turn: ChatTurn) -> BaseMessage:
@@ -43,24 +40,19 @@ class ChatModelGenerator(ClientChatGenerator):
         if not isinstance(chat_model, BaseChatModel):
             raise InputError(f"llm must be a LangChain BaseChatModel, got {type(chat_model)!r}")
         self.chat_model = chat_model
-        self.max_tokens_param = max_tokens_param
-        self.name = f"LangChain {type(chat_model).__name__}"
+        super().__init__(
+            f"LangChain {type(chat_model).__name__}", max_tokens_param=max_tokens_param
+        )
 
     def _ask(
-        self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int
+        self, prompt: str, history: Sequence[ChatTurn], options: GenerationOptions
     ) -> tuple[list[BaseMessage], dict[str, Any]]:
         messages = [*(_message(t) for t in history), HumanMessage(prompt)]
-        options = {self.max_tokens_param: max_new_tokens} if self.max_tokens_param else {}
-        return messages, options
+        return messages, self._call_options(options, send_stop=True)
 
-    @staticmethod
-    def _with_stop(options: dict[str, Any], stop: Sequence[str]) -> dict[str, Any]:
-        stops = [s for s in stop if s][:_MODEL_STOPS]  # all are applied on our side too
-        return {**options, "stop": stops} if stops else options
-
-    def _reply(self, request: Any, stop: Sequence[str]) -> ClientReply:
+    def _reply(self, request: tuple[list[BaseMessage], dict[str, Any]]) -> ClientReply:
         messages, options = request
-        reply = self.chat_model.invoke(messages, **self._with_stop(options, stop))
+        reply = self.chat_model.invoke(messages, **options)
         usage = reply.usage_metadata if isinstance(reply, AIMessage) else None
         return ClientReply(
             text=reply.text,
@@ -69,9 +61,9 @@ class ChatModelGenerator(ClientChatGenerator):
             finish_reason=str(reply.response_metadata.get("finish_reason") or "stop"),
         )
 
-    def _pieces(self, request: Any, stop: Sequence[str]) -> Iterator[str]:
+    def _pieces(self, request: tuple[list[BaseMessage], dict[str, Any]]) -> Iterator[str]:
         messages, options = request
-        for chunk in self.chat_model.stream(messages, **self._with_stop(options, stop)):
+        for chunk in self.chat_model.stream(messages, **options):
             if chunk.text:
                 yield chunk.text
 

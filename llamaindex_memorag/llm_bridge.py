@@ -16,7 +16,7 @@ from llama_index.core.llms import LLM
 
 from shared_core.errors import InputError
 from shared_core.models.client_generator import ClientChatGenerator, ClientReply
-from shared_core.types import ChatTurn
+from shared_core.types import ChatTurn, GenerationOptions
 
 __all__ = ["LLMGenerator", "memorag_with_llama_llm"]
 
@@ -38,24 +38,23 @@ class LLMGenerator(ClientChatGenerator):
         if not isinstance(llm, LLM):
             raise InputError(f"llm must be a LlamaIndex LLM, got {type(llm)!r}")
         self.llm = llm
-        self.max_tokens_param = max_tokens_param
-        self.name = f"LlamaIndex {type(llm).__name__} ({llm.metadata.model_name})"
+        name = f"LlamaIndex {type(llm).__name__} ({llm.metadata.model_name})"
+        super().__init__(name, max_tokens_param=max_tokens_param)
 
     def _ask(
-        self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int
+        self, prompt: str, history: Sequence[ChatTurn], options: GenerationOptions
     ) -> tuple[list[ChatMessage], dict[str, Any]]:
         messages = [ChatMessage(role=_ROLES[t.role], content=t.content) for t in history]
         messages.append(ChatMessage(role=MessageRole.USER, content=prompt))
-        options = {self.max_tokens_param: max_new_tokens} if self.max_tokens_param else {}
-        return messages, options
+        return messages, self._call_options(options, send_stop=False)
 
-    def _reply(self, request: Any, stop: Sequence[str]) -> ClientReply:
+    def _reply(self, request: tuple[list[ChatMessage], dict[str, Any]]) -> ClientReply:
         messages, options = request
         reply = self.llm.chat(messages, **options)
         prompt_words = sum(len((m.content or "").split()) for m in messages)
         return ClientReply(text=reply.message.content or "", prompt_tokens=prompt_words)
 
-    def _pieces(self, request: Any, stop: Sequence[str]) -> Iterator[str]:
+    def _pieces(self, request: tuple[list[ChatMessage], dict[str, Any]]) -> Iterator[str]:
         messages, options = request
         for response in self.llm.stream_chat(messages, **options):
             if response.delta:
