@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Sequence
@@ -10,7 +9,6 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from shared_core.errors import (
@@ -20,6 +18,7 @@ from shared_core.errors import (
 from shared_core.memory.entry_map import build_token_map
 from shared_core.memory.kv_state import KVState, cache_of, joined_map, open_origins
 from shared_core.memory.positions import PositionMode, rerotate
+from shared_core.memory.reading import document_records, joined_text, memorize_bar, text_digest
 from shared_core.memory.scorers import select
 
 #: The smallest window compact positions fall back to.
@@ -95,9 +94,7 @@ class KVPrefill:
 
     def _read(self, base: KVState | None, docs: Sequence[Any], show: bool | None) -> KVState:
         started = time.perf_counter()
-        joined = "\n\n".join(d.text for d in docs)
-        if base is not None:
-            joined = "\n\n" + joined
+        joined = joined_text(docs, continuing=base is not None)
         ids = self.format.encode(joined)
         doc_spans, at = [], 2 if base is not None else 0
         for d in docs:
@@ -114,14 +111,7 @@ class KVPrefill:
         origins = open_origins(base, positions, len(self.suffix_ids))
         text_start = base.text_tokens if base else 0
         n_windows = math.ceil(len(ids) / window)
-        show = self.show_progress if show is None else show
-        bar = tqdm(
-            total=len(ids),
-            unit="tok",
-            desc="memorize",
-            disable=not (show if show is not None else n_windows >= 8),
-            leave=False,
-        )
+        bar = memorize_bar(len(ids), n_windows, self.show_progress if show is None else show)
         with torch.inference_mode():
             for start in range(0, len(ids), window):
                 chunk = ids[start : start + window]
@@ -131,12 +121,6 @@ class KVPrefill:
                 bar.update(len(chunk))
             bar.close()
             next_pos = self._append_raw(cache, positions, self.suffix_ids, next_pos, mode, origins)
-        digest = hashlib.sha256(bytes.fromhex(base.text_sha256) if base else b"")
-        digest.update(joined.encode("utf-8"))
-        records = tuple(
-            {"doc_id": d.doc_id, "chars": len(d.text), "metadata_keys": sorted(d.metadata)}
-            for d in docs
-        )
         return KVState(
             keys=tuple(layer.keys for layer in cache.layers),
             values=tuple(layer.values for layer in cache.layers),
@@ -145,8 +129,8 @@ class KVPrefill:
             text_tokens=(base.text_tokens if base else 0) + len(ids),
             next_position=next_pos,
             windows=(base.windows if base else 0) + n_windows,
-            documents=(base.documents if base else ()) + records,
-            text_sha256=digest.hexdigest(),
+            documents=(base.documents if base else ()) + document_records(docs),
+            text_sha256=text_digest(base.text_sha256 if base else None, joined),
             seconds=(base.seconds if base else 0.0) + time.perf_counter() - started,
             origins=tuple(origins) if origins is not None and new_map is not None else None,
             token_map=joined_map(base, new_map),

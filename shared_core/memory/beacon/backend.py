@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from shared_core.errors import IncompatibleMemoryError, InputError, LimitError, NoMemoryError
 from shared_core.inputs import ContextInput, as_documents
 from shared_core.memory.base import Memory, MemoryStats
@@ -29,6 +27,7 @@ from shared_core.memory.beacon.engine import BeaconEngine
 from shared_core.memory.beacon.files import TENSORS, read_state, state_fields, state_tensors
 from shared_core.memory.beacon.model import BeaconForCausalLM
 from shared_core.memory.beacon.state import BeaconState, peak_entries
+from shared_core.memory.reading import document_records, joined_text, memorize_bar, text_digest
 from shared_core.models.chat_format import ChatFormat, frame_texts
 from shared_core.models.decoding import ConstrainedGeneration, RunRequest, eos_ids
 from shared_core.models.loading import tokenizer_fingerprint
@@ -195,9 +194,7 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
 
     def _read(self, base: _Snapshot | None, docs: Sequence[Any], show: bool | None) -> _Snapshot:
         started = time.perf_counter()
-        joined = "\n\n".join(d.text for d in docs)
-        if base is not None:
-            joined = "\n\n" + joined
+        joined = joined_text(docs, continuing=base is not None)
         ids = self.format.encode(joined)
         if not ids:
             raise InputError("the text encodes to no tokens")
@@ -213,30 +210,17 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
                 "((max_position_embeddings - window) x ratio + window); raise beacon_ratio or "
                 "split the text into several memories"
             )
-        show = self.show_progress if show is None else show
         windows = len(feed) // self.config.beacon_window
-        bar = tqdm(
-            total=len(feed),
-            unit="tok",
-            desc="memorize",
-            disable=not (show if show is not None else windows >= 8),
-            leave=False,
-        )
+        bar = memorize_bar(len(feed), windows, self.show_progress if show is None else show)
         text, _ = self.engine.feed(state, feed, logits="none", progress=bar.update)
         bar.close()
         ready, _ = self.engine.feed(text, self.suffix_ids, logits="none")
-        digest = hashlib.sha256(bytes.fromhex(base.text_sha256) if base else b"")
-        digest.update(joined.encode("utf-8"))
-        records = tuple(
-            {"doc_id": d.doc_id, "chars": len(d.text), "metadata_keys": sorted(d.metadata)}
-            for d in docs
-        )
         return _Snapshot(
             text=text,
             ready=ready,
             text_tokens=text_total,
-            documents=(base.documents if base else ()) + records,
-            text_sha256=digest.hexdigest(),
+            documents=(base.documents if base else ()) + document_records(docs),
+            text_sha256=text_digest(base.text_sha256 if base else None, joined),
             seconds=(base.seconds if base else 0.0) + time.perf_counter() - started,
         )
 
@@ -324,23 +308,12 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
 
     def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:
         from shared_core.errors import PersistenceError
-        from shared_core.memory.base import check_memory_fields
+        from shared_core.memory.base import check_identity, check_memory_fields
 
         where = folder / "manifest.json"
-        if section.get("backend") != self.backend:
-            raise IncompatibleMemoryError(
-                f"{where}: the memory was written by back-end {section.get('backend')!r}, "
-                f"not {self.backend!r}"
-            )
         mine = self.identity()
-        for key in mine:
-            if key != "model_revision" and section.get(key) != mine[key]:
-                shown = section.get(key)
-                shown = f"{len(shown)} ids" if isinstance(shown, list) else shown
-                raise IncompatibleMemoryError(
-                    f"{where}: {key} is {shown!r} in the saved memory but differs here; load it "
-                    "with the same model, tokenizer, beacon_ratio and prompts it was written with"
-                )
+        keys = [key for key in mine if key != "model_revision"]
+        check_identity(where, section, self.backend, mine, keys)
         check_memory_fields(where, section)
         tokens = section.get("text_tokens")
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
