@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from shared_core.errors import InputError
 from shared_core.models.client_generator import ClientChatGenerator, ClientReply
-from shared_core.types import ChatTurn, GenerationOptions
+from shared_core.types import ChatTurn
 
 __all__ = ["ChatModelGenerator", "memorag_with_chat_model"]
 
@@ -44,14 +44,10 @@ class ChatModelGenerator(ClientChatGenerator):
             f"LangChain {type(chat_model).__name__}", max_tokens_param=max_tokens_param
         )
 
-    def _ask(
-        self, prompt: str, history: Sequence[ChatTurn], options: GenerationOptions
-    ) -> tuple[list[BaseMessage], dict[str, Any]]:
-        messages = [*(_message(t) for t in history), HumanMessage(prompt)]
-        return messages, self._call_options(options, send_stop=True)
+    def _messages(self, prompt: str, history: Sequence[ChatTurn]) -> list[BaseMessage]:
+        return [*(_message(t) for t in history), HumanMessage(prompt)]
 
-    def _reply(self, request: tuple[list[BaseMessage], dict[str, Any]]) -> ClientReply:
-        messages, options = request
+    def _reply(self, messages: list[Any], options: dict[str, Any]) -> ClientReply:
         reply = self.chat_model.invoke(messages, **options)
         usage = reply.usage_metadata if isinstance(reply, AIMessage) else None
         return ClientReply(
@@ -61,11 +57,8 @@ class ChatModelGenerator(ClientChatGenerator):
             finish_reason=str(reply.response_metadata.get("finish_reason") or "stop"),
         )
 
-    def _pieces(self, request: tuple[list[BaseMessage], dict[str, Any]]) -> Iterator[str]:
-        messages, options = request
-        for chunk in self.chat_model.stream(messages, **options):
-            if chunk.text:
-                yield chunk.text
+    def _pieces(self, messages: list[Any], options: dict[str, Any]) -> Iterator[str]:
+        return (chunk.text for chunk in self.chat_model.stream(messages, **options))
 
 
 def memorag_with_chat_model(llm: BaseChatModel, **memorag_kwargs: Any) -> Any:

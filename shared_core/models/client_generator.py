@@ -5,7 +5,7 @@ A subclass only says how to ask its client and how to read the answer."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,17 +40,22 @@ class ClientChatGenerator(ABC):
         self.name = name
         self.max_tokens_param = max_tokens_param
 
-    @abstractmethod
-    def _ask(self, prompt: str, history: Sequence[ChatTurn], options: GenerationOptions) -> Any:
-        """The client's request for ``prompt`` after ``history`` (its own message types)."""
+    #: Whether the client takes stop strings per call (the first few are sent; all are applied
+    #: here either way).
+    sends_stop: bool = True
 
     @abstractmethod
-    def _reply(self, request: Any) -> ClientReply:
-        """Send ``request``; the whole reply."""
+    def _messages(self, prompt: str, history: Sequence[ChatTurn]) -> list[Any]:
+        """``history`` then ``prompt``, in the client's own message types."""
 
     @abstractmethod
-    def _pieces(self, request: Any) -> Iterator[str]:
-        """Send ``request``; the reply's text pieces."""
+    def _reply(self, messages: list[Any], options: dict[str, Any]) -> ClientReply:
+        """Send ``messages`` with the call's keyword ``options``; the whole reply."""
+
+    @abstractmethod
+    def _pieces(self, messages: list[Any], options: dict[str, Any]) -> Iterable[str | None]:
+        """Send ``messages`` with the call's keyword ``options``; the reply's text pieces
+        (empty ones and ``None`` are skipped)."""
 
     def _errors(self) -> tuple[type[BaseException], ...]:
         """The exceptions of the client that mean the model failed."""
@@ -60,30 +65,32 @@ class ClientChatGenerator(ABC):
         """A ``GeneratorError`` naming the model (and the endpoint, for OpenAI clients)."""
         return generator_failure(exc, self.name)
 
-    def _call_options(self, options: GenerationOptions, *, send_stop: bool) -> dict[str, Any]:
-        """Keyword options for one call: the reply length under ``max_tokens_param`` and, with
-        ``send_stop``, the first stop strings the API takes (all are applied here anyway)."""
+    def _call_options(self, options: GenerationOptions) -> dict[str, Any]:
+        """Keyword options for one call: the reply length under ``max_tokens_param`` and, where
+        the client ``sends_stop``, the first stop strings the API takes."""
         call: dict[str, Any] = {}
         if self.max_tokens_param:
             call[self.max_tokens_param] = options.max_new_tokens
         stops = [s for s in options.stop if s][:_SENT_STOPS]
-        if send_stop and stops:
+        if self.sends_stop and stops:
             call["stop"] = stops
         return call
 
     def _request(
         self, prompt: str, history: Sequence[ChatTurn], options: dict[str, Any]
-    ) -> tuple[Any, tuple[str, ...]]:
+    ) -> tuple[list[Any], dict[str, Any], tuple[str, ...]]:
+        """The messages, the call's options and the stop strings of one checked request."""
         checked = GenerationOptions(**options)
-        return self._ask(check_query(prompt), history, checked), checked.stop
+        messages = self._messages(check_query(prompt), history)
+        return messages, self._call_options(checked), checked.stop
 
     def generate(
         self, prompt: str, *, history: Sequence[ChatTurn] = (), **options: Any
     ) -> Generation:
         """The whole reply; ``options`` are ``GenerationOptions`` fields."""
-        request, stop = self._request(prompt, history, options)
+        messages, call, stop = self._request(prompt, history, options)
         try:
-            reply = self._reply(request)
+            reply = self._reply(messages, call)
         except self._errors() as exc:
             raise self._failure(exc) from exc
         text, stopped = cut_at_stop(reply.text, stop)
@@ -101,12 +108,14 @@ class ClientChatGenerator(ABC):
         self, prompt: str, *, history: Sequence[ChatTurn] = (), **options: Any
     ) -> Iterator[str]:
         """The reply's pieces as the client sends them, cut at the first stop string."""
-        request, stop = self._request(prompt, history, options)
-        yield from stream_until_stop(self._guarded(request), stop)
+        messages, call, stop = self._request(prompt, history, options)
+        yield from stream_until_stop(self._guarded(messages, call), stop)
 
-    def _guarded(self, request: Any) -> Iterator[str]:
+    def _guarded(self, messages: list[Any], options: dict[str, Any]) -> Iterator[str]:
         try:
-            yield from self._pieces(request)
+            for piece in self._pieces(messages, options):
+                if piece:
+                    yield piece
         except self._errors() as exc:
             raise self._failure(exc) from exc
 

@@ -74,28 +74,24 @@ class OpenAIGenerator(ClientChatGenerator):
 
     # -- requests ------------------------------------------------------------------------------
 
-    def _ask(
-        self, prompt: str, history: Sequence[ChatTurn], options: GenerationOptions
-    ) -> dict[str, Any]:
-        max_new_tokens = options.max_new_tokens
-        if not 1 <= max_new_tokens <= self.max_new_tokens_cap:
-            cap = self.max_new_tokens_cap
-            raise LimitError(f"max_new_tokens={max_new_tokens} is outside 1..{cap}")
+    def _messages(self, prompt: str, history: Sequence[ChatTurn]) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         for turn in history:
             if not isinstance(turn, ChatTurn):
                 raise InputError(f"history must hold ChatTurn objects, got {type(turn).__name__}")
             messages.append({"role": turn.role, "content": turn.content})
         messages.append({"role": "user", "content": prompt})
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": float(options.temperature),
-            **self._call_options(options, send_stop=True),
-        }
+        return messages
+
+    def _call_options(self, options: GenerationOptions) -> dict[str, Any]:
+        max_new_tokens, cap = options.max_new_tokens, self.max_new_tokens_cap
+        if not 1 <= max_new_tokens <= cap:
+            raise LimitError(f"max_new_tokens={max_new_tokens} is outside 1..{cap}")
+        call = {"model": self.model, "temperature": float(options.temperature)}
+        call.update(super()._call_options(options))
         if self.extra_body:
-            request["extra_body"] = self.extra_body
-        return request
+            call["extra_body"] = self.extra_body
+        return call
 
     def _failure(self, exc: BaseException) -> GeneratorError:
         """A ``GeneratorError`` naming the endpoint, the model and what went wrong."""
@@ -116,8 +112,8 @@ class OpenAIGenerator(ClientChatGenerator):
 
         return (self._openai.OpenAIError, httpx.HTTPError)
 
-    def _reply(self, request: dict[str, Any]) -> ClientReply:
-        response = self._client.chat.completions.create(**request)
+    def _reply(self, messages: list[Any], options: dict[str, Any]) -> ClientReply:
+        response = self._client.chat.completions.create(messages=messages, **options)
         if not response.choices:
             raise GeneratorError(f"the endpoint {self.base_url} returned no choices")
         choice, usage = response.choices[0], response.usage
@@ -128,10 +124,11 @@ class OpenAIGenerator(ClientChatGenerator):
             finish_reason=str(choice.finish_reason or "stop"),
         )
 
-    def _pieces(self, request: dict[str, Any]) -> Iterator[str]:
-        with self._client.chat.completions.create(**request, stream=True) as events:
+    def _pieces(self, messages: list[Any], options: dict[str, Any]) -> Iterator[str | None]:
+        create = self._client.chat.completions.create
+        with create(messages=messages, **options, stream=True) as events:
             for event in events:
-                if event.choices and event.choices[0].delta.content:
+                if event.choices:
                     yield event.choices[0].delta.content
 
 
