@@ -10,6 +10,7 @@ the suffix is kept too, so ``add`` continues the text without re-reading it.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
 import time
 import uuid
@@ -27,7 +28,13 @@ from shared_core.memory.beacon.engine import BeaconEngine
 from shared_core.memory.beacon.files import TENSORS, read_state, state_fields, state_tensors
 from shared_core.memory.beacon.model import BeaconForCausalLM
 from shared_core.memory.beacon.state import BeaconState, peak_entries
-from shared_core.memory.reading import document_records, joined_text, memorize_bar, text_digest
+from shared_core.memory.reading import (
+    document_records,
+    joined_text,
+    memorize_bar,
+    new_documents,
+    text_digest,
+)
 from shared_core.models.chat_format import ChatFormat, frame_texts
 from shared_core.models.decoding import ConstrainedGeneration, RunRequest, eos_ids
 from shared_core.models.loading import tokenizer_fingerprint
@@ -108,33 +115,21 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
         cls,
         name_or_path: str | Path,
         *,
-        cache_dir: str | None = None,
-        access_token: str | None = None,
-        revision: str | None = None,
-        device: str | None = "auto",
-        dtype: Any = None,
-        load_in_4bit: bool = False,
-        enable_flash_attn: bool = False,
-        device_map: str | None = None,
         beacon_ratio: int | None = None,
         tokenizer: Any = None,
         **kwargs: Any,
     ) -> NativeBeaconMemory:
-        """Load a beacon checkpoint by hub id or local folder (safetensors, no remote code)."""
+        """Load a beacon checkpoint by hub id or local folder (safetensors, no remote code).
+
+        ``kwargs``: how to load it (``weights.load_beacon_model``'s ``cache_dir``,
+        ``access_token``, ``revision``, ``device``, ``dtype``, ``load_in_4bit``,
+        ``enable_flash_attn``, ``device_map``), then this class's own arguments.
+        """
         from shared_core.memory.beacon.weights import load_beacon_model
 
-        model, folder, rev = load_beacon_model(
-            name_or_path,
-            cache_dir=cache_dir,
-            access_token=access_token,
-            revision=revision,
-            device=device,
-            dtype=dtype,
-            load_in_4bit=load_in_4bit,
-            enable_flash_attn=enable_flash_attn,
-            device_map=device_map,
-            beacon_ratio=beacon_ratio,
-        )
+        loading = inspect.signature(load_beacon_model).parameters
+        load = {key: kwargs.pop(key) for key in list(kwargs) if key in loading}
+        model, folder, rev = load_beacon_model(name_or_path, beacon_ratio=beacon_ratio, **load)
         if tokenizer is None:
             from transformers import AutoTokenizer
 
@@ -175,17 +170,10 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
     def add(self, context: ContextInput, *, show_progress: bool | None = None) -> MemoryStats:
         with self._write_lock:
             base = self._snap
-            start = len(base.documents) if base else 0
-            docs = as_documents(
-                context,
-                start_index=start,
-                max_documents=self.max_documents,
-                max_chars=self.max_chars,
+            held = base.documents if base else ()
+            docs = new_documents(
+                context, held, max_documents=self.max_documents, max_chars=self.max_chars
             )
-            known = {d["doc_id"] for d in base.documents} if base else set()
-            for doc in docs:
-                if doc.doc_id in known:
-                    raise InputError(f"document {doc.doc_id!r} is already in the memory")
             snap = self._read(base, docs, show_progress)
             if base is None:
                 self._lineage = uuid.uuid4().hex
