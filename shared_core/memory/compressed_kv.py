@@ -42,6 +42,7 @@ from shared_core.memory.kv_persist import KVPersistence
 from shared_core.memory.kv_prefill import MIN_WINDOW, KVPrefill
 from shared_core.memory.kv_state import KVState, cache_of
 from shared_core.memory.positions import rope_inv_freq
+from shared_core.memory.reading import new_documents
 from shared_core.memory.scorers import Scorer, get_scorer
 from shared_core.models.chat_format import ChatFormat, frame_texts
 from shared_core.models.decoding import Decoder, ModelDecoding, RunRequest, eos_ids
@@ -175,17 +176,10 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
         # lock, so two concurrent add() calls cannot both build on the same state (one lost).
         with self._write_lock:
             base = self._state
-            start = len(base.documents) if base is not None else 0
-            docs = as_documents(
-                context,
-                start_index=start,
-                max_documents=self.max_documents,
-                max_chars=self.max_chars,
+            held = base.documents if base is not None else ()
+            docs = new_documents(
+                context, held, max_documents=self.max_documents, max_chars=self.max_chars
             )
-            known = {d["doc_id"] for d in base.documents} if base is not None else set()
-            for doc in docs:
-                if doc.doc_id in known:
-                    raise InputError(f"document {doc.doc_id!r} is already in the memory")
             state = self._read(base, docs, show_progress)
             if base is None:  # add() on an empty memory is memorize(): a new lineage
                 self._lineage = uuid.uuid4().hex

@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared_core.errors import InputError, NoMemoryError, PersistenceError
+from shared_core.errors import NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
+from shared_core.memory.reading import new_documents
 from shared_core.models.decoding import RunRequest
 from shared_core.models.generation import run_of
 from shared_core.persistence import read_json, write_json
@@ -102,15 +103,9 @@ class GistMemory(Memory):
     def add(self, context: ContextInput, *, show_progress: bool | None = None) -> MemoryStats:
         if self.is_empty:
             return self.memorize(context)
-        docs = as_documents(
-            context,
-            start_index=len(self._documents),
-            max_documents=self.max_documents,
-            max_chars=self.max_chars,
+        docs = new_documents(
+            context, self._documents, max_documents=self.max_documents, max_chars=self.max_chars
         )
-        known = {d["doc_id"] for d in self._documents}
-        if any(d.doc_id in known for d in docs):
-            raise InputError("a document with this doc_id is already in the memory")
         gists, tokens, seconds = self._summarise(docs)
         with self._lock:
             self._gists += tuple(gists)

@@ -1,15 +1,36 @@
-"""What every memory back-end does the same way when it reads documents: the text it reads,
-one record per document, the digest of everything read, and the progress bar."""
+"""What every memory back-end does the same way when it reads documents: the documents an
+``add`` brings, the text it reads, one record per document, the digest of everything read, and
+the progress bar."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from shared_core.errors import InputError
+from shared_core.inputs import ContextInput, as_documents
 from shared_core.types import Document
+
+
+def new_documents(
+    context: ContextInput,
+    held: Sequence[Mapping[str, Any]],
+    *,
+    max_documents: int | None,
+    max_chars: int | None,
+) -> list[Document]:
+    """``context`` as documents numbered after the ``held`` records; a held id is refused."""
+    docs = as_documents(
+        context, start_index=len(held), max_documents=max_documents, max_chars=max_chars
+    )
+    known = {d["doc_id"] for d in held}
+    for doc in docs:
+        if doc.doc_id in known:
+            raise InputError(f"document {doc.doc_id!r} is already in the memory")
+    return docs
 
 
 def joined_text(docs: Sequence[Document], *, continuing: bool) -> str:
