@@ -19,9 +19,6 @@ from shared_core.types import ChatTurn
 
 __all__ = ["ChatModelGenerator", "memorag_with_chat_model"]
 
-#: Stop strings handed to the model (OpenAI-style APIs take at most 4); all are applied here.
-_MODEL_STOPS = 4
-
 
 def _message(turn: ChatTurn) -> BaseMessage:
     if turn.role == "system":
@@ -43,24 +40,15 @@ class ChatModelGenerator(ClientChatGenerator):
         if not isinstance(chat_model, BaseChatModel):
             raise InputError(f"llm must be a LangChain BaseChatModel, got {type(chat_model)!r}")
         self.chat_model = chat_model
-        self.max_tokens_param = max_tokens_param
-        self.name = f"LangChain {type(chat_model).__name__}"
+        super().__init__(
+            f"LangChain {type(chat_model).__name__}", max_tokens_param=max_tokens_param
+        )
 
-    def _ask(
-        self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int
-    ) -> tuple[list[BaseMessage], dict[str, Any]]:
-        messages = [*(_message(t) for t in history), HumanMessage(prompt)]
-        options = {self.max_tokens_param: max_new_tokens} if self.max_tokens_param else {}
-        return messages, options
+    def _messages(self, prompt: str, history: Sequence[ChatTurn]) -> list[BaseMessage]:
+        return [*(_message(t) for t in history), HumanMessage(prompt)]
 
-    @staticmethod
-    def _with_stop(options: dict[str, Any], stop: Sequence[str]) -> dict[str, Any]:
-        stops = [s for s in stop if s][:_MODEL_STOPS]  # all are applied on our side too
-        return {**options, "stop": stops} if stops else options
-
-    def _reply(self, request: Any, stop: Sequence[str]) -> ClientReply:
-        messages, options = request
-        reply = self.chat_model.invoke(messages, **self._with_stop(options, stop))
+    def _reply(self, messages: list[Any], options: dict[str, Any]) -> ClientReply:
+        reply = self.chat_model.invoke(messages, **options)
         usage = reply.usage_metadata if isinstance(reply, AIMessage) else None
         return ClientReply(
             text=reply.text,
@@ -69,11 +57,8 @@ class ChatModelGenerator(ClientChatGenerator):
             finish_reason=str(reply.response_metadata.get("finish_reason") or "stop"),
         )
 
-    def _pieces(self, request: Any, stop: Sequence[str]) -> Iterator[str]:
-        messages, options = request
-        for chunk in self.chat_model.stream(messages, **self._with_stop(options, stop)):
-            if chunk.text:
-                yield chunk.text
+    def _pieces(self, messages: list[Any], options: dict[str, Any]) -> Iterator[str]:
+        return (chunk.text for chunk in self.chat_model.stream(messages, **options))
 
 
 def memorag_with_chat_model(llm: BaseChatModel, **memorag_kwargs: Any) -> Any:

@@ -34,32 +34,27 @@ class LLMGenerator(ClientChatGenerator):
     (``"max_tokens"`` for OpenAI / OpenAILike; ``None`` leaves the LLM's own setting).
     """
 
+    #: LlamaIndex LLMs take no stop strings per call: all of them are applied here.
+    sends_stop = False
+
     def __init__(self, llm: LLM, *, max_tokens_param: str | None = "max_tokens") -> None:
         if not isinstance(llm, LLM):
             raise InputError(f"llm must be a LlamaIndex LLM, got {type(llm)!r}")
         self.llm = llm
-        self.max_tokens_param = max_tokens_param
-        self.name = f"LlamaIndex {type(llm).__name__} ({llm.metadata.model_name})"
+        name = f"LlamaIndex {type(llm).__name__} ({llm.metadata.model_name})"
+        super().__init__(name, max_tokens_param=max_tokens_param)
 
-    def _ask(
-        self, prompt: str, history: Sequence[ChatTurn], max_new_tokens: int
-    ) -> tuple[list[ChatMessage], dict[str, Any]]:
+    def _messages(self, prompt: str, history: Sequence[ChatTurn]) -> list[ChatMessage]:
         messages = [ChatMessage(role=_ROLES[t.role], content=t.content) for t in history]
-        messages.append(ChatMessage(role=MessageRole.USER, content=prompt))
-        options = {self.max_tokens_param: max_new_tokens} if self.max_tokens_param else {}
-        return messages, options
+        return [*messages, ChatMessage(role=MessageRole.USER, content=prompt)]
 
-    def _reply(self, request: Any, stop: Sequence[str]) -> ClientReply:
-        messages, options = request
+    def _reply(self, messages: list[Any], options: dict[str, Any]) -> ClientReply:
         reply = self.llm.chat(messages, **options)
         prompt_words = sum(len((m.content or "").split()) for m in messages)
         return ClientReply(text=reply.message.content or "", prompt_tokens=prompt_words)
 
-    def _pieces(self, request: Any, stop: Sequence[str]) -> Iterator[str]:
-        messages, options = request
-        for response in self.llm.stream_chat(messages, **options):
-            if response.delta:
-                yield response.delta
+    def _pieces(self, messages: list[Any], options: dict[str, Any]) -> Iterator[str | None]:
+        return (response.delta for response in self.llm.stream_chat(messages, **options))
 
 
 def memorag_with_llama_llm(llm: LLM, **memorag_kwargs: Any) -> Any:

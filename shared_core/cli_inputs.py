@@ -11,6 +11,7 @@ from typing import Any
 
 from shared_core.errors import InputError
 from shared_core.inputs import check_text, describe_decode_error
+from shared_core.persistence.files import read_capped
 from shared_core.types import ChatTurn, Document
 
 _ROLES = ("user", "assistant", "system")
@@ -72,13 +73,7 @@ def read_turns(history_file: str | None, turns: Sequence[str]) -> list[ChatTurn]
     history: list[ChatTurn] = []
     if history_file is not None:
         path = Path(history_file)
-        try:
-            with path.open("rb") as f:
-                data = f.read(_MAX_HISTORY_BYTES + 1)
-        except OSError as exc:
-            raise InputError(f"--history {path}: cannot read it ({exc.strerror or exc})") from None
-        if len(data) > _MAX_HISTORY_BYTES:
-            raise InputError(f"--history {path} is over {_MAX_HISTORY_BYTES:,} bytes")
+        data = read_capped(path, _MAX_HISTORY_BYTES, error=InputError, label="--history ")
         try:
             items = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -184,25 +184,17 @@ class TextGenerator(Protocol):
     """
 
     def generate(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation: ...
+        self, prompt: str, *, history: Sequence[ChatTurn] = (), **options: Any
+    ) -> Generation:
+        """The whole reply; ``options`` are ``GenerationOptions`` fields (``max_new_tokens``,
+        ``stop``, ``temperature``)."""
+        ...
 
     def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
+        self, prompt: str, *, history: Sequence[ChatTurn] = (), **options: Any
     ) -> Iterator[str]:
-        """Yield the reply's pieces; a generator may return the finished ``Generation``."""
+        """Yield the reply's pieces (``options`` as for ``generate``); a generator may return
+        the finished ``Generation``."""
         ...
 
 
@@ -216,54 +208,28 @@ class RetrievalEngine(Protocol):
 
     def clues(self, query: str, *, history: Sequence[ChatTurn] = ()) -> list[Clue]: ...
 
-    def retrieve(
-        self,
-        query: str,
-        k: int,
-        *,
-        search: SearchBackend | None = None,
-        extra_queries: Sequence[str] = (),
-        history: Sequence[ChatTurn] = (),
-        search_k: int | None = None,
-    ) -> RetrievalResult: ...
+    def retrieve(self, query: str, k: int, **options: Any) -> RetrievalResult:
+        """Exactly ``min(k, corpus)`` passages; ``options``: ``search`` (a ``SearchBackend``),
+        ``extra_queries``, ``history``, ``search_k`` (see ``MemoRAG.retrieve``)."""
+        ...
 
-    async def aretrieve(
-        self,
-        query: str,
-        k: int,
-        *,
-        search: SearchBackend | AsyncSearchBackend | None = None,
-        extra_queries: Sequence[str] = (),
-        history: Sequence[ChatTurn] = (),
-        search_k: int | None = None,
-    ) -> RetrievalResult: ...
+    async def aretrieve(self, query: str, k: int, **options: Any) -> RetrievalResult:
+        """``retrieve`` without blocking the event loop; ``search`` may also be an
+        ``AsyncSearchBackend``."""
+        ...
 
-    def chat(
-        self,
-        messages: Sequence[ChatTurn],
-        *,
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation: ...
+    def chat(self, messages: Sequence[ChatTurn], **options: Any) -> Generation:
+        """Answer the last message (earlier ones: the history); ``options`` are
+        ``GenerationOptions`` fields."""
+        ...
 
-    def stream_chat(
-        self,
-        messages: Sequence[ChatTurn],
-        *,
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> ReplyStream: ...
+    def stream_chat(self, messages: Sequence[ChatTurn], **options: Any) -> ReplyStream:
+        """``chat``, streamed."""
+        ...
 
-    def astream_chat(
-        self,
-        messages: Sequence[ChatTurn],
-        *,
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> ReplyStream: ...
+    def astream_chat(self, messages: Sequence[ChatTurn], **options: Any) -> ReplyStream:
+        """``chat``, streamed for ``async for``."""
+        ...
 
     def save(self, save_dir: str, *, overwrite: bool = False) -> None: ...
 

@@ -27,10 +27,11 @@ import numpy as np
 from shared_core.errors import IncompatibleMemoryError, InputError, NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
+from shared_core.models.decoding import RunRequest
 from shared_core.persistence import read_json
 from shared_core.prompts import get_prompts
 from shared_core.retrieval.embeddings import Embedder
-from shared_core.types import ChatTurn, Document, Generation, GenerationOptions
+from shared_core.types import ChatTurn, Document, Generation
 
 
 def marker(template: str) -> str:
@@ -207,16 +208,10 @@ class ScriptedMemory(_Recorder, Memory):
                 return reply
         return self.default
 
-    def _open_run(
-        self,
-        prompt: str,
-        history: tuple[ChatTurn, ...],
-        options: GenerationOptions,
-        constraint: Any,
-    ) -> _Run:
+    def _open_run(self, request: RunRequest) -> _Run:
         if self.is_empty:
             raise NoMemoryError("this memory is empty: call memorize(text) first")
-        check_query(prompt)
+        prompt, history, options = check_query(request.prompt), request.history, request.options
         self._record(prompt, history, options.max_new_tokens, options.stop)
         text, reason = _cut(self.reply_for(prompt), options.max_new_tokens, options.stop)
         return _Run(text, prompt, reason)

@@ -70,8 +70,9 @@ def next_token_logits(memory, prompt: str, history=()):
     """Logits of the first reply token a memory would decode for ``prompt``."""
     import torch
 
+    from shared_core.models.decoding import RunRequest
     from shared_core.types import GenerationOptions
 
-    run = memory._open_run(prompt, tuple(history), GenerationOptions(max_new_tokens=1), None)
+    run = memory._open_run(RunRequest(prompt, tuple(history), GenerationOptions(max_new_tokens=1)))
     with torch.inference_mode():
         return run._step(run.prompt_ids)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from shared_core.errors import PersistenceError
+from shared_core.errors import IncompatibleMemoryError, PersistenceError
 from shared_core.inputs import ContextInput
 from shared_core.models.decoding import GeneratorBase
-from shared_core.persistence.files import is_int
+from shared_core.persistence.files import describe_difference, is_int
 from shared_core.types import TextGenerator
 
 
@@ -162,3 +162,26 @@ def check_memory_fields(where: Path, section: Mapping[str, Any]) -> None:
     for key in ("text_sha256", "lineage"):
         if section.get(key) is not None and not isinstance(section.get(key), str):
             raise PersistenceError(f"{where}: {key} must be a string")
+
+
+def check_identity(
+    where: Path,
+    section: Mapping[str, Any],
+    backend: str,
+    mine: Mapping[str, Any],
+    keys: Iterable[str],
+) -> None:
+    """Refuse a saved memory written by another back-end, or whose ``keys`` differ from this
+    memory's identity ``mine`` (model, tokenizer, ratio, prompts ...)."""
+    if section.get("backend") != backend:
+        raise IncompatibleMemoryError(
+            f"{where}: the memory was written by back-end {section.get('backend')!r}, "
+            f"not {backend!r}"
+        )
+    for key in keys:
+        if section.get(key) != mine[key]:
+            raise IncompatibleMemoryError(
+                f"{where}: {key} {describe_difference(section.get(key), mine[key])}"
+                "; load it with the same model, tokenizer, beacon_ratio and prompts it was "
+                "written with"
+            )

@@ -31,7 +31,7 @@ from shared_core.errors import (
     LimitError,
     NoMemoryError,
 )
-from shared_core.inputs import ContextInput, as_documents, check_max_new_tokens, check_query
+from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.attention_probe import (
     NULL_QUERY,
     EntryAttention,
@@ -43,9 +43,10 @@ from shared_core.memory.kv_persist import KVPersistence
 from shared_core.memory.kv_prefill import MIN_WINDOW, KVPrefill
 from shared_core.memory.kv_state import KVState, cache_of
 from shared_core.memory.positions import rope_inv_freq
+from shared_core.memory.reading import new_documents
 from shared_core.memory.scorers import Scorer, get_scorer
 from shared_core.models.chat_format import ChatFormat, frame_texts
-from shared_core.models.decoding import ConstrainedGeneration, Decoder, TokenConstraint, eos_ids
+from shared_core.models.decoding import Decoder, ModelDecoding, RunRequest, eos_ids
 from shared_core.models.generation import LocalGenerator
 from shared_core.models.loading import (
     LoadedLM,
@@ -53,10 +54,9 @@ from shared_core.models.loading import (
     model_fingerprint,
     tokenizer_fingerprint,
 )
-from shared_core.types import ChatTurn, GenerationOptions
 
 
-class CompressedKVMemory(KVPrefill, KVPersistence, ConstrainedGeneration, Memory):
+class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
     """A global memory kept as a compressed KV cache of one causal LM."""
 
     backend = "compressed_kv"
@@ -178,37 +178,22 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ConstrainedGeneration, Memory
         # lock, so two concurrent add() calls cannot both build on the same state (one lost).
         with self._write_lock:
             base = self._state
-            start = len(base.documents) if base is not None else 0
-            docs = as_documents(
-                context,
-                start_index=start,
-                max_documents=self.max_documents,
-                max_chars=self.max_chars,
+            held = base.documents if base is not None else ()
+            docs = new_documents(
+                context, held, max_documents=self.max_documents, max_chars=self.max_chars
             )
-            known = {d["doc_id"] for d in base.documents} if base is not None else set()
-            for doc in docs:
-                if doc.doc_id in known:
-                    raise InputError(f"document {doc.doc_id!r} is already in the memory")
             state = self._read(base, docs, show_progress)
             if base is None:  # add() on an empty memory is memorize(): a new lineage
                 self._lineage = uuid.uuid4().hex
             self._state = state
         return self.stats()
 
-    def _open_run(
-        self,
-        prompt: str,
-        history: tuple[ChatTurn, ...],
-        options: GenerationOptions,
-        constraint: TokenConstraint | None,
-    ) -> Decoder:
+    def _open_run(self, request: RunRequest) -> Decoder:
         state = self._state
         if state is None:
             raise NoMemoryError("this memory is empty: call memorize(text) or load(dir) first")
-        check_query(prompt)
-        max_new_tokens = options.max_new_tokens
-        check_max_new_tokens(max_new_tokens, self.max_new_tokens_cap)
-        ids = self.format.continuation(self.intro, self.ack, history, prompt)
+        max_new_tokens = self._checked(request)
+        ids = self.format.continuation(self.intro, self.ack, request.history, request.prompt)
         room = self.max_positions - state.next_position
         if len(ids) >= room:
             # Reliability: the prompt alone is too long (e.g. a 50,000-character query): say
@@ -224,16 +209,8 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ConstrainedGeneration, Memory
                 f"memory leaves {room:,} of {self.name}'s {self.max_positions:,} positions; "
                 "shorten the prompt/history or lower max_new_tokens"
             )
-        return Decoder(
-            self.model,
-            self.tokenizer,
-            ids,
-            cache=cache_of(state.keys, state.values, room=len(ids) + max_new_tokens + 1),
-            start_position=state.next_position,
-            options=options,
-            stop_ids=self._stop_ids,
-            constraint=constraint,
-        )
+        cache = cache_of(state.keys, state.values, room=len(ids) + max_new_tokens + 1)
+        return self._decoder(ids, request, cache=cache, start_position=state.next_position)
 
     def answer_generator(self) -> LocalGenerator:
         """A plain generator over the same weights (no memory, no second copy)."""

@@ -13,14 +13,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared_core.errors import InputError, NoMemoryError, PersistenceError
+from shared_core.errors import NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
-from shared_core.models.decoding import TokenConstraint
+from shared_core.memory.reading import new_documents
+from shared_core.models.decoding import RunRequest
 from shared_core.models.generation import run_of
 from shared_core.persistence import read_json, write_json
 from shared_core.retrieval.chunking import TokenChunker, approx_token_count
-from shared_core.types import ChatTurn, GenerationOptions, GenerationRun, TextGenerator
+from shared_core.types import ChatTurn, GenerationRun, TextGenerator
 
 _GISTS = "gists.json"
 
@@ -102,15 +103,9 @@ class GistMemory(Memory):
     def add(self, context: ContextInput, *, show_progress: bool | None = None) -> MemoryStats:
         if self.is_empty:
             return self.memorize(context)
-        docs = as_documents(
-            context,
-            start_index=len(self._documents),
-            max_documents=self.max_documents,
-            max_chars=self.max_chars,
+        docs = new_documents(
+            context, self._documents, max_documents=self.max_documents, max_chars=self.max_chars
         )
-        known = {d["doc_id"] for d in self._documents}
-        if any(d.doc_id in known for d in docs):
-            raise InputError("a document with this doc_id is already in the memory")
         gists, tokens, seconds = self._summarise(docs)
         with self._lock:
             self._gists += tuple(gists)
@@ -129,15 +124,10 @@ class GistMemory(Memory):
         """The generator that writes the gists answers too."""
         return self.generator
 
-    def _open_run(
-        self,
-        prompt: str,
-        history: tuple[ChatTurn, ...],
-        options: GenerationOptions,
-        constraint: TokenConstraint | None,
-    ) -> GenerationRun:
-        check_query(prompt)
-        return run_of(self.generator, prompt, history=self._history(history), options=options)
+    def _open_run(self, request: RunRequest) -> GenerationRun:
+        prompt = check_query(request.prompt)
+        history = self._history(request.history)
+        return run_of(self.generator, prompt, history=history, options=request.options)
 
     def stats(self) -> MemoryStats:
         size = sum(len(g.encode("utf-8")) for g in self._gists)

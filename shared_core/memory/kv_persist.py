@@ -18,9 +18,21 @@ from shared_core.memory.entry_map import TokenMap
 from shared_core.memory.kv_files import state_metadata
 from shared_core.memory.kv_state import KVState
 from shared_core.models.loading import layer_devices
-from shared_core.persistence.files import describe_difference, short
+from shared_core.persistence.files import short
 
 TENSORS_FILE = "memory.safetensors"
+
+
+#: What a saved memory must share with this one to be loaded (the revision may differ).
+_MATCHING = (
+    "model",
+    "model_fingerprint",
+    "tokenizer_fingerprint",
+    "beacon_ratio",
+    "layers",
+    "prefix_ids",
+    "suffix_ids",
+)
 
 
 class KVPersistence:
@@ -79,32 +91,12 @@ class KVPersistence:
     def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:
         from safetensors import safe_open
 
-        from shared_core.memory.base import check_memory_fields
+        from shared_core.memory.base import check_identity, check_memory_fields
         from shared_core.memory.kv_files import check_kv_layout, check_kv_state, check_positions
         from shared_core.persistence import check_safetensors_header
 
         where = folder / "manifest.json"
-        if section.get("backend") != self.backend:
-            raise IncompatibleMemoryError(
-                f"{where}: the memory was written by back-end {section.get('backend')!r}, "
-                f"not {self.backend!r}"
-            )
-        mine = self.identity()
-        for key in (
-            "model",
-            "model_fingerprint",
-            "tokenizer_fingerprint",
-            "beacon_ratio",
-            "layers",
-            "prefix_ids",
-            "suffix_ids",
-        ):
-            if section.get(key) != mine[key]:
-                raise IncompatibleMemoryError(
-                    f"{where}: {key} {describe_difference(section.get(key), mine[key])}"
-                    "; load it with the same model, tokenizer, beacon_ratio and prompts it was "
-                    "written with"
-                )
+        check_identity(where, section, self.backend, self.identity(), _MATCHING)
         if section.get("window") != self.window:
             # Reliability: later add() calls read with this memory's window; a save read with
             # another one would silently change how the rest of the text is read.

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from shared_core.errors import (
@@ -20,10 +18,22 @@ from shared_core.errors import (
 from shared_core.memory.entry_map import build_token_map
 from shared_core.memory.kv_state import KVState, cache_of, joined_map, open_origins
 from shared_core.memory.positions import PositionMode, rerotate
+from shared_core.memory.reading import document_records, joined_text, memorize_bar, text_digest
 from shared_core.memory.scorers import select
 
 #: The smallest window compact positions fall back to.
 MIN_WINDOW = 256
+
+
+@dataclass
+class _Reading:
+    """A memory being read: the working cache, each layer's entry positions and origins
+    (``None``: not kept), and the position the next token takes."""
+
+    cache: DynamicCache
+    positions: list[torch.Tensor]
+    next_pos: int
+    origins: list[torch.Tensor] | None = None
 
 
 class KVPrefill:
@@ -112,9 +122,7 @@ class KVPrefill:
 
     def _read(self, base: KVState | None, docs: Sequence[Any], show: bool | None) -> KVState:
         started = time.perf_counter()
-        joined = "\n\n".join(d.text for d in docs)
-        if base is not None:
-            joined = "\n\n" + joined
+        joined = joined_text(docs, continuing=base is not None)
         ids = self.format.encode(joined)
         doc_spans, at = [], 2 if base is not None else 0
         for d in docs:
@@ -127,62 +135,46 @@ class KVPrefill:
         mode, window, ratio = self._plan(base, len(ids))
         if base is not None and base.mode == "absolute" and mode == "compact":
             base = self._to_compact(base)
-        cache, positions, next_pos = self._open(base)
-        origins = open_origins(base, positions, len(self.suffix_ids))
+        work = self._open(base)
+        work.origins = open_origins(base, work.positions, len(self.suffix_ids))
         text_start = base.text_tokens if base else 0
         n_windows = math.ceil(len(ids) / window)
-        show = self.show_progress if show is None else show
-        bar = tqdm(
-            total=len(ids),
-            unit="tok",
-            desc="memorize",
-            disable=not (show if show is not None else n_windows >= 8),
-            leave=False,
-        )
+        bar = memorize_bar(len(ids), n_windows, self.show_progress if show is None else show)
         with torch.inference_mode():
             for start in range(0, len(ids), window):
                 chunk = ids[start : start + window]
-                next_pos = self._read_window(
-                    cache, positions, chunk, next_pos, mode, ratio, origins, text_start + start
-                )
+                self._read_window(work, chunk, mode, ratio, text_start + start)
                 bar.update(len(chunk))
             bar.close()
-            next_pos = self._append_raw(cache, positions, self.suffix_ids, next_pos, mode, origins)
-        digest = hashlib.sha256(bytes.fromhex(base.text_sha256) if base else b"")
-        digest.update(joined.encode("utf-8"))
-        records = tuple(
-            {"doc_id": d.doc_id, "chars": len(d.text), "metadata_keys": sorted(d.metadata)}
-            for d in docs
-        )
+            self._append_raw(work, self.suffix_ids)
+        origins = work.origins
         return KVState(
-            keys=tuple(layer.keys for layer in cache.layers),
-            values=tuple(layer.values for layer in cache.layers),
-            positions=tuple(positions),
+            keys=tuple(layer.keys for layer in work.cache.layers),
+            values=tuple(layer.values for layer in work.cache.layers),
+            positions=tuple(work.positions),
             mode=mode,
             text_tokens=(base.text_tokens if base else 0) + len(ids),
-            next_position=next_pos,
+            next_position=work.next_pos,
             windows=(base.windows if base else 0) + n_windows,
-            documents=(base.documents if base else ()) + records,
-            text_sha256=digest.hexdigest(),
+            documents=(base.documents if base else ()) + document_records(docs),
+            text_sha256=text_digest(base.text_sha256 if base else None, joined),
             seconds=(base.seconds if base else 0.0) + time.perf_counter() - started,
             origins=tuple(origins) if origins is not None and new_map is not None else None,
             token_map=joined_map(base, new_map),
         )
 
-    def _open(self, base: KVState | None) -> tuple[DynamicCache, list[torch.Tensor], int]:
+    def _open(self, base: KVState | None) -> _Reading:
         """A working cache: the frame prefix for a new memory, or ``base`` minus its suffix."""
         if base is None:
-            cache = DynamicCache()
-            positions: list[torch.Tensor] = []
+            work = _Reading(DynamicCache(), [], 0)
             with torch.inference_mode():
-                next_pos = self._append_raw(cache, positions, self.prefix_ids, 0, "absolute")
-            return cache, positions, next_pos
+                self._append_raw(work, self.prefix_ids)
+            return work
         cut = len(self.suffix_ids)
         keys = [k[..., : k.shape[-2] - cut, :] for k in base.keys]
         values = [v[..., : v.shape[-2] - cut, :] for v in base.values]
         positions = [p[:, : p.shape[-1] - cut] for p in base.positions]
-        next_pos = base.next_position - cut
-        return cache_of(keys, values), positions, next_pos
+        return _Reading(cache_of(keys, values), positions, base.next_position - cut)
 
     def _forward(self, cache: DynamicCache, ids: Sequence[int], first_pos: int) -> torch.Tensor:
         device = self.model.device
@@ -196,19 +188,12 @@ class KVPrefill:
         )
         return pos
 
-    def _append_raw(
-        self,
-        cache: DynamicCache,
-        positions: list[torch.Tensor],
-        ids: Sequence[int],
-        next_pos: int,
-        mode: PositionMode,
-        origins: list[torch.Tensor] | None = None,
-    ) -> int:
+    def _append_raw(self, work: _Reading, ids: Sequence[int]) -> None:
         """Read ``ids`` and keep all their entries (the frame)."""
         if not ids:
-            return next_pos
-        pos = self._forward(cache, ids, next_pos).cpu()
+            return
+        cache, positions, origins = work.cache, work.positions, work.origins
+        pos = self._forward(cache, ids, work.next_pos).cpu()
         heads = cache.layers[0].keys.shape[1]
         grid = pos.expand(heads, -1)
         for i in range(len(cache.layers)):
@@ -226,20 +211,19 @@ class KVPrefill:
                     origins[i] = torch.cat([origins[i], frame], dim=-1)
                 else:
                     origins.append(frame)
-        return next_pos + len(ids)
+        work.next_pos += len(ids)
 
     def _read_window(
-        self,
-        cache: DynamicCache,
-        positions: list[torch.Tensor],
-        ids: Sequence[int],
-        next_pos: int,
-        mode: PositionMode,
-        ratio: int,
-        origins: list[torch.Tensor] | None = None,
-        text_start: int = 0,
-    ) -> int:
-        """Prefill one window on top of the kept cache, then keep 1/``ratio`` of its entries."""
+        self, work: _Reading, ids: Sequence[int], mode: PositionMode, ratio: int, text_start: int
+    ) -> None:
+        """Prefill one window on top of the kept cache, then keep 1/``ratio`` of its entries
+        (``text_start``: the window's first token in the whole text, for the origins)."""
+        cache, positions, origins, next_pos = (
+            work.cache,
+            work.positions,
+            work.origins,
+            work.next_pos,
+        )
         before = cache.layers[0].keys.shape[-2]
         pos = self._forward(cache, ids, next_pos).cpu()
         n = len(ids)
@@ -265,7 +249,7 @@ class KVPrefill:
             positions[i] = torch.cat([positions[i], p_sel], dim=-1)
             if origins is not None:
                 origins[i] = torch.cat([origins[i], index + text_start], dim=-1)
-        return next_pos + (keep if mode == "compact" else n)
+        work.next_pos = next_pos + (keep if mode == "compact" else n)
 
     def _to_compact(self, state: KVState) -> KVState:
         """Renumber an absolute-position memory densely (used when ``add`` outgrows it)."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from shared_core.inputs import check_max_new_tokens, check_query
 from shared_core.types import ChatTurn, Generation, GenerationOptions, GenerationRun
 
 
@@ -26,6 +28,17 @@ class TokenConstraint(Protocol):
     def advance(self, token: int) -> None:
         """Record the token the decoder emitted."""
         ...
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One reply to decode: ``prompt`` after ``history``, decoded with ``options``, under
+    ``constraint`` where one is given (only generators that ``supports_copying`` get one)."""
+
+    prompt: str
+    history: tuple[ChatTurn, ...] = ()
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    constraint: TokenConstraint | None = None
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -52,25 +65,25 @@ class Decoder:
         model: Any,
         tokenizer: Any,
         prompt_ids: Sequence[int],
+        request: RunRequest,
         *,
         cache: Any,
         start_position: int,
-        options: GenerationOptions,
         seed: int = 0,
         stop_ids: set[int] | None = None,
-        constraint: TokenConstraint | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.prompt_ids = list(prompt_ids)
         self.cache = cache
         self.position = start_position
+        options = request.options
         self.max_new_tokens = options.max_new_tokens
         self.stop = [s for s in options.stop if s]
         self.temperature = options.temperature
         self.generator = torch.Generator().manual_seed(seed)
         self.stop_ids = stop_ids if stop_ids is not None else eos_ids(model, tokenizer)
-        self.constraint = constraint
+        self.constraint = request.constraint
         self.text = ""
         self.tokens: list[int] = []
         self.finish_reason = "length"
@@ -195,7 +208,7 @@ class GeneratorBase(ABC):
         options: GenerationOptions | None = None,
     ) -> GenerationRun:
         """A run for ``prompt``: iterate it for pieces; ``.generation`` then counts tokens."""
-        return self._open_run(prompt, tuple(history), options or GenerationOptions(), None)
+        return self._open_run(RunRequest(prompt, tuple(history), options or GenerationOptions()))
 
     def generate(
         self, prompt: str, *, history: Sequence[ChatTurn] = (), **options: Any
@@ -213,14 +226,8 @@ class GeneratorBase(ABC):
         yield from self.start(prompt, history=history, options=GenerationOptions(**options))
 
     @abstractmethod
-    def _open_run(
-        self,
-        prompt: str,
-        history: tuple[ChatTurn, ...],
-        options: GenerationOptions,
-        constraint: TokenConstraint | None,
-    ) -> GenerationRun:
-        """Open one decoding run (``constraint`` only where ``supports_copying``)."""
+    def _open_run(self, request: RunRequest) -> GenerationRun:
+        """Open one decoding run for ``request``."""
 
 
 class ConstrainedGeneration(GeneratorBase):
@@ -245,7 +252,35 @@ class ConstrainedGeneration(GeneratorBase):
     ) -> Generation:
         """Greedy reply to ``prompt`` whose every token ``constraint`` allows."""
         options = GenerationOptions(max_new_tokens=max_new_tokens)
-        run = self._open_run(prompt, tuple(history), options, constraint)
+        run = self._open_run(RunRequest(prompt, tuple(history), options, constraint))
         for _ in run:
             pass
         return run.generation
+
+
+class ModelDecoding(ConstrainedGeneration):
+    """A ``ConstrainedGeneration`` that decodes on its own causal LM (``model``, ``tokenizer``)
+    with the shared ``Decoder``."""
+
+    model: Any
+    tokenizer: Any
+    max_new_tokens_cap: int
+
+    def _checked(self, request: RunRequest) -> int:
+        """Check ``request``'s prompt and ``max_new_tokens`` (``1..max_new_tokens_cap``)."""
+        check_query(request.prompt)
+        return check_max_new_tokens(request.options.max_new_tokens, self.max_new_tokens_cap)
+
+    def _decoder(
+        self, ids: Sequence[int], request: RunRequest, *, cache: Any, start_position: int
+    ) -> Decoder:
+        """A ``Decoder`` for ``request`` that feeds ``ids`` into ``cache`` at ``start_position``."""
+        return Decoder(
+            self.model,
+            self.tokenizer,
+            ids,
+            request,
+            cache=cache,
+            start_position=start_position,
+            stop_ids=self._stop_ids,
+        )

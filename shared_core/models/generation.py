@@ -13,13 +13,12 @@ from typing import Any
 from transformers import DynamicCache
 
 from shared_core.errors import InputError, LimitError
-from shared_core.inputs import check_max_new_tokens, check_query
 from shared_core.models.chat_format import ChatFormat
 from shared_core.models.decoding import (
-    ConstrainedGeneration,
     Decoder,
     GeneratorBase,
-    TokenConstraint,
+    ModelDecoding,
+    RunRequest,
     eos_ids,
 )
 from shared_core.types import (
@@ -33,7 +32,7 @@ from shared_core.types import (
 )
 
 
-class LocalGenerator(ConstrainedGeneration):
+class LocalGenerator(ModelDecoding):
     """A ``TextGenerator`` over a local causal LM, with a fresh cache per call."""
 
     def __init__(
@@ -47,32 +46,15 @@ class LocalGenerator(ConstrainedGeneration):
         self.max_new_tokens_cap = max_new_tokens_cap
         self._stop_ids = eos_ids(model, tokenizer)
 
-    def _open_run(
-        self,
-        prompt: str,
-        history: tuple[ChatTurn, ...],
-        options: GenerationOptions,
-        constraint: TokenConstraint | None,
-    ) -> Decoder:
-        check_query(prompt)
-        max_new_tokens = options.max_new_tokens
-        check_max_new_tokens(max_new_tokens, self.max_new_tokens_cap)
-        ids = self.format.plain(history, prompt)
+    def _open_run(self, request: RunRequest) -> Decoder:
+        max_new_tokens = self._checked(request)
+        ids = self.format.plain(request.history, request.prompt)
         if len(ids) + max_new_tokens > self.max_positions:
             raise LimitError(
                 f"the prompt is {len(ids):,} tokens plus {max_new_tokens:,} to generate, over "
                 f"{self.name}'s {self.max_positions:,} positions; retrieve fewer passages"
             )
-        return Decoder(
-            self.model,
-            self.tokenizer,
-            ids,
-            cache=DynamicCache(),
-            start_position=0,
-            options=options,
-            stop_ids=self._stop_ids,
-            constraint=constraint,
-        )
+        return self._decoder(ids, request, cache=DynamicCache(), start_position=0)
 
     def count_tokens(self, text: str) -> int:
         return len(self.format.encode(text))
@@ -100,13 +82,8 @@ class CallableGenerator(GeneratorBase):
             raise InputError("customized_gen_model needs .generate(prompt, max_new_tokens)")
         self.client = client
 
-    def _open_run(
-        self,
-        prompt: str,
-        history: tuple[ChatTurn, ...],
-        options: GenerationOptions,
-        constraint: TokenConstraint | None,
-    ) -> FinishedRun:
+    def _open_run(self, request: RunRequest) -> FinishedRun:
+        prompt, history, options = request.prompt, request.history, request.options
         text = prompt
         if history:
             turns = "\n".join(f"{t.role}: {t.content}" for t in history)

@@ -14,29 +14,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from shared_core.errors import GeneratorError, InputError, LimitError
-from shared_core.inputs import check_query
-from shared_core.models.stop_text import cut_at_stop, stream_until_stop
-from shared_core.types import ChatTurn, Generation
-
-#: The OpenAI API takes at most this many stop strings; the rest are applied client-side.
-_SERVER_STOPS = 4
+from shared_core.extras import import_extra
+from shared_core.models.client_generator import ClientChatGenerator, ClientReply
+from shared_core.types import ChatTurn, GenerationOptions
 
 
-def _import_openai() -> Any:
-    try:
-        import openai
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise InputError(
-            "OpenAIGenerator needs the openai client: pip install 'memorag-integrations[openai]'"
-        ) from exc
-    return openai
-
-
-def _approx_tokens(text: str) -> int:
-    return len(text.split())
-
-
-class OpenAIGenerator:
+class OpenAIGenerator(ClientChatGenerator):
     """Chat completions from ``model`` at ``base_url`` (default: the OpenAI API).
 
     Args:
@@ -70,7 +53,9 @@ class OpenAIGenerator:
             raise InputError(f"timeout must be > 0 seconds, got {timeout!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise InputError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        openai = _import_openai()
+        openai = import_extra(
+            "openai", feature="OpenAIGenerator", needs="the openai client", extra="openai"
+        )
         self.model = model
         self.timeout = float(timeout)
         self.max_retries = max_retries
@@ -85,12 +70,11 @@ class OpenAIGenerator:
             max_retries=max_retries,
         )
         self.base_url = str(self._client.base_url).rstrip("/")
-        self.name = name or f"{model} @ {self.base_url}"
+        super().__init__(name or f"{model} @ {self.base_url}")
 
     # -- requests ------------------------------------------------------------------------------
 
     def _messages(self, prompt: str, history: Sequence[ChatTurn]) -> list[dict[str, str]]:
-        check_query(prompt)
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         for turn in history:
             if not isinstance(turn, ChatTurn):
@@ -99,33 +83,15 @@ class OpenAIGenerator:
         messages.append({"role": "user", "content": prompt})
         return messages
 
-    def _request(
-        self,
-        prompt: str,
-        history: Sequence[ChatTurn],
-        max_new_tokens: int,
-        stop: Sequence[str],
-        temperature: float,
-    ) -> dict[str, Any]:
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-            raise InputError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
-        if not 1 <= max_new_tokens <= self.max_new_tokens_cap:
-            cap = self.max_new_tokens_cap
+    def _call_options(self, options: GenerationOptions) -> dict[str, Any]:
+        max_new_tokens, cap = options.max_new_tokens, self.max_new_tokens_cap
+        if not 1 <= max_new_tokens <= cap:
             raise LimitError(f"max_new_tokens={max_new_tokens} is outside 1..{cap}")
-        if not temperature >= 0:
-            raise InputError(f"temperature must be >= 0, got {temperature!r}")
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": self._messages(prompt, history),
-            "max_tokens": max_new_tokens,
-            "temperature": float(temperature),
-        }
-        stops = [s for s in stop if s][:_SERVER_STOPS]
-        if stops:
-            request["stop"] = stops
+        call = {"model": self.model, "temperature": float(options.temperature)}
+        call.update(super()._call_options(options))
         if self.extra_body:
-            request["extra_body"] = self.extra_body
-        return request
+            call["extra_body"] = self.extra_body
+        return call
 
     def _failure(self, exc: BaseException) -> GeneratorError:
         """A ``GeneratorError`` naming the endpoint, the model and what went wrong."""
@@ -146,59 +112,24 @@ class OpenAIGenerator:
 
         return (self._openai.OpenAIError, httpx.HTTPError)
 
-    # -- TextGenerator -------------------------------------------------------------------------
-
-    def generate(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Generation:
-        """One chat completion; every stop string is applied (the server gets the first 4)."""
-        request = self._request(prompt, history, max_new_tokens, stop, temperature)
-        try:
-            response = self._client.chat.completions.create(**request)
-        except self._errors() as exc:
-            raise self._failure(exc) from exc
+    def _reply(self, messages: list[Any], options: dict[str, Any]) -> ClientReply:
+        response = self._client.chat.completions.create(messages=messages, **options)
         if not response.choices:
             raise GeneratorError(f"the endpoint {self.base_url} returned no choices")
-        choice = response.choices[0]
-        text, stopped = cut_at_stop(choice.message.content or "", stop)
-        usage = response.usage
-        prompt_tokens = usage.prompt_tokens if usage else _approx_tokens(prompt)
-        completion_tokens = usage.completion_tokens if usage else _approx_tokens(text)
-        finish = "length" if choice.finish_reason == "length" and not stopped else "stop"
-        return Generation(
-            text=text,
-            prompt_tokens=int(prompt_tokens),
-            completion_tokens=int(completion_tokens),
-            finish_reason=finish,
+        choice, usage = response.choices[0], response.usage
+        return ClientReply(
+            text=choice.message.content or "",
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            finish_reason=str(choice.finish_reason or "stop"),
         )
 
-    def stream(
-        self,
-        prompt: str,
-        *,
-        history: Sequence[ChatTurn] = (),
-        max_new_tokens: int = 256,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-    ) -> Iterator[str]:
-        """The answer's text pieces as the server sends them, cut at the first stop string."""
-        request = self._request(prompt, history, max_new_tokens, stop, temperature)
-        yield from stream_until_stop(self._pieces(request), stop)
-
-    def _pieces(self, request: dict[str, Any]) -> Iterator[str]:
-        try:
-            with self._client.chat.completions.create(**request, stream=True) as events:
-                for event in events:
-                    if event.choices and event.choices[0].delta.content:
-                        yield event.choices[0].delta.content
-        except self._errors() as exc:
-            raise self._failure(exc) from exc
+    def _pieces(self, messages: list[Any], options: dict[str, Any]) -> Iterator[str | None]:
+        create = self._client.chat.completions.create
+        with create(messages=messages, **options, stream=True) as events:
+            for event in events:
+                if event.choices:
+                    yield event.choices[0].delta.content
 
 
 __all__ = ["OpenAIGenerator"]

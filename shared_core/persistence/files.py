@@ -74,14 +74,22 @@ def read_json(path: Path, *, max_bytes: int = _MAX_JSON_BYTES) -> Any:
         raise PersistenceError(f"{path} is a symbolic link: refused")
     if not path.is_file():
         raise PersistenceError(f"{path} is missing")
+    return parse_json(read_capped(path, max_bytes), path)
+
+
+def read_capped(
+    path: Path, max_bytes: int, *, error: type[Exception] = PersistenceError, label: str = ""
+) -> bytes:
+    """The bytes of ``path``, read no further than the cap; a file that cannot be read or is
+    over ``max_bytes`` raises ``error`` naming it (after ``label``, e.g. a CLI option)."""
     try:
         with path.open("rb") as f:
             data = f.read(max_bytes + 1)
     except OSError as exc:
-        raise PersistenceError(f"{path} cannot be read: {exc}") from None
+        raise error(f"{label}{path} cannot be read: {exc}") from None
     if len(data) > max_bytes:
-        raise PersistenceError(f"{path} is over the {max_bytes:,}-byte cap for a JSON file")
-    return parse_json(data, path)
+        raise error(f"{label}{path} is over the {max_bytes:,}-byte cap")
+    return data
 
 
 def is_int(value: object) -> bool:

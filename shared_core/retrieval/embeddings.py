@@ -50,16 +50,9 @@ def resolve_device(device: str = "auto") -> str:
     """``"auto"`` picks cuda, then mps, then cpu; any other value is returned unchanged."""
     if not isinstance(device, str) or not device:
         raise InputError(f"device must be a non-empty str such as 'auto' or 'cpu', got {device!r}")
-    if device != "auto":
-        return device
-    import torch
+    from shared_core.models.loading import resolve_device as pick_device  # imports torch
 
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
+    return pick_device(device)
 
 
 def local_model_path(name: str) -> str:

@@ -17,7 +17,9 @@ from typing import Any, Literal
 import numpy as np
 
 from shared_core.errors import InputError, NoMemoryError
-from shared_core.inputs import check_k, check_query
+from shared_core.extras import import_extra
+from shared_core.inputs import check_k
+from shared_core.retrieval.chunk_store import EMPTY_INDEX, checked_queries
 from shared_core.retrieval.index import chunk_passage
 from shared_core.retrieval.vector_index import VectorIndex
 from shared_core.types import Chunk, Hit
@@ -27,13 +29,9 @@ SEARCH_MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
 
 
 def _bm25s() -> Any:
-    try:
-        import bm25s
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise InputError(
-            "search_mode='bm25'/'hybrid' needs bm25s: pip install 'memorag-integrations[hybrid]'"
-        ) from exc
-    return bm25s
+    return import_extra(
+        "bm25s", feature="search_mode='bm25'/'hybrid'", needs="bm25s", extra="hybrid"
+    )
 
 
 class _BM25:
@@ -141,14 +139,9 @@ class HybridIndex:
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """One hit list of ``min(k, len(self))`` chunks per query."""
-        if isinstance(queries, str):
-            raise InputError("search_many takes a list of query strings, not a single str")
-        k = check_k(k)
-        texts = [check_query(q) for q in queries]
+        texts, k = checked_queries(queries, k)
         if not len(self.inner):
-            raise NoMemoryError(
-                "the index is empty: add documents (memorize a context) before searching"
-            )
+            raise NoMemoryError(EMPTY_INDEX)
         if not texts:
             return []
         depth = max(k, self.candidates)

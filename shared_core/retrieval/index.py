@@ -16,18 +16,12 @@ from typing import Any
 import faiss
 import numpy as np
 
-from shared_core.errors import (
-    InputError,
-    NoMemoryError,
-)
-from shared_core.inputs import check_k, check_query
 from shared_core.retrieval.chunk_store import ChunkStore
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.index_files import (
     CHUNKS_FILE,
     VECTORS_FILE,
     chunk_passage,
-    read_index_files,
     write_index_files,
 )
 from shared_core.types import Chunk, Hit
@@ -85,34 +79,14 @@ class DenseIndex(ChunkStore):
 
     # ------------------------------------------------------------------ search
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        """The ``min(k, len(self))`` chunks most similar to ``query``, best first."""
-        return self.search_many([query], k)[0]
+    def _nearest(self, vectors: np.ndarray, top: int) -> list[list[Hit]]:
+        scores, ids = self._index.search(vectors, top)  # type: ignore[union-attr]
+        return [
+            self._hits(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids, strict=True)
+        ]
 
-    def search_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        """One hit list per query, all queries embedded in a single batch."""
-        if isinstance(queries, str):
-            raise InputError("search_many takes a list of query strings, not a single str")
-        k = check_k(k)
-        texts = [check_query(q) for q in queries]
-        self._check_not_empty()
-        if not texts:
-            return []
-        queries = self.embedder.embed_queries(texts)  # outside the lock: runs in parallel
-        with self._lock:
-            self._check_not_empty()
-            top = min(k, len(self._chunks))
-            scores, ids = self._index.search(queries, top)  # type: ignore[union-attr]
-            return [
-                self._hits(row_scores, row_ids)
-                for row_scores, row_ids in zip(scores, ids, strict=True)
-            ]
-
-    def _check_not_empty(self) -> None:
-        if self._index is None or not self._chunks:
-            raise NoMemoryError(
-                "the index is empty: add documents (memorize a context) before searching"
-            )
+    def _is_empty(self) -> bool:
+        return self._index is None or not self._chunks
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
         hits: list[Hit] = []
@@ -133,23 +107,6 @@ class DenseIndex(ChunkStore):
             vectors = self._vectors()
             chunks = list(self._chunks)
         return write_index_files(directory, self.embedder, vectors, chunks, chunking=chunking)
-
-    @classmethod
-    def load(
-        cls,
-        directory: str | Path,
-        embedder: Embedder,
-        *,
-        expected: Mapping[str, Any] | None = None,
-    ) -> DenseIndex:
-        """Load an index saved by ``save``; ``PersistenceError`` when a file is missing, corrupt
-        or not matching ``expected`` (the dict ``save`` returned), and
-        ``IncompatibleMemoryError`` when it was built with another embedder."""
-        chunks, vectors = read_index_files(directory, embedder, expected=expected)
-        index = cls(embedder)
-        if chunks:
-            index._append(chunks, vectors)
-        return index
 
 
 __all__ = ["CHUNKS_FILE", "VECTORS_FILE", "DenseIndex", "chunk_passage"]

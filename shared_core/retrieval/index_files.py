@@ -10,6 +10,7 @@ import hashlib
 import json
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -131,14 +132,9 @@ def chunk_passage(chunk: Chunk) -> Passage:
 
 
 def _chunk_record(chunk: Chunk) -> dict[str, Any]:
-    return {
-        "chunk_id": chunk.chunk_id,
-        "doc_id": chunk.doc_id,
-        "text": chunk.text,
-        "start": chunk.start,
-        "end": chunk.end,
-        "metadata": dict(chunk.metadata),
-    }
+    """Every field of ``chunk``, in declaration order (the metadata as a plain dict)."""
+    record = {f.name: getattr(chunk, f.name) for f in fields(chunk)}
+    return {**record, "metadata": dict(chunk.metadata)}
 
 
 # ---------------------------------------------------------------------- helpers: loading

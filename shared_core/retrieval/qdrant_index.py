@@ -14,17 +14,17 @@ already holds points is never written into.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shared_core.errors import InputError, NoMemoryError
-from shared_core.inputs import check_k, check_query
+from shared_core.errors import InputError
+from shared_core.extras import import_extra
 from shared_core.retrieval.chunk_store import ChunkStore
 from shared_core.retrieval.embeddings import Embedder
-from shared_core.retrieval.index_files import chunk_passage, read_index_files, write_index_files
+from shared_core.retrieval.index_files import chunk_passage, write_index_files
 from shared_core.types import Chunk, Hit
 
 #: Points per upsert / retrieve request.
@@ -33,13 +33,9 @@ _LOCATIONS = ("location", "path", "url")
 
 
 def _qdrant() -> Any:
-    try:
-        import qdrant_client
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise InputError(
-            "index='qdrant' needs qdrant-client: pip install 'memorag-integrations[qdrant]'"
-        ) from exc
-    return qdrant_client
+    return import_extra(
+        "qdrant_client", feature="index='qdrant'", needs="qdrant-client", extra="qdrant"
+    )
 
 
 def connect(
@@ -161,41 +157,19 @@ class QdrantIndex(ChunkStore):
 
     # ------------------------------------------------------------------ search
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        """The ``min(k, len(self))`` chunks most similar to ``query``, best first."""
-        return self.search_many([query], k)[0]
-
-    def search_many(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        """One hit list per query: one embedding batch, one Qdrant batch request."""
-        if isinstance(queries, str):
-            raise InputError("search_many takes a list of query strings, not a single str")
-        k = check_k(k)
-        texts = [check_query(q) for q in queries]
-        self._check_not_empty()
-        if not texts:
-            return []
-        vectors = self.embedder.embed_queries(texts)
+    def _nearest(self, vectors: np.ndarray, top: int) -> list[list[Hit]]:
         models = _qdrant().models
-        with self._lock:
-            self._check_not_empty()
-            top = min(k, len(self._chunks))
-            requests = [models.QueryRequest(query=v.tolist(), limit=top) for v in vectors]
-            answers = self.client.query_batch_points(self.collection, requests=requests)
-            chunks = self._chunks
-            return [
-                [
-                    Hit(passage=chunk_passage(chunks[int(p.id)]), score=float(p.score), rank=rank)
-                    for rank, p in enumerate(answer.points)
-                    if int(p.id) < len(chunks)
-                ]
-                for answer in answers
+        requests = [models.QueryRequest(query=v.tolist(), limit=top) for v in vectors]
+        answers = self.client.query_batch_points(self.collection, requests=requests)
+        chunks = self._chunks
+        return [
+            [
+                Hit(passage=chunk_passage(chunks[int(p.id)]), score=float(p.score), rank=rank)
+                for rank, p in enumerate(answer.points)
+                if int(p.id) < len(chunks)
             ]
-
-    def _check_not_empty(self) -> None:
-        if not self._chunks:
-            raise NoMemoryError(
-                "the index is empty: add documents (memorize a context) before searching"
-            )
+            for answer in answers
+        ]
 
     # ------------------------------------------------------------------ persistence
 
@@ -208,24 +182,6 @@ class QdrantIndex(ChunkStore):
             vectors = self._vectors(len(chunks))
         entry = write_index_files(directory, self.embedder, vectors, chunks, chunking=chunking)
         return {**entry, "store": "qdrant"}
-
-    @classmethod
-    def load(
-        cls,
-        directory: str | Path,
-        embedder: Embedder,
-        *,
-        expected: Mapping[str, Any] | None = None,
-        client: Any = None,
-        collection: str | None = None,
-        **connection: Any,
-    ) -> QdrantIndex:
-        """Read a saved index (checked like the faiss one) into a fresh Qdrant collection."""
-        chunks, vectors = read_index_files(directory, embedder, expected=expected)
-        index = cls(embedder, client=client, collection=collection, **connection)
-        if chunks:
-            index._append(chunks, vectors)
-        return index
 
 
 __all__ = ["QdrantIndex", "connect"]

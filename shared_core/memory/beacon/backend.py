@@ -10,6 +10,7 @@ the suffix is kept too, so ``add`` continues the text without re-reading it.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
 import time
 import uuid
@@ -18,10 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from shared_core.errors import IncompatibleMemoryError, InputError, LimitError, NoMemoryError
-from shared_core.inputs import ContextInput, as_documents, check_query
+from shared_core.inputs import ContextInput, as_documents
 from shared_core.memory.attention_probe import EntryAttention
 from shared_core.memory.base import Memory, MemoryStats
 from shared_core.memory.beacon.attention import (
@@ -31,16 +30,22 @@ from shared_core.memory.beacon.attention import (
     write_token_map,
 )
 from shared_core.memory.beacon.config import check_ratio
-from shared_core.memory.beacon.decode import BeaconDecoder, BeaconGenerator, check_room
+from shared_core.memory.beacon.decode import BeaconDecoder, BeaconGenerator
 from shared_core.memory.beacon.engine import BeaconEngine
 from shared_core.memory.beacon.files import TENSORS, read_state, state_fields, state_tensors
 from shared_core.memory.beacon.model import BeaconForCausalLM
 from shared_core.memory.beacon.state import BeaconState, peak_entries
 from shared_core.memory.entry_map import TokenMap
+from shared_core.memory.reading import (
+    document_records,
+    joined_text,
+    memorize_bar,
+    new_documents,
+    text_digest,
+)
 from shared_core.models.chat_format import ChatFormat, frame_texts
-from shared_core.models.decoding import ConstrainedGeneration, TokenConstraint, eos_ids
+from shared_core.models.decoding import ConstrainedGeneration, RunRequest, eos_ids
 from shared_core.models.loading import tokenizer_fingerprint
-from shared_core.types import ChatTurn, GenerationOptions
 
 
 @dataclass(frozen=True)
@@ -122,33 +127,21 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
         cls,
         name_or_path: str | Path,
         *,
-        cache_dir: str | None = None,
-        access_token: str | None = None,
-        revision: str | None = None,
-        device: str | None = "auto",
-        dtype: Any = None,
-        load_in_4bit: bool = False,
-        enable_flash_attn: bool = False,
-        device_map: str | None = None,
         beacon_ratio: int | None = None,
         tokenizer: Any = None,
         **kwargs: Any,
     ) -> NativeBeaconMemory:
-        """Load a beacon checkpoint by hub id or local folder (safetensors, no remote code)."""
+        """Load a beacon checkpoint by hub id or local folder (safetensors, no remote code).
+
+        ``kwargs``: how to load it (``weights.load_beacon_model``'s ``cache_dir``,
+        ``access_token``, ``revision``, ``device``, ``dtype``, ``load_in_4bit``,
+        ``enable_flash_attn``, ``device_map``), then this class's own arguments.
+        """
         from shared_core.memory.beacon.weights import load_beacon_model
 
-        model, folder, rev = load_beacon_model(
-            name_or_path,
-            cache_dir=cache_dir,
-            access_token=access_token,
-            revision=revision,
-            device=device,
-            dtype=dtype,
-            load_in_4bit=load_in_4bit,
-            enable_flash_attn=enable_flash_attn,
-            device_map=device_map,
-            beacon_ratio=beacon_ratio,
-        )
+        loading = inspect.signature(load_beacon_model).parameters
+        load = {key: kwargs.pop(key) for key in list(kwargs) if key in loading}
+        model, folder, rev = load_beacon_model(name_or_path, beacon_ratio=beacon_ratio, **load)
         if tokenizer is None:
             from transformers import AutoTokenizer
 
@@ -189,17 +182,10 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
     def add(self, context: ContextInput, *, show_progress: bool | None = None) -> MemoryStats:
         with self._write_lock:
             base = self._snap
-            start = len(base.documents) if base else 0
-            docs = as_documents(
-                context,
-                start_index=start,
-                max_documents=self.max_documents,
-                max_chars=self.max_chars,
+            held = base.documents if base else ()
+            docs = new_documents(
+                context, held, max_documents=self.max_documents, max_chars=self.max_chars
             )
-            known = {d["doc_id"] for d in base.documents} if base else set()
-            for doc in docs:
-                if doc.doc_id in known:
-                    raise InputError(f"document {doc.doc_id!r} is already in the memory")
             snap = self._read(base, docs, show_progress)
             if base is None:
                 self._lineage = uuid.uuid4().hex
@@ -208,9 +194,7 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
 
     def _read(self, base: _Snapshot | None, docs: Sequence[Any], show: bool | None) -> _Snapshot:
         started = time.perf_counter()
-        joined = "\n\n".join(d.text for d in docs)
-        if base is not None:
-            joined = "\n\n" + joined
+        joined = joined_text(docs, continuing=base is not None)
         ids = self.format.encode(joined)
         if not ids:
             raise InputError("the text encodes to no tokens")
@@ -226,30 +210,17 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
                 "((max_position_embeddings - window) x ratio + window); raise beacon_ratio or "
                 "split the text into several memories"
             )
-        show = self.show_progress if show is None else show
         windows = len(feed) // self.config.beacon_window
-        bar = tqdm(
-            total=len(feed),
-            unit="tok",
-            desc="memorize",
-            disable=not (show if show is not None else windows >= 8),
-            leave=False,
-        )
+        bar = memorize_bar(len(feed), windows, self.show_progress if show is None else show)
         text, _ = self.engine.feed(state, feed, logits="none", progress=bar.update)
         bar.close()
         ready, _ = self.engine.feed(text, self.suffix_ids, logits="none")
-        digest = hashlib.sha256(bytes.fromhex(base.text_sha256) if base else b"")
-        digest.update(joined.encode("utf-8"))
-        records = tuple(
-            {"doc_id": d.doc_id, "chars": len(d.text), "metadata_keys": sorted(d.metadata)}
-            for d in docs
-        )
         return _Snapshot(
             text=text,
             ready=ready,
             text_tokens=text_total,
-            documents=(base.documents if base else ()) + records,
-            text_sha256=digest.hexdigest(),
+            documents=(base.documents if base else ()) + document_records(docs),
+            text_sha256=text_digest(base.text_sha256 if base else None, joined),
             seconds=(base.seconds if base else 0.0) + time.perf_counter() - started,
             token_map=text_token_map(
                 self.tokenizer,
@@ -263,33 +234,13 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
         )
 
     # -- prompting --------------------------------------------------------------------------
-    def _open_run(
-        self,
-        prompt: str,
-        history: tuple[ChatTurn, ...],
-        options: GenerationOptions,
-        constraint: TokenConstraint | None,
-    ) -> BeaconDecoder:
-        max_new_tokens = options.max_new_tokens
+    def _open_run(self, request: RunRequest) -> BeaconDecoder:
         snap = self._snap
         if snap is None:
             raise NoMemoryError("this memory is empty: call memorize(text) or load(dir) first")
-        check_query(prompt)
-        if max_new_tokens > self.max_new_tokens_cap:
-            raise LimitError(
-                f"max_new_tokens={max_new_tokens} is outside 0..{self.max_new_tokens_cap}"
-            )
-        ids = self.format.continuation(self.intro, self.ack, history, prompt)
-        check_room(snap.ready, len(ids), max_new_tokens, self.max_positions, self.name)
-        return BeaconDecoder(
-            self.engine,
-            self.tokenizer,
-            ids,
-            snap.ready,
-            options=options,
-            stop_ids=self._stop_ids,
-            constraint=constraint,
-        )
+        self._generator.check(request)
+        ids = self.format.continuation(self.intro, self.ack, request.history, request.prompt)
+        return self._generator.continuing(snap.ready, ids, request)
 
     def answer_generator(self) -> BeaconGenerator:
         """The beacon model with no memory (long prompts still compress)."""
@@ -388,23 +339,12 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
 
     def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:
         from shared_core.errors import PersistenceError
-        from shared_core.memory.base import check_memory_fields
+        from shared_core.memory.base import check_identity, check_memory_fields
 
         where = folder / "manifest.json"
-        if section.get("backend") != self.backend:
-            raise IncompatibleMemoryError(
-                f"{where}: the memory was written by back-end {section.get('backend')!r}, "
-                f"not {self.backend!r}"
-            )
         mine = self.identity()
-        for key in mine:
-            if key != "model_revision" and section.get(key) != mine[key]:
-                shown = section.get(key)
-                shown = f"{len(shown)} ids" if isinstance(shown, list) else shown
-                raise IncompatibleMemoryError(
-                    f"{where}: {key} is {shown!r} in the saved memory but differs here; load it "
-                    "with the same model, tokenizer, beacon_ratio and prompts it was written with"
-                )
+        keys = [key for key in mine if key != "model_revision"]
+        check_identity(where, section, self.backend, mine, keys)
         check_memory_fields(where, section)
         tokens = section.get("text_tokens")
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:

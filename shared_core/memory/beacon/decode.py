@@ -19,8 +19,7 @@ from shared_core.inputs import check_query
 from shared_core.memory.beacon.engine import BeaconEngine
 from shared_core.memory.beacon.state import BeaconState, peak_entries
 from shared_core.models.chat_format import ChatFormat
-from shared_core.models.decoding import ConstrainedGeneration, Decoder, TokenConstraint
-from shared_core.types import ChatTurn, GenerationOptions
+from shared_core.models.decoding import ConstrainedGeneration, Decoder, RunRequest
 
 
 class BeaconDecoder(Decoder):
@@ -32,10 +31,11 @@ class BeaconDecoder(Decoder):
         tokenizer: Any,
         prompt_ids: Sequence[int],
         state: BeaconState,
+        request: RunRequest,
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            engine.model, tokenizer, prompt_ids, cache=None, start_position=0, **kwargs
+            engine.model, tokenizer, prompt_ids, request, cache=None, start_position=0, **kwargs
         )
         self.engine = engine
         self.state = state
@@ -77,30 +77,26 @@ class BeaconGenerator(ConstrainedGeneration):
         self.max_new_tokens_cap = max_new_tokens_cap
         self._stop_ids = stop_ids
 
-    def _open_run(
-        self,
-        prompt: str,
-        history: tuple[ChatTurn, ...],
-        options: GenerationOptions,
-        constraint: TokenConstraint | None,
-    ) -> BeaconDecoder:
-        max_new_tokens = options.max_new_tokens
-        check_query(prompt)
-        if max_new_tokens > self.max_new_tokens_cap:
-            cap = self.max_new_tokens_cap
+    def _open_run(self, request: RunRequest) -> BeaconDecoder:
+        self.check(request)
+        ids = self.format.plain(request.history, request.prompt)
+        return self.continuing(self.engine.empty(self.ratio), ids, request)
+
+    def check(self, request: RunRequest) -> None:
+        """Refuse an empty prompt or a ``max_new_tokens`` over the cap (0 is allowed)."""
+        check_query(request.prompt)
+        max_new_tokens, cap = request.options.max_new_tokens, self.max_new_tokens_cap
+        if max_new_tokens > cap:
             raise LimitError(f"max_new_tokens={max_new_tokens} is outside 0..{cap}")
-        ids = self.format.plain(history, prompt)
-        state = self.engine.empty(self.ratio)
-        cfg = self.engine.config
-        check_room(state, len(ids), max_new_tokens, cfg.max_position_embeddings, self.name)
+
+    def continuing(
+        self, state: BeaconState, ids: Sequence[int], request: RunRequest
+    ) -> BeaconDecoder:
+        """A run for ``request`` that feeds ``ids`` into a private copy of ``state``."""
+        positions = self.engine.config.max_position_embeddings
+        check_room(state, len(ids), request.options.max_new_tokens, positions, self.name)
         return BeaconDecoder(
-            self.engine,
-            self.tokenizer,
-            ids,
-            state,
-            options=options,
-            stop_ids=self._stop_ids,
-            constraint=constraint,
+            self.engine, self.tokenizer, ids, state, request, stop_ids=self._stop_ids
         )
 
     def count_tokens(self, text: str) -> int:
