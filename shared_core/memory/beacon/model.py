@@ -64,6 +64,16 @@ class StepOptions:
     cache_rotated_keys: bool = False  # True: keys are cached after RoPE (ablation)
 
 
+@dataclass(frozen=True)
+class LayerStep:
+    """What every layer of one step shares: beacon rows, the rotary tables, the layer's probe."""
+
+    beacons: torch.Tensor | None  # row indices of beacon tokens
+    cos: torch.Tensor
+    sin: torch.Tensor
+    observe: Observer | None = None
+
+
 class BeaconAttention(nn.Module):
     """Self-attention with a second set of q/k/v projections for beacon tokens."""
 
@@ -89,23 +99,15 @@ class BeaconAttention(nn.Module):
             v[:, beacons] = self.beacon_v_proj(rows)
         return q, k, v
 
-    def forward(
-        self,
-        h: torch.Tensor,
-        beacons: torch.Tensor | None,
-        past: KV | None,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        observe: Observer | None = None,
-    ) -> tuple[torch.Tensor, KV]:
-        """``h [1,T,D]``; ``beacons`` = row indices of beacon tokens; returns output, new K/V."""
+    def forward(self, h: torch.Tensor, past: KV | None, step: LayerStep) -> tuple[torch.Tensor, KV]:
+        """``h [1,T,D]`` on top of ``past``; returns the output and the new pre-RoPE K/V."""
         b, t, _ = h.shape
-        q, k, v = self._project(h, beacons)
+        q, k, v = self._project(h, step.beacons)
         q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
         k = k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         m = past[0].shape[-2] if past is not None else 0
-        cos, sin = cos.to(h.device), sin.to(h.device)
+        cos, sin = step.cos.to(h.device), step.sin.to(h.device)
         if self.options.cache_rotated_keys:  # ablation: the memory holds rotated keys
             k = rotate(k, cos[m:], sin[m:])
             keys = torch.cat([past[0], k], dim=-2) if past is not None else k
@@ -114,8 +116,8 @@ class BeaconAttention(nn.Module):
             keys = rotate(keys, cos, sin)
         values = torch.cat([past[1], v], dim=-2) if past is not None else v
         q = rotate(q, cos[m:], sin[m:])
-        if observe is not None:
-            observe(q, keys)
+        if step.observe is not None:
+            step.observe(q, keys)
         out = self._attend(q, keys, values, m)
         out = out.transpose(1, 2).reshape(b, t, self.heads * self.head_dim)
         return self.o_proj(out), (k, v)
@@ -179,16 +181,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(
-        self,
-        h: torch.Tensor,
-        beacons: torch.Tensor | None,
-        past: KV | None,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        observe: Observer | None = None,
-    ) -> tuple[torch.Tensor, KV]:
-        attn, kv = self.self_attn(self.input_layernorm(h), beacons, past, cos, sin, observe)
+    def forward(self, h: torch.Tensor, past: KV | None, step: LayerStep) -> tuple[torch.Tensor, KV]:
+        attn, kv = self.self_attn(self.input_layernorm(h), past, step)
         h = h + attn
         return h + self.mlp(self.post_attention_layernorm(h)), kv
 
@@ -272,7 +266,7 @@ class BeaconForCausalLM(nn.Module):
         kv: list[KV] = []
         for i, layer in enumerate(self.model.layers):
             seen = None if observe is None else _at_layer(observe, i)
-            h, layer_kv = layer(h, beacons, past[i] if past else None, cos, sin, seen)
+            h, layer_kv = layer(h, past[i] if past else None, LayerStep(beacons, cos, sin, seen))
             kv.append(layer_kv)
             if last_layer is not None and i >= last_layer:
                 return StepOutput(logits=None, kv=kv)
