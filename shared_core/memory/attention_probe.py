@@ -9,7 +9,10 @@ selected layer. What is computed is ``[selected heads, query tokens, entries + q
 per layer: never an attention matrix over the text.
 
 Supports Llama-style attention (``q_proj`` then RoPE, no query norm): Llama, Mistral, Qwen2,
-SmolLM. Other architectures get a clear error.
+SmolLM. Other architectures get a clear error. For transformers' Llama, Qwen2 and Mistral
+(no sliding window) ``entry_mass`` computes the same numbers with ``probe_forward``, which
+reads the memory's tensors without copying them (several times faster on CPU); the hooks
+serve every other Llama-style model and cache.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ def entry_mass(
     concatenation); ``ids`` the query's tokens at ``start_position``; ``rows`` the
     ``[first, last)`` tokens whose attention is averaged (the question's own tokens).
     Returns ``[len(heads), memory_entries]`` float32, rows in the order of ``heads``.
+    The fork is read, not grown, when ``probe_forward.supports_direct(model)`` and its layers
+    hold the memory as tensors; it is discarded either way.
     """
     heads = check_heads(model, heads)
     memory = _memory_tensors(cache, max(layer for layer, _ in heads), memory_entries)

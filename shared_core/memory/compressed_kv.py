@@ -244,9 +244,11 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ConstrainedGeneration, Memory
     def entry_attention(self, query: str, heads: Sequence[tuple[int, int]]) -> EntryAttention:
         """Calibrated attention of ``heads`` ((layer, query head)) from ``query`` onto each entry.
 
-        One pass of the query (framed as ``generate`` frames prompts) over a fork of the cache,
-        minus the same pass for the content-free question ``"N/A"`` (cached per memory state).
-        Refused for a memory saved without entry origins.
+        One pass of the query (framed as ``generate`` frames prompts) over the cache, minus the
+        same pass for the content-free question ``"N/A"``. Cached per memory state and head set:
+        the "N/A" mass and the frame tokens before the question (``probe_forward.Prior``); the
+        first query runs with "N/A" in one batch. Refused for a memory saved without entry
+        origins.
         """
         state = self._state
         if state is None:
