@@ -9,7 +9,10 @@ selected layer. What is computed is ``[selected heads, query tokens, entries + q
 per layer: never an attention matrix over the text.
 
 Supports Llama-style attention (``q_proj`` then RoPE, no query norm): Llama, Mistral, Qwen2,
-SmolLM. Other architectures get a clear error.
+SmolLM. Other architectures get a clear error. For transformers' Llama, Qwen2 and Mistral
+(no sliding window) ``entry_mass`` computes the same numbers with ``probe_forward``, which
+reads the memory's tensors without copying them (several times faster on CPU); the hooks
+serve every other Llama-style model and cache.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from typing import Any
 import torch
 
 from shared_core.errors import InputError
+from shared_core.memory.cpu_threads import pass_threads
 from shared_core.memory.entry_map import TokenMap
 from shared_core.memory.positions import rotate_half
+from shared_core.memory.probe_forward import direct_masses, supports_direct
 
 Head = tuple[int, int]
 
@@ -88,8 +93,16 @@ def entry_mass(
     concatenation); ``ids`` the query's tokens at ``start_position``; ``rows`` the
     ``[first, last)`` tokens whose attention is averaged (the question's own tokens).
     Returns ``[len(heads), memory_entries]`` float32, rows in the order of ``heads``.
+    The fork is read, not grown, when ``probe_forward.supports_direct(model)`` and its layers
+    hold the memory as tensors; it is discarded either way.
     """
     heads = check_heads(model, heads)
+    memory = _memory_tensors(cache, max(layer for layer, _ in heads), memory_entries)
+    if memory is not None and supports_direct(model):
+        (mass,), _ = direct_masses(
+            model, *memory, start_position, [(ids, rows)], heads, keep_prior=False
+        )
+        return mass
     cfg = model.config
     n_heads = int(cfg.num_attention_heads)
     n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
@@ -137,7 +150,7 @@ def entry_mass(
     device = model.device
     pos = torch.arange(start_position, start_position + len(ids), device=device)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), pass_threads(device):
             model(
                 input_ids=torch.tensor([list(ids)], device=device),
                 position_ids=pos[None],
@@ -151,6 +164,22 @@ def entry_mass(
         for handle in handles:
             handle.remove()
     return out
+
+
+def _memory_tensors(
+    cache: Any, last: int, entries: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+    """The memory's keys and values per layer up to ``last`` when ``cache`` holds them as
+    plain tensors (a fork from ``kv_state.cache_of``), else ``None``."""
+    layers = getattr(cache, "layers", None)
+    if layers is None or len(layers) <= last:
+        return None
+    keys = [getattr(layers[i], "keys", None) for i in range(last + 1)]
+    values = [getattr(layers[i], "values", None) for i in range(last + 1)]
+    for t in (*keys, *values):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[-2] != entries:
+            return None
+    return keys, values
 
 
 def question_rows(ids: Sequence[int], other: Sequence[int]) -> tuple[int, int]:

@@ -35,6 +35,7 @@ from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.attention_probe import (
     NULL_QUERY,
     EntryAttention,
+    check_heads,
     entry_mass,
     question_rows,
 )
@@ -43,6 +44,7 @@ from shared_core.memory.kv_persist import KVPersistence
 from shared_core.memory.kv_prefill import MIN_WINDOW, KVPrefill
 from shared_core.memory.kv_state import KVState, cache_of
 from shared_core.memory.positions import rope_inv_freq
+from shared_core.memory.probe_forward import Prior, direct_masses, supports_direct
 from shared_core.memory.reading import new_documents
 from shared_core.memory.scorers import Scorer, get_scorer
 from shared_core.models.chat_format import ChatFormat, frame_texts
@@ -117,7 +119,8 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
         self._state: KVState | None = None
         self._lineage = uuid.uuid4().hex
         self._write_lock = threading.Lock()
-        self._null_mass: dict[tuple[Any, ...], torch.Tensor] = {}
+        # per head set: (the state it was made on, the "N/A" mass, the frame's keys/values)
+        self._null_mass: dict[tuple[Any, ...], tuple[KVState, torch.Tensor, Any]] = {}
         cfg = model.config
         n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self._group = int(cfg.num_attention_heads) // int(n_kv)
@@ -220,9 +223,11 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
     def entry_attention(self, query: str, heads: Sequence[tuple[int, int]]) -> EntryAttention:
         """Calibrated attention of ``heads`` ((layer, query head)) from ``query`` onto each entry.
 
-        One pass of the query (framed as ``generate`` frames prompts) over a fork of the cache,
-        minus the same pass for the content-free question ``"N/A"`` (cached per memory state).
-        Refused for a memory saved without entry origins.
+        One pass of the query (framed as ``generate`` frames prompts) over the cache, minus the
+        same pass for the content-free question ``"N/A"``. Cached per memory state and head set:
+        the "N/A" mass and the frame tokens before the question (``probe_forward.Prior``); the
+        first query runs with "N/A" in one batch. Refused for a memory saved without entry
+        origins.
         """
         state = self._state
         if state is None:
@@ -233,27 +238,49 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
                 "tokenizer without offsets): memorize the text again to rank by attention"
             )
         check_query(query)
-        key = (id(state), tuple(heads))
-        null = self._null_mass.get(key)
-        if null is None:
-            null = self._query_mass(state, NULL_QUERY, query, heads)
-            self._null_mass = {key: null}
-        mass = self._query_mass(state, query, NULL_QUERY, heads) - null
+        heads = tuple(heads)
+        cached = self._null_mass.get(heads)
+        if cached is not None and cached[0] is state:
+            _, null, prior = cached
+            (mass,), _ = self._query_mass(state, [(query, NULL_QUERY)], heads, prior)
+        else:  # the first query on this state: "N/A" runs with it (one batch where supported)
+            (null, mass), prior = self._query_mass(
+                state, [(NULL_QUERY, query), (query, NULL_QUERY)], heads, None
+            )
+            self._null_mass = {heads: (state, null, prior)}
         origins = torch.stack([state.origins[layer][h // self._group] for layer, h in heads])
-        return EntryAttention(tuple(heads), mass, origins, state.token_map)
+        return EntryAttention(heads, mass - null, origins, state.token_map)
 
     def _query_mass(
-        self, state: KVState, query: str, other: str, heads: Sequence[tuple[int, int]]
-    ) -> torch.Tensor:
-        ids = self.format.continuation(self.intro, self.ack, (), query)
-        rows = question_rows(ids, self.format.continuation(self.intro, self.ack, (), other))
-        if state.next_position + len(ids) > self.max_positions:
-            raise LimitError(
-                f"the query is {len(ids):,} tokens; the memory leaves "
-                f"{self.max_positions - state.next_position:,} positions"
+        self,
+        state: KVState,
+        pairs: Sequence[tuple[str, str]],
+        heads: tuple[tuple[int, int], ...],
+        prior: Prior | None,
+    ) -> tuple[list[torch.Tensor], Prior | None]:
+        """Per ``(question, other)`` pair, the question's mass (its rows: where it differs from
+        ``other``); and the shared frame's keys and values (``Prior``) for the next query."""
+        seqs = []
+        for query, other in pairs:
+            ids = self.format.continuation(self.intro, self.ack, (), query)
+            rows = question_rows(ids, self.format.continuation(self.intro, self.ack, (), other))
+            if state.next_position + len(ids) > self.max_positions:
+                raise LimitError(
+                    f"the query is {len(ids):,} tokens; the memory leaves "
+                    f"{self.max_positions - state.next_position:,} positions"
+                )
+            seqs.append((ids, rows))
+        if supports_direct(self.model):
+            check_heads(self.model, heads)
+            start = state.next_position
+            return direct_masses(self.model, state.keys, state.values, start, seqs, heads, prior)
+        out = []
+        for ids, rows in seqs:  # other architectures: the model's forward with hooks
+            cache = cache_of(state.keys, state.values)
+            out.append(
+                entry_mass(self.model, cache, ids, state.next_position, rows, heads, state.entries)
             )
-        cache = cache_of(state.keys, state.values)
-        return entry_mass(self.model, cache, ids, state.next_position, rows, heads, state.entries)
+        return out, None
 
     # -- introspection ----------------------------------------------------------------------
     def stats(self) -> MemoryStats:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from shared_core.errors import PersistenceError
+from shared_core.memory.cpu_threads import pass_threads
 
 
 @dataclass(frozen=True)
@@ -103,35 +104,45 @@ def chunk_mass(
 
     ``origins`` ``[heads, entries]`` are the entries' text-token indexes (``-1``: frame);
     ``chunks`` are ``(document index, start char, end char)``. Returns ``[heads, chunks]``.
-    Overlapping chunks each get the entries they hold. Cost: sort of the entries + one binary
-    search per chunk and head.
+    Overlapping chunks each get the entries they hold. Cost: one sort of all heads' entries
+    (each head's keys offset into a range of its own) + one binary search per chunk and head.
     """
     heads = mass.shape[0]
-    out = torch.zeros(heads, len(chunks), dtype=torch.float64)
     if not chunks:
-        return out
-    width = (
-        int(
-            max(
-                int(token_map.char.max()) if len(token_map) else 0, max(end for _, _, end in chunks)
-            )
-        )
-        + 2
-    )
-    lo = torch.tensor([d * width + s for d, s, _ in chunks], dtype=torch.int64)
-    hi = torch.tensor([d * width + e for d, _, e in chunks], dtype=torch.int64)
-    for h in range(heads):
-        valid = origins[h] >= 0
-        tok = origins[h][valid]
-        m = mass[h][valid].double()
-        d = token_map.doc[tok].long()
-        keep = d >= 0
-        key = d[keep] * width + token_map.char[tok][keep].long()
-        m = m[keep]
-        order = torch.argsort(key)
-        key, m = key[order], m[order]
-        cum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(m, 0)])
-        a = torch.searchsorted(key, lo)
-        b = torch.searchsorted(key, hi)
-        out[h] = cum[b] - cum[a]
-    return out
+        return torch.zeros(heads, 0, dtype=torch.float64)
+    with pass_threads():
+        return _chunk_mass(mass, origins, token_map, chunks)
+
+
+def _chunk_mass(
+    mass: torch.Tensor,
+    origins: torch.Tensor,
+    token_map: TokenMap,
+    chunks: Sequence[tuple[int, int, int]],
+) -> torch.Tensor:
+    heads = mass.shape[0]
+    has_tokens = len(token_map) > 0
+    width = max(int(token_map.char.max()) if has_tokens else 0, max(e for _, _, e in chunks)) + 2
+    docs = max(int(token_map.doc.max()) + 1 if has_tokens else 0, max(d for d, _, _ in chunks) + 1)
+    span = docs * width + 1  # head h's keys lie in [h * span, (h + 1) * span)
+    tok = origins.long()
+    valid = tok >= 0
+    tok = tok.clamp_min(0)
+    if has_tokens:
+        doc = torch.where(valid, token_map.doc.long()[tok], -1)
+        char = token_map.char.long()[tok]
+    else:
+        doc, char = torch.full_like(tok, -1), torch.zeros_like(tok)
+    inside = doc >= 0
+    base = torch.arange(heads, dtype=torch.int64)[:, None] * span
+    # entries outside every document go to the top of their head's range, past every chunk
+    key = base + torch.where(inside, doc * width + char, span - 1)
+    m = torch.where(inside, mass.double(), 0.0).flatten()
+    order = torch.argsort(key.flatten())
+    key, m = key.flatten()[order], m[order]
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(m, 0)])
+    lo = torch.tensor([d * width + s for d, s, _ in chunks], dtype=torch.int64)[None] + base
+    hi = torch.tensor([d * width + e for d, _, e in chunks], dtype=torch.int64)[None] + base
+    a = torch.searchsorted(key, lo.flatten())
+    b = torch.searchsorted(key, hi.flatten())
+    return (cum[b] - cum[a]).view(heads, len(chunks))
