@@ -59,10 +59,15 @@ def attention_layers(model: Any) -> Sequence[Any]:
     return layers
 
 
-def check_heads(model: Any, heads: Sequence[Head]) -> list[Head]:
-    """Validate ``(layer, query head)`` pairs against the model's shape."""
+def model_head_grid(model: Any) -> tuple[int, int]:
+    """``(layers, query heads)`` of a Hugging Face causal LM."""
     cfg = model.config
-    n_layers, n_heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+    return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+
+
+def check_heads(grid: tuple[int, int], heads: Sequence[Head]) -> list[Head]:
+    """Validate ``(layer, query head)`` pairs against a model's ``(layers, heads)``."""
+    n_layers, n_heads = grid
     out = []
     for pair in heads:
         if len(pair) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair):
@@ -96,7 +101,7 @@ def entry_mass(
     The fork is read, not grown, when ``probe_forward.supports_direct(model)`` and its layers
     hold the memory as tensors; it is discarded either way.
     """
-    heads = check_heads(model, heads)
+    heads = check_heads(model_head_grid(model), heads)
     memory = _memory_tensors(cache, max(layer for layer, _ in heads), memory_entries)
     if memory is not None and supports_direct(model):
         (mass,), _ = direct_masses(

@@ -37,6 +37,7 @@ from shared_core.memory.attention_probe import (
     EntryAttention,
     check_heads,
     entry_mass,
+    model_head_grid,
     question_rows,
 )
 from shared_core.memory.base import Memory, MemoryStats
@@ -271,7 +272,7 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
                 )
             seqs.append((ids, rows))
         if supports_direct(self.model):
-            check_heads(self.model, heads)
+            check_heads(self.head_grid(), heads)
             start = state.next_position
             return direct_masses(self.model, state.keys, state.values, start, seqs, heads, prior)
         out = []
@@ -332,8 +333,7 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
 
     def head_grid(self) -> tuple[int, int]:
         """``(layers, query heads per layer)`` of the model."""
-        cfg = self.model.config
-        return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+        return model_head_grid(self.model)
 
     # -- persistence ------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:

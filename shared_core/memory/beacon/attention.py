@@ -37,9 +37,14 @@ from typing import Any
 
 import torch
 
-from shared_core.errors import IncompatibleMemoryError, InputError, LimitError, PersistenceError
+from shared_core.errors import IncompatibleMemoryError, LimitError, PersistenceError
 from shared_core.inputs import check_query
-from shared_core.memory.attention_probe import NULL_QUERY, EntryAttention, question_rows
+from shared_core.memory.attention_probe import (
+    NULL_QUERY,
+    EntryAttention,
+    check_heads,
+    question_rows,
+)
 from shared_core.memory.beacon.model import BeaconForCausalLM
 from shared_core.memory.beacon.state import BeaconState, plan_chunk
 from shared_core.memory.entry_map import TokenMap, build_token_map
@@ -132,23 +137,6 @@ def read_token_map(
     docs = section.get("documents")
     n_docs = len(docs) if isinstance(docs, list) else 0
     return TokenMap.from_tensors(doc, char, tokens=text_tokens, docs=n_docs, where=str(path))
-
-
-def check_heads(grid: tuple[int, int], heads: Sequence[Head]) -> list[Head]:
-    """Validate ``(layer, query head)`` pairs against ``(layers, heads)``."""
-    n_layers, n_heads = grid
-    out = []
-    for pair in heads:
-        if len(pair) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair):
-            raise InputError(f"a head is a (layer, head) pair of ints, got {pair!r}")
-        if not (0 <= pair[0] < n_layers and 0 <= pair[1] < n_heads):
-            raise InputError(
-                f"head {pair!r} is outside the model's {n_layers} layers x {n_heads} heads"
-            )
-        out.append((pair[0], pair[1]))
-    if not out:
-        raise InputError("the head set is empty")
-    return out
 
 
 def query_mass(
