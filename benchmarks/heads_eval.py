@@ -67,6 +67,10 @@ METHODS: dict[str, tuple[dict[str, Any] | None, str, str]] = {
     "default_w2": ({"heads_weight": 2.0}, "dense", ""),
     "default_w4": ({"heads_weight": 4.0}, "dense", ""),
 }
+#: Methods that read the memory (the others need only the index).
+MEMORY_METHODS = tuple(
+    m for m, (opts, _, writer) in METHODS.items() if opts is not None and not writer
+)
 #: (a, b) pairs reported as ``a - b`` with a CI, beside every method's difference to dense.
 PAIRS = (
     ("default", "hyde"),
@@ -126,14 +130,20 @@ def memo_heads_pass(memory: Any) -> dict[str, float]:
 class Scope:
     """One memory (a question's paragraphs, or the pooled set) and its three indexes."""
 
-    def __init__(self, base: Any, docs: Sequence[Any]) -> None:
+    def __init__(self, base: Any, docs: Sequence[Any], with_memory: bool = True) -> None:
         from shared_core.retrieval.hybrid import HybridIndex
+        from shared_core.retrieval.index_choice import new_index
 
         started = time.perf_counter()
-        base.memorize(list(docs))
+        if with_memory:
+            base.memorize(list(docs))
+            dense = base.index
+        else:  # the methods asked for read no memory: the index memorize() builds, alone
+            cfg, parts = base.config, base.parts
+            dense = new_index(parts.embedder, cfg.index, cfg.search_mode, cfg.index_options)
+            dense.add(parts.chunker.split(list(docs)))
         self.memorize_s = time.perf_counter() - started
         self.base = base
-        dense = base.index
         self.indexes = {
             "dense": dense,
             "bm25": HybridIndex(dense, mode="bm25"),
@@ -268,9 +278,64 @@ def markdown(summary: dict[str, Any], methods: Sequence[str], title: str, header
     return "\n".join(lines)
 
 
+def merge(paths: Sequence[Path], out: Path, name: str) -> dict[str, Any]:
+    """One table from several runs of the same questions (rows joined by question id)."""
+    import json
+
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    rows: dict[str, dict[str, Any]] = {}
+    methods: list[str] = []
+    for run in runs:
+        for row in run["rows"]:
+            rows.setdefault(row["id"], {}).update(row)
+            methods += [m for m in METHODS if m in row and m not in methods]
+    methods = [m for m in METHODS if m in methods]
+    joined = [r for r in rows.values() if all(m in r for m in methods)]
+    summary = summarize(joined, methods)
+    first = runs[0]
+    title = f"{first['set']}, {first['setting']} setting"
+    commands = [r["command"] for r in runs]
+    header = "\n".join(
+        [
+            f"# Retrieval heads vs baselines: {title}",
+            "",
+            f"Merged by `python -m benchmarks.heads_eval --merge {' '.join(map(str, paths))} "
+            f"--name {name}` from (questions run by every one: {len(joined)} of {len(rows)}):",
+            "",
+            *[f"- `{c}`" for c in commands],
+            "",
+            "Machines/load: "
+            + "; ".join(
+                f"{r['env']['cpu']}, load {r['env']['loadavg_start'][0]:.1f} -> "
+                f"{r['env'].get('loadavg_end', [0])[0]:.1f}"
+                for r in runs
+            ),
+            "Memories: "
+            + "; ".join(
+                f"{v['documents']} docs, {v['tokens']} tokens -> {v['entries']} entries, {_kind(v)}"
+                for r in runs
+                for v in list(r["memories"].values())[:1]
+                if v["entries"]
+            ),
+            "",
+        ]
+    )
+    payload = {
+        "commands": commands,
+        "sources": [str(p) for p in paths],
+        "set": first["set"],
+        "setting": first["setting"],
+        "summary": summary,
+        "rows": joined,
+    }
+    write_outputs(out, name, payload, markdown(summary, methods, title, header))
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", required=True)
+    parser.add_argument("--set")
+    parser.add_argument("--merge", nargs="+", type=Path, help="merge these runs' JSON files")
     parser.add_argument("--setting", choices=["context", "pooled"], default="context")
     parser.add_argument("--start", type=int, default=0, help="skip the first N questions")
     parser.add_argument("--limit", type=int, default=40)
@@ -283,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.out, args.name)
+        return
     import torch
 
     from benchmarks.gen_cache import GenCache
@@ -323,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             docs = bench.scoped_documents(q)
             key = "|".join(d.doc_id or "" for d in docs)
         if key != scope_key:
-            scope = Scope(base, docs)
+            scope = Scope(base, docs, with_memory=any(m in MEMORY_METHODS for m in args.methods))
             passes = memo_heads_pass(base.memory)
             scope_key = key
             scopes[key[:80]] = {**scope.memory, "memorize_s": scope.memorize_s}

@@ -60,3 +60,25 @@ def test_summary_has_cis_against_dense_and_the_pairs() -> None:
     assert summary["pairs"]["default - hyde"]["r@5"][0] == 1 / 3
     text = heads_eval.markdown(summary, ["dense", "hyde", "default"], "set", "# title\n")
     assert "| default | 0.833 |" in text and "- default - hyde: R@5 +0.333" in text
+
+
+def test_merge_joins_runs_by_question(tmp_path) -> None:
+    import json
+
+    env = {"cpu": "cpu", "loadavg_start": [1.0], "loadavg_end": [2.0]}
+    memories = {"s": {"documents": 2, "tokens": 9, "entries": 9, "beacon_ratio": 4}}
+    one = {"command": "a", "env": env, "set": "x", "setting": "context", "memories": memories}
+    two = {**one, "command": "b"}
+    rows = [_row(0.5, 1.0, 0.5), _row(1.0, 1.0, 0.0)]
+    one["rows"] = [
+        {"id": f"q{i}", "dense": r["dense"], "default": r["default"]} for i, r in enumerate(rows)
+    ]
+    two["rows"] = [{"id": "q1", "dense": rows[1]["dense"], "hyde": rows[1]["hyde"]}]
+    paths = []
+    for n, run in enumerate((one, two)):
+        paths.append(tmp_path / f"{n}.json")
+        paths[-1].write_text(json.dumps(run))
+    summary = heads_eval.merge(paths, tmp_path, "merged")
+    assert summary["questions"] == 1  # only q1 has every method
+    assert summary["pairs"]["default - hyde"]["r@5"][0] == 1.0
+    assert "- `a`" in (tmp_path / "merged.md").read_text()
