@@ -14,7 +14,6 @@ bootstrap CIs against dense, and query latency broken down (heads pass, searches
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -29,7 +28,6 @@ from benchmarks.baselines import BM25Backend
 from benchmarks.datasets import load_set
 from benchmarks.metrics import bootstrap_diff_ci, evidence_hits, mrr, recall_at_k, spans_of
 from benchmarks.report import _header, environment, write_outputs
-from shared_core.heads.route import AttentionRoute
 from shared_core.pipeline import MemoRAG
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -37,11 +35,19 @@ METHODS = ("dense", "bm25", "clues", "heads", "heads+dense")
 KS = (2, 5, 10)
 
 
-def variant(pipe: MemoRAG, **route: Any) -> MemoRAG:
-    """The same pipeline (memory, index, embedder) with another route (benchmark only)."""
-    other = copy.copy(pipe)
-    other._route = AttentionRoute(**route)
-    return other
+def variant(pipe: MemoRAG, **options: Any) -> MemoRAG:
+    """The same memory, index, embedder and generator under other options (injected parts).
+
+    A copy with its route object swapped no longer works: the route lives in the pipeline's
+    ``Retriever``, built from the config, so options must go through the constructor.
+    """
+    return MemoRAG(
+        memory=pipe.memory,
+        embedder=pipe.embedder,
+        generator=pipe.generator,
+        search_index=pipe.index,
+        **options,
+    )
 
 
 def run_question(pipe: MemoRAG, q: Any, docs: Sequence[Any], methods: Sequence[str]) -> dict:
@@ -61,8 +67,7 @@ def run_question(pipe: MemoRAG, q: Any, docs: Sequence[Any], methods: Sequence[s
             if method == "clues":
                 target = variant(pipe, retrieval="clues", fusion="interleave")
             elif method == "heads":
-                target = copy.copy(variant(pipe, retrieval="heads"))
-                target.query_weight = 0.0
+                target = variant(pipe, retrieval="heads", query_weight=0.0)
             result = target.retrieve(q.question, depth)
             hits, timings = list(result.passages), dict(result.timings)
             row[f"{method}_route"] = result.route
@@ -117,7 +122,7 @@ def heads_latency(pipe: MemoRAG, entries: int, repeats: int = 3) -> dict[str, fl
         next_position=min(memory.max_positions - 64, entries),
     )
     memory._state = big
-    heads = pipe._route.active_head_set(memory).heads
+    heads = pipe._retriever.route.active_head_set(memory).heads
     try:
         memory.entry_attention("warm-up question?", heads)
         times = []
