@@ -333,3 +333,48 @@ def test_calibrate_heads_reads_the_data_layout(llama, tokenizer, tmp_path):
     with pytest.raises(InputError, match="paragraph layout"):
         calibrate_heads(bad, memory=mem)
     assert main(["calibrate-heads", "--help"]) == 0
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_heads_route_over_every_search_mode_and_a_large_index(mode, llama, tokenizer, monkeypatch):
+    """The heads rank chunks that no search list holds: each gets its similarity to the query
+    from the index's vectors, through the BM25 wrapper too (it once had no ``vectors``)."""
+    pytest.importorskip("bm25s")
+    docs = [
+        Document(" ".join(f"{w} note {i} on topic {w}." for i in range(30)), w)
+        for w in ("ferns", "owls", "rivers", "stones")
+    ]
+    mem = make(llama, tokenizer, beacon_ratio=4)
+    rag = MemoRAG(
+        memory=mem,
+        embedder=shared_embedder(),
+        head_set=head_set_for(mem),
+        retrieval="heads",
+        search_mode=mode,
+        search_k=2,
+        retrieval_chunk_size=8,
+        chunk_overlap=0,
+    )
+    rag.memorize(docs)
+    query = "Which note is it?"
+    chunks = rag.index.chunks
+    searched = {h.passage.id for h in rag.index.search(query, 50)}  # the search depth here
+    assert len(chunks) > 50 + 10
+    last = next(c for c in reversed(chunks) if c.chunk_id not in searched)
+    doc_no = [d.doc_id for d in docs].index(last.doc_id)
+
+    def planted(query, heads):  # all the mass on a chunk that no search list holds
+        state = mem._state
+        origins = torch.stack([state.origins[layer][h // 2] for layer, h in heads])
+        tmap = state.token_map
+        doc = torch.where(origins >= 0, tmap.doc[origins.clamp_min(0)].long(), -1)
+        char = tmap.char[origins.clamp_min(0)].long()
+        inside = (doc == doc_no) & (char >= last.start) & (char < last.end)
+        return EntryAttention(tuple(heads), torch.where(inside, 1.0, 0.0).float(), origins, tmap)
+
+    monkeypatch.setattr(mem, "entry_attention", planted)
+    result = rag.retrieve(query, 5)
+    found = {p.passage.id: p for p in result.passages}
+    assert result.route == "heads" and last.chunk_id in found
+    assert {c.kind for c in found[last.chunk_id].found_by} == {"attention"}
+    assert -1.0 <= found[last.chunk_id].score <= 1.0

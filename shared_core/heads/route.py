@@ -23,7 +23,7 @@ from shared_core.errors import InputError
 from shared_core.heads.head_set import HeadSet, find_head_set
 from shared_core.heads.ranker import AttentionRanker
 from shared_core.memory.attention_memory import AttentionMemory
-from shared_core.retrieval.index import DenseIndex
+from shared_core.retrieval.vector_index import VectorIndex
 from shared_core.types import Hit
 
 ROUTES = ("auto", "heads", "clues", "heads+clues")
@@ -125,14 +125,14 @@ class AttentionRoute:
     def depth(self, plan: RoutePlan, depth: int, index_size: int) -> int:
         return min(max(depth, ZSCORE_DEPTH), index_size) if plan.fusion == "zscore" else depth
 
-    def attention_hits(self, memory: Any, index: DenseIndex, query: str, depth: int) -> list[Hit]:
+    def attention_hits(self, memory: Any, index: VectorIndex, query: str, depth: int) -> list[Hit]:
         ranker, why = self._ranker_for(memory)
         if ranker is None:
             raise InputError(why)
         return ranker.search(query, index.chunks, depth)
 
 
-def query_similarity(index: DenseIndex, query: str, passage_ids: set[str]) -> dict[str, float]:
+def query_similarity(index: VectorIndex, query: str, passage_ids: set[str]) -> dict[str, float]:
     """Cosine similarity between ``query`` and the given passages of the engine's index."""
     if not passage_ids:
         return {}

@@ -117,6 +117,9 @@ class HybridIndex:
     def get(self, chunk_id: str) -> Chunk | None:
         return self.inner.get(chunk_id)
 
+    def vectors(self) -> np.ndarray:
+        return self.inner.vectors()
+
     def add(self, chunks: Sequence[Chunk], *, show_progress: bool = False) -> None:
         self.inner.add(chunks, show_progress=show_progress)
 

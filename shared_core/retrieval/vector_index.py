@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.types import Chunk, Hit
 
@@ -30,6 +32,10 @@ class VectorIndex(Protocol):
         ...
 
     def get(self, chunk_id: str) -> Chunk | None: ...
+
+    def vectors(self) -> np.ndarray:
+        """The chunks' unit-norm embeddings ``[chunks, dim]`` (float32), in chunk order."""
+        ...
 
     def add(self, chunks: Sequence[Chunk], *, show_progress: bool = False) -> None:
         """Embed and append chunks with new, unique ids (else ``InputError``)."""
