@@ -41,16 +41,20 @@ def pooled_docs(bench: Any) -> list[Any]:
     return list(seen.values())
 
 
-def heads_only(pipe: MemoRAG) -> MemoRAG:
-    """The same memory and index, ranked by the heads' list alone (query weight 0)."""
+def sharing(pipe: MemoRAG, **options: Any) -> MemoRAG:
+    """Another pipeline over the same memory and index, with other retrieval options."""
     return MemoRAG(
         memory=pipe.memory,
         embedder=pipe.embedder,
         generator=pipe.generator,
         search_index=pipe.index,
-        retrieval="heads",
-        query_weight=0.0,
+        **options,
     )
+
+
+def heads_only(pipe: MemoRAG) -> MemoRAG:
+    """The same memory and index, ranked by the heads' list alone (query weight 0)."""
+    return sharing(pipe, retrieval="heads", query_weight=0.0)
 
 
 def scores(hits: Sequence[Any], gold: Any) -> dict[str, float]:
@@ -58,19 +62,28 @@ def scores(hits: Sequence[Any], gold: Any) -> dict[str, float]:
     return {**{f"r@{k}": recall_at_k(ranks, k) for k in KS}, "mrr": mrr(ranks)}
 
 
-def run_scorer(scorer: str, docs: list[Any], questions: Sequence[Any], ratio: int) -> dict:
+def run_scorer(
+    scorer: str,
+    docs: list[Any],
+    questions: Sequence[Any],
+    ratio: int,
+    weights: Sequence[float] = (),
+) -> dict:
     pipe = MemoRAG(compress="always", beacon_ratio=ratio, scorer=scorer)
     started = time.perf_counter()
     pipe.memorize(docs)
     memorize_s = time.perf_counter() - started
     stats = pipe.memory.stats()
     alone, rows = heads_only(pipe), []
+    weighted = {f"default_w{w:g}": sharing(pipe, heads_weight=w) for w in weights}
     for n, q in enumerate(questions, 1):
         row = {"id": q.id, "dense": scores(pipe.index.search(q.question, max(KS)), q.gold)}
         t0 = time.perf_counter()
         row["heads"] = scores(alone.retrieve(q.question, max(KS)).passages, q.gold)
         row["heads_s"] = time.perf_counter() - t0
         row["default"] = scores(pipe.retrieve(q.question, max(KS)).passages, q.gold)
+        for name, other in weighted.items():
+            row[name] = scores(other.retrieve(q.question, max(KS)).passages, q.gold)
         rows.append(row)
         print(f"{scorer} {n}/{len(questions)}", row["default"]["r@5"], file=sys.stderr)
     return {
@@ -81,13 +94,18 @@ def run_scorer(scorer: str, docs: list[Any], questions: Sequence[Any], ratio: in
     }
 
 
+def methods_of(rows: Sequence[dict]) -> list[str]:
+    """The methods a run's rows hold: the three fixed ones, then any weighted defaults."""
+    return [*METHODS, *sorted(k for k in rows[0] if k.startswith("default_w"))]
+
+
 def summarize(runs: dict[str, dict]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     base = runs.get("key_norm")
     for scorer, run in runs.items():
         rows = run["rows"]
         entry: dict[str, Any] = {"entries": run["entries"], "memorize_s": run["memorize_s"]}
-        for m in METHODS:
+        for m in methods_of(rows):
             entry[m] = {key: statistics.fmean(r[m][key] for r in rows) for key in rows[0][m]}
             if base is not None and scorer != "key_norm":
                 diff, lo, hi = bootstrap_diff_ci(
@@ -109,7 +127,7 @@ def markdown(summary: dict[str, Any], header: str, tokens: int, ratio: int) -> s
         "|---|---|---|---|---|---|---|",
     ]
     for scorer, entry in summary.items():
-        for m in METHODS:
+        for m in [k for k in entry if isinstance(entry[k], dict)]:
             s = entry[m]
             ci = s.get("r@5_vs_key_norm")
             diff = f"{ci[0]:+.3f} [{ci[1]:+.3f}, {ci[2]:+.3f}]" if ci else ""
@@ -128,6 +146,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=30)
     parser.add_argument("--ratio", type=int, default=16)
     parser.add_argument("--scorers", nargs="+", default=list(SCORERS), choices=SCORERS)
+    parser.add_argument(
+        "--weights",
+        nargs="*",
+        type=float,
+        default=[],
+        help="also the default at these heads_weight",
+    )
     parser.add_argument("--name", default="selection_pooled")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
@@ -135,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     env, started = environment(), time.perf_counter()
     bench = load_set(DATA / args.set, limit=args.limit)
     docs = pooled_docs(bench)
-    runs = {s: run_scorer(s, docs, bench.questions, args.ratio) for s in args.scorers}
+    runs = {s: run_scorer(s, docs, bench.questions, args.ratio, args.weights) for s in args.scorers}
     summary = summarize(runs)
     env["loadavg_end"] = list(__import__("os").getloadavg())
     command = "python -m benchmarks.selection_bench " + " ".join(argv or sys.argv[1:])
