@@ -68,3 +68,9 @@ def test_options_that_a_backend_takes_are_kept() -> None:
     assert MemoRAGConfig(memory_backend="full_kv").ratio == 1
     assert MemoRAGConfig().ratio == 32  # when_needed: the most it may compress to
     assert MemoRAGConfig(compress="always").ratio == 4
+
+
+def test_the_default_compressed_memory_keeps_evenly_spaced_entries() -> None:
+    kwargs = MemoRAGConfig().memory_kwargs()
+    assert kwargs["scorer"] == "stride" and kwargs["compress"] == "when_needed"
+    assert MemoRAGConfig(scorer="key_norm").memory_kwargs()["scorer"] == "key_norm"
