@@ -109,7 +109,7 @@ class MemoRAGConfig:
     # -- memory-native retrieval (docs/heads.md) ---------------------------------------------
     retrieval: str = "auto"  # "heads" where the model has a head set, else "clues"
     head_set: Any = None  # a HeadSet or its JSON path; None: the one shipped for the model
-    heads_weight: float = 1.0
+    heads_weight: float = 0.5  # against query_weight 2 (docs/heads.md, "heads_weight sweep")
     language: str = "auto"
 
     def __post_init__(self) -> None:

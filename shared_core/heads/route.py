@@ -51,7 +51,7 @@ class AttentionRoute:
         self,
         retrieval: str = "auto",
         head_set: HeadSet | str | Path | None = None,
-        weight: float = 1.0,
+        weight: float = 0.5,
         fusion: str = "auto",
     ) -> None:
         if retrieval not in ROUTES:
