@@ -350,6 +350,7 @@ def test_heads_route_over_every_search_mode_and_a_large_index(mode, llama, token
         embedder=shared_embedder(),
         head_set=head_set_for(mem),
         retrieval="heads",
+        heads_weight=4.0,  # the planted list must reach the top 5 at any default weight
         search_mode=mode,
         search_k=2,
         retrieval_chunk_size=8,

@@ -288,7 +288,7 @@ def test_threads_share_one_memory(llama, tokenizer):
 
 # -- compress="when_needed": compress only as much as the positions require ------------------
 def _per_entry(mem: CompressedKVMemory) -> float:
-    return float(mem.stats().extra["text tokens per kept entry"])
+    return float(mem.stats().extra["tokens per entry"])
 
 
 def test_when_needed_keeps_everything_while_the_text_fits(llama, tokenizer):
