@@ -317,9 +317,7 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
             extra={
                 **extra,
                 "positions used": f"{state.next_position:,} of {self.max_positions:,}",
-                "tokens per entry": round(
-                    state.text_tokens / max(1, state.entries - frame), 2
-                ),
+                "tokens per entry": round(state.text_tokens / max(1, state.entries - frame), 2),
             },
         )
 
