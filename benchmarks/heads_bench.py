@@ -18,7 +18,6 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 
 from benchmarks.baselines import BM25Backend
 from benchmarks.datasets import load_set
+from benchmarks.heads_latency import tiled
 from benchmarks.metrics import bootstrap_diff_ci, evidence_hits, mrr, recall_at_k, spans_of
 from benchmarks.report import _header, environment, write_outputs
 from shared_core.pipeline import MemoRAG
@@ -107,21 +107,8 @@ def summarize(rows: list[dict], methods: Sequence[str]) -> dict[str, Any]:
 def heads_latency(pipe: MemoRAG, entries: int, repeats: int = 3) -> dict[str, float]:
     """Time one heads pass (query + cached "N/A") over a memory tiled to ``entries``."""
     memory = pipe.memory
-    state = memory._state  # benchmark only: tile a real memory's tensors to the target size
-    reps = -(-entries // state.entries)
-
-    def tile(ts: Sequence[torch.Tensor], dim: int) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.cat([t] * reps, dim=dim).narrow(dim, 0, entries) for t in ts)
-
-    big = replace(
-        state,
-        keys=tile(state.keys, -2),
-        values=tile(state.values, -2),
-        positions=tile(state.positions, -1),
-        origins=tile(state.origins, -1),
-        next_position=min(memory.max_positions - 64, entries),
-    )
-    memory._state = big
+    state = memory._state  # benchmark only: put back after timing the tiled copy
+    tiled(pipe, entries)
     heads = pipe._retriever.route.active_head_set(memory).heads
     try:
         memory.entry_attention("warm-up question?", heads)

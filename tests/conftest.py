@@ -32,3 +32,12 @@ def llama():
 @pytest.fixture(scope="session")
 def qwen2():
     return tiny_model("qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama and its tokenizer saved as a model folder (for loading by path)."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder

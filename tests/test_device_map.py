@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from scripted import shared_embedder
-from tiny_models import tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from shared_core.config import DEVICE_MAPS, MemoRAGConfig
@@ -19,14 +18,6 @@ from shared_core.models.loading import layer_devices, load_causal_lm
 from shared_core.pipeline import MemoRAG
 
 TEXT = "The lighthouse keeper wrote the logbook every night. " * 20
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama").save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture
@@ -43,21 +34,21 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     return calls
 
 
-def test_load_causal_lm_hands_the_map_to_accelerate(model_dir: Path, seen: list[dict]) -> None:
-    lm = load_causal_lm(str(model_dir), device_map="auto")
+def test_load_causal_lm_hands_the_map_to_accelerate(tiny_llama_dir: Path, seen: list[dict]) -> None:
+    lm = load_causal_lm(str(tiny_llama_dir), device_map="auto")
     assert seen[-1]["device_map"] == "auto"
     assert {d.type for d in layer_devices(lm.model)} == {"cpu"}
-    load_causal_lm(str(model_dir), device="cpu")
+    load_causal_lm(str(tiny_llama_dir), device="cpu")
     assert "device_map" not in seen[-1]
 
 
 def test_the_pipeline_loads_its_models_with_the_map(
-    model_dir: Path, tmp_path: Path, seen: list[dict]
+    tiny_llama_dir: Path, tmp_path: Path, seen: list[dict]
 ) -> None:
-    pipe = MemoRAG(str(model_dir), embedder=shared_embedder(), device_map="auto", window=64)
+    pipe = MemoRAG(str(tiny_llama_dir), embedder=shared_embedder(), device_map="auto", window=64)
     pipe.memorize(TEXT, save_dir=tmp_path / "mem")
     assert seen and all(call["device_map"] == "auto" for call in seen)
-    again = MemoRAG(str(model_dir), embedder=shared_embedder(), device_map="auto", window=64)
+    again = MemoRAG(str(tiny_llama_dir), embedder=shared_embedder(), device_map="auto", window=64)
     again.load(tmp_path / "mem")
     assert again.memory.stats().kv_entries == pipe.memory.stats().kv_entries > 0
     assert again.retrieve("Who wrote the logbook?", k=1)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from scripted import shared_embedder
-from tiny_models import tiny_model, tiny_tokenizer
 
 from shared_core.config import MemoRAGConfig
 from shared_core.errors import InputError
@@ -17,24 +16,16 @@ from shared_core.prompts import get_prompts
 ZH = "长城是中国古代的军事防御工程。它东起山海关，西至嘉峪关，全长两万多公里。" * 3
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama").save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
-
-
-def test_a_chinese_corpus_gets_chinese_prompts_on_the_lazy_path(model_dir: Path) -> None:
-    pipe = MemoRAG(str(model_dir), embedder=shared_embedder(), device="cpu", window=64)
+def test_a_chinese_corpus_gets_chinese_prompts_on_the_lazy_path(tiny_llama_dir: Path) -> None:
+    pipe = MemoRAG(str(tiny_llama_dir), embedder=shared_embedder(), device="cpu", window=64)
     pipe.memorize(ZH)
     zh = get_prompts("zh")
     assert pipe.prompts.language == "zh"
     assert pipe.memory.intro == zh.memory_intro  # the memory itself is framed in Chinese
 
 
-def test_an_explicit_language_wins_over_detection(model_dir: Path) -> None:
-    pipe = MemoRAG(str(model_dir), embedder=shared_embedder(), device="cpu", language="en")
+def test_an_explicit_language_wins_over_detection(tiny_llama_dir: Path) -> None:
+    pipe = MemoRAG(str(tiny_llama_dir), embedder=shared_embedder(), device="cpu", language="en")
     pipe.memorize(ZH)
     assert pipe.prompts.language == "en"
 
