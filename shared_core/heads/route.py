@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from shared_core.config import ROUTES, MemoRAGConfig
 from shared_core.errors import InputError
 from shared_core.heads.head_set import HeadSet, find_head_set
 from shared_core.heads.ranker import AttentionRanker
@@ -26,7 +27,6 @@ from shared_core.memory.attention_memory import AttentionMemory
 from shared_core.retrieval.vector_index import VectorIndex
 from shared_core.types import Hit
 
-ROUTES = ("auto", "heads", "clues", "heads+clues")
 #: Each list's depth under z-score fusion: enough hits for a meaningful mean and spread.
 ZSCORE_DEPTH = 50
 _warned: set[str] = set()
@@ -49,10 +49,10 @@ class AttentionRoute:
 
     def __init__(
         self,
-        retrieval: str = "auto",
+        retrieval: str = MemoRAGConfig.retrieval,
         head_set: HeadSet | str | Path | None = None,
-        weight: float = 0.5,
-        fusion: str = "auto",
+        weight: float = MemoRAGConfig.heads_weight,
+        fusion: str = MemoRAGConfig.fusion,
     ) -> None:
         if retrieval not in ROUTES:
             raise InputError(f"retrieval must be one of {ROUTES}, got {retrieval!r}")
