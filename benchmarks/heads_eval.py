@@ -12,7 +12,7 @@ on ``entry_attention``: the same pass, not a re-implementation). Methods:
   corpus-blind keys (``benchmarks.baselines``, cached generations) as ``extra_queries``;
 - ``clues``: ``MemoRAG(retrieval="clues")`` (the previous default: copied + surrogate clues);
 - ``heads``: ``MemoRAG(retrieval="heads", query_weight=0)``, the heads' list alone;
-- ``default``: ``MemoRAG()`` (heads + dense query, z-score, heads_weight 1, query weight 2);
+- ``default``: ``MemoRAG()`` (heads + dense query, z-score, shipped heads_weight, query weight 2);
 - ``heads+bm25`` / ``heads+hybrid``: the default with ``search_mode`` changed;
 - ``default_w0.5`` / ``_w2`` / ``_w4``: the default with ``heads_weight`` changed (sweep).
 

@@ -5,7 +5,9 @@ tiled to ``--entries`` entries per layer and KV head, 7,700 by default: what a ~
 text keeps once compressed to fit SmolLM2's 8,192 positions. Tiling keeps the tensor sizes,
 hence the cost, of a real memory of that size. Timed per query, wall clock and process CPU:
 the heads pass with "N/A" cached (every query after the first), the first query on a memory
-(query and "N/A"), and the whole ``retrieve`` on the heads route.
+(query and "N/A"), and the whole ``retrieve`` on the heads route. ``--memory DIR`` times a
+saved ``MemoRAG`` memory as it is instead (no tiling), e.g. the whole 101k-token book
+memorized by ``benchmarks.heads_dump --save-memory``.
 
     python -m benchmarks.heads_latency --repeats 5
 """
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--entries", type=int, default=7700)
     ap.add_argument("--chars", type=int, default=20000)
+    ap.add_argument("--memory", type=Path, help="a saved MemoRAG to time as it is")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--name", default="heads_latency")
@@ -81,10 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    book = json.loads((DATA / "documents.jsonl").open().readline())
-    pipe = MemoRAG()
-    pipe.memorize([Document(book["text"][: args.chars], book["doc_id"])])
-    tiled(pipe, args.entries)
+    if args.memory is not None:
+        pipe = MemoRAG().load(args.memory)
+    else:
+        book = json.loads((DATA / "documents.jsonl").open().readline())
+        pipe = MemoRAG()
+        pipe.memorize([Document(book["text"][: args.chars], book["doc_id"])])
+        tiled(pipe, args.entries)
     memory = pipe.memory
     heads = pipe._retriever.route.active_head_set(memory).heads
     load0 = os.getloadavg()
@@ -113,10 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         **{name: summary(pairs) for name, pairs in runs.items()},
         **{f"retrieve_{p}_median_s": statistics.median(v) for p, v in parts.items()},
     }
+    stats = memory.stats()
+    payload["memory"] = "saved" if args.memory else "tiled"
+    payload["tokens_read"] = stats.tokens_read
     lines = [
         "# Heads query pass on a ~100k-token memory",
         "",
         f"Command: `{payload['command']}`  ",
+        ("a saved memory of " if args.memory else "a tiled memory (")
+        + f"{stats.tokens_read:,} tokens read{'' if args.memory else ')'}, "
         f"{payload['entries']:,} entries per layer and KV head, heads {payload['heads']}, "
         f"torch threads {payload['torch_threads']}, load average {load0[0]:.1f} at start, "
         f"{load1[0]:.1f} at end (2 cores), {args.repeats} repeats",
