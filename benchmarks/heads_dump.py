@@ -9,9 +9,11 @@ selects heads, normalises and fuses offline, the way ``MemoRAG()`` does, without
 
     python -m benchmarks.heads_dump --set hotpotqa --limit 100 --name dump_hotpotqa
 
-Tensors go to ``<name>.safetensors`` (float64), the rest to ``<name>.json``; both are
-rewritten every 5 questions, so an interrupted run keeps what it recorded
-(``--resume`` continues it).
+``--setting pooled`` memorizes every selected question's documents as one memory (the shipped
+``MemoRAG()``: it compresses as much as the positions require) and asks each question of it.
+Tensors go to ``results/dumps/<name>.safetensors`` (float64), the rest to ``<name>.json``
+(not committed: ``.gitignore``); both are rewritten every 5 questions, so an interrupted run
+keeps what it recorded (``--resume`` continues it).
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--set", required=True)
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--setting", choices=["context", "pooled"], default="context")
     parser.add_argument("--scopes", nargs="*", default=[], help="only these documents' questions")
     parser.add_argument("--per-scope", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
@@ -131,12 +134,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.resume and (args.out / f"{args.name}.json").exists():
         payload, tensors = load(args.out, args.name)
     done = {r["id"] for r in payload["rows"]}
+    seen: dict[str, Any] = {}
+    for other in questions:  # the pooled setting: every question's documents in one memory
+        for d in bench.scoped_documents(other):
+            seen.setdefault(d.doc_id, d)
+    pooled = list(seen.values())
     base = MemoRAG()
     held = None
     for n, q in enumerate(questions, 1):
         if q.id in done:
             continue
-        docs = bench.scoped_documents(q)
+        docs = pooled if args.setting == "pooled" else bench.scoped_documents(q)
         scope = tuple(d.doc_id for d in docs)
         got, meta = record(base, docs, q, memorize=scope != held)
         if args.save_memory is not None and scope != held:

@@ -9,7 +9,8 @@ Heads are selected by their own paragraph recall@2 on training questions, and ev
 the set they were chosen from is **out of fold** (k-fold: a question's heads come from the other
 folds). Writes ``results/<name>.md`` and ``.json``::
 
-    python -m benchmarks.heads_study --train dump_hotpotqa --test dump_musique --name heads_study
+    python -m benchmarks.heads_study --train dump_hotpotqa --tune dump_qmsum \\
+        --test dump_musique dump_needles --name heads_study
 """
 
 from __future__ import annotations
@@ -64,8 +65,12 @@ def questions(name: str, out: Path = OUT) -> list[Question]:
 
 
 def head_mass(q: Question, norm: str = "sum") -> torch.Tensor:
-    """Calibrated mass per (head, chunk): ``sum`` (shipped), ``mean`` (per kept entry) or
-    ``sqrt`` (divided by the square root of the entries)."""
+    """Calibrated mass per (head, chunk): ``sum`` (shipped: query minus "N/A"), ``mean`` (per
+    kept entry), ``sqrt`` (divided by the square root of the entries) or ``lift``
+    (``log(query / "N/A")``: a bias shared by both questions, such as recency, cancels)."""
+    if norm == "lift":
+        eps = 1e-6
+        return torch.log((q.query + eps) / (q.null + eps))
     mass = q.query - q.null
     if norm == "sum":
         return mass
@@ -164,12 +169,28 @@ def folds(n: int, k: int) -> list[int]:
     return [i % k for i in range(n)]
 
 
-def out_of_fold(qs: Sequence[Question], top: int, norm: str, k: int) -> Any:
-    fold = folds(len(qs), k)
-    picked = {
-        f: pick([q for q, g in zip(qs, fold, strict=True) if g != f], top, norm) for f in range(k)
-    }
-    return lambda i: picked[fold[i]]
+class HeadChoice:
+    """The heads each question gets: chosen on the training questions, or, for a question of
+    the training set (by id, in any dump), on the folds without it."""
+
+    def __init__(self, train: Sequence[Question], top: int, norm: str, k: int) -> None:
+        fold = folds(len(train), k)
+        self.fold = {q.id: f for q, f in zip(train, fold, strict=True)}
+        self.all = pick(train, top, norm)
+        self.by_fold = {
+            f: pick([q for q, g in zip(train, fold, strict=True) if g != f], top, norm)
+            for f in range(k)
+        }
+
+    def heads(self, q: Question) -> list[int]:
+        f = self.fold.get(q.id)
+        return self.all if f is None else self.by_fold[f]
+
+
+def evaluate_choice(
+    qs: Sequence[Question], choice: HeadChoice | None, weight: float, norm: str = "sum"
+) -> list[dict[str, float]]:
+    return evaluate(qs, lambda i: None if choice is None else choice.heads(qs[i]), weight, norm)
 
 
 def mean(rows: Sequence[dict[str, float]], key: str) -> float:
@@ -183,56 +204,63 @@ def ci(a: Sequence[dict[str, float]], b: Sequence[dict[str, float]], key: str) -
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", required=True, help="dump the heads are chosen on")
-    parser.add_argument("--test", nargs="*", default=[], help="untuned dumps")
+    parser.add_argument("--tune", nargs="*", default=[], help="more tuning dumps (scored)")
+    parser.add_argument("--test", nargs="*", default=[], help="untuned dumps (reported)")
     parser.add_argument("--tops", nargs="+", type=int, default=[4, 8, 12, 16, 24])
     parser.add_argument("--weights", nargs="+", type=float, default=[0.25, 0.5, 1.0, 2.0])
-    parser.add_argument("--norms", nargs="+", default=["sum", "mean", "sqrt"])
+    parser.add_argument("--norms", nargs="+", default=["sum", "mean", "sqrt", "lift"])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--name", required=True)
     args = parser.parse_args(argv)
     train = questions(args.train)
-    tests = {t: questions(t) for t in args.test}
+    sets = {t: questions(t) for t in [args.train, *args.tune, *args.test]}
+    tuning = [args.train, *args.tune]
     command = "python -m benchmarks.heads_study " + " ".join(argv or sys.argv[1:])
     table: list[dict[str, Any]] = []
-    dense = {args.train: evaluate(train, lambda i: None, 0)}
-    dense.update({t: evaluate(qs, lambda i: None, 0) for t, qs in tests.items()})
+    dense = {t: evaluate_choice(qs, None, 0) for t, qs in sets.items()}
     for norm in args.norms:
         for top in args.tops:
-            oof = out_of_fold(train, top, norm, args.folds)
-            heads = pick(train, top, norm)
+            choice = HeadChoice(train, top, norm, args.folds)
             for w in args.weights:
                 cell: dict[str, Any] = {"norm": norm, "top": top, "weight": w}
-                runs = {args.train: evaluate(train, oof, w, norm)}
-                for t, qs in tests.items():
-                    runs[t] = evaluate(qs, lambda i, heads=heads: heads, w, norm)
-                for t, rows in runs.items():
+                for t, qs in sets.items():
+                    rows = evaluate_choice(qs, choice, w, norm)
                     cell[t] = {m: mean(rows, m) for m in ("r@2", "r@5", "r@10", "mrr")}
                     cell[t]["r@5_vs_dense"] = ci(rows, dense[t], "r@5")
                     cell[t]["mrr_vs_dense"] = ci(rows, dense[t], "mrr")
+                cell["tuning_r@5"] = statistics.fmean(cell[t]["r@5"] for t in tuning)
                 table.append(cell)
                 print(
-                    f"{norm} top{top} w{w}: "
-                    + " ".join(f"{t} {cell[t]['r@5']:.3f}/{cell[t]['mrr']:.3f}" for t in runs),
+                    f"{norm} top{top} w{w}: tuning {cell['tuning_r@5']:.3f} "
+                    + " ".join(f"{t} {cell[t]['r@5']:.3f}/{cell[t]['mrr']:.3f}" for t in sets),
                     file=sys.stderr,
                 )
-    sets = [args.train, *tests]
+    best = max(table, key=lambda c: c["tuning_r@5"])
     base = {t: {m: mean(dense[t], m) for m in ("r@2", "r@5", "r@10", "mrr")} for t in sets}
     lines = [
         "# Offline head study: selection size, per-chunk normalisation, fusion weight",
         "",
         f"Command: `{command}`  ",
-        f"Heads chosen on `{args.train}` ({len(train)} questions, by each head's recall@2); "
-        f"its numbers are {args.folds}-fold out of fold. Untuned: "
-        + ", ".join(f"`{t}` ({len(q)} questions)" for t, q in tests.items())
-        + ". Query weight 2.",
+        f"Heads chosen on `{args.train}` ({len(train)} questions, by each head's recall@2). "
+        f"Every question of that set, in any dump, gets heads chosen without it "
+        f"({args.folds}-fold, out of fold). Tuning sets (the `tuning R@5` column is their mean): "
+        + ", ".join(f"`{t}`" for t in tuning)
+        + ". Untuned: "
+        + (", ".join(f"`{t}`" for t in args.test) or "none")
+        + ". Query weight 2. Questions: "
+        + ", ".join(f"{t} {len(q)}" for t, q in sets.items())
+        + ".",
         "",
         "Dense R@5 / MRR: "
         + ", ".join(f"{t} {base[t]['r@5']:.3f} / {base[t]['mrr']:.3f}" for t in sets),
         "",
-        "| norm | heads | heads_weight | "
+        f"Best on the tuning sets: norm {best['norm']}, {best['top']} heads, heads_weight "
+        f"{best['weight']} (tuning R@5 {best['tuning_r@5']:.3f}).",
+        "",
+        "| norm | heads | heads_weight | tuning R@5 | "
         + " | ".join(f"{t} R@5 (Δ dense [95% CI]) | {t} MRR Δ" for t in sets)
         + " |",
-        "|---|---|---|" + "---|---|" * len(sets),
+        "|---|---|---|---|" + "---|---|" * len(sets),
     ]
     for c in table:
         cells = []
@@ -240,11 +268,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             d, m = c[t]["r@5_vs_dense"], c[t]["mrr_vs_dense"]
             cells.append(f"{c[t]['r@5']:.3f} ({d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}])")
             cells.append(f"{m[0]:+.3f} [{m[1]:+.3f}, {m[2]:+.3f}]")
-        lines.append(f"| {c['norm']} | {c['top']} | {c['weight']} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {c['norm']} | {c['top']} | {c['weight']} | {c['tuning_r@5']:.3f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     (RESULTS / f"{args.name}.json").write_text(
-        json.dumps({"command": command, "dense": base, "cells": table}, indent=1)
+        json.dumps({"command": command, "dense": base, "best": best, "cells": table}, indent=1)
     )
     print("\n".join(lines))
 

@@ -73,3 +73,18 @@ def test_head_recall_counts_gold_in_each_heads_top_two() -> None:
     q.query[1, 3], q.query[1, 0] = 1.0, 2.0  # head 1: one gold chunk in its top two
     assert heads_study.head_recall([q]).tolist() == [1.0, 0.5]
     assert heads_study.pick([q], 1) == [0]
+
+
+def test_a_training_question_never_gets_heads_chosen_on_itself() -> None:
+    train = [_question(s, heads=3) for s in range(2)]
+    for q in train:  # every head's top two are chunks 0 and 1 (no gold) unless set below
+        q.query[:] = -0.01 * torch.arange(12, dtype=torch.float64)
+        q.null.zero_()
+    train[0].query[2, 3] = train[0].query[2, 7] = 1.0  # question 0 favours head 2
+    train[1].query[1, 3] = train[1].query[1, 7] = 1.0  # question 1 favours head 1
+    choice = heads_study.HeadChoice(train, top=1, norm="sum", k=2)
+    assert choice.all == [1]  # a tie, broken by head order
+    assert choice.heads(train[0]) == [1]  # chosen on question 1 alone
+    assert choice.heads(train[1]) == [2]  # chosen on question 0 alone
+    other = _question(9, heads=3)  # not a training question: the heads of all of them
+    assert choice.heads(other) == choice.all
