@@ -16,6 +16,8 @@ from shared_core.errors import InputError
 BACKENDS = ("auto", "compressed_kv", "full_kv", "beacon", "gist")
 FUSIONS = ("auto", "interleave", "rrf", "zscore", "union")
 ROUTES = ("auto", "heads", "clues", "heads+clues")
+#: How the heads' list is weighted in fusion (docs/heads.md, "Agreement weighting").
+HEADS_WEIGHTINGS = ("agreement", "fixed")
 #: The compressed KV memory's default ratio under ``compress="always"``, and the most it may
 #: compress to under ``"when_needed"`` (docs/heads.md: compress only as much as positions need).
 FIXED_RATIO = 4
@@ -109,7 +111,8 @@ class MemoRAGConfig:
     # -- memory-native retrieval (docs/heads.md) ---------------------------------------------
     retrieval: str = "auto"  # "heads" where the model has a head set, else "clues"
     head_set: Any = None  # a HeadSet or its JSON path; None: the one shipped for the model
-    heads_weight: float = 0.5  # against query_weight 2 (docs/heads.md, "heads_weight sweep")
+    heads_weight: float = 2.0  # the most the heads' list counts, against query_weight 2
+    heads_weighting: str = "agreement"  # heads_weight x the heads' agreement, or "fixed"
     language: str = "auto"
 
     def __post_init__(self) -> None:
@@ -126,6 +129,7 @@ class MemoRAGConfig:
         _one_of("fusion", self.fusion, FUSIONS)
         _one_of("language", self.language, LANGUAGES)
         _one_of("retrieval", self.retrieval, ROUTES)
+        _one_of("heads_weighting", self.heads_weighting, HEADS_WEIGHTINGS)
         if self.compress is not None:
             _one_of("compress", self.compress, ("always", "when_needed"))
         if self.beacon_ratio is not None:

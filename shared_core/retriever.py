@@ -32,7 +32,11 @@ class Retriever:
     def __init__(self, config: MemoRAGConfig) -> None:
         self.config = config
         self.route = AttentionRoute(
-            config.retrieval, config.head_set, config.heads_weight, config.fusion
+            config.retrieval,
+            config.head_set,
+            config.heads_weight,
+            config.fusion,
+            config.heads_weighting,
         )
 
     # -- clues ------------------------------------------------------------------------------
@@ -158,8 +162,9 @@ class Retriever:
             return
         started = time.perf_counter()
         heads_query = next((c.text for c in keys if c.kind == "history"), query)
-        lists.append(self.route.attention_hits(parts.memory, index, heads_query, depth))
-        keys.append(Clue(text=heads_query, kind="attention", weight=self.route.weight))
+        hits, weight = self.route.attention_hits(parts.memory, index, heads_query, depth)
+        lists.append(hits)
+        keys.append(Clue(text=heads_query, kind="attention", weight=weight))
         timings["heads"] = time.perf_counter() - started
 
     def with_clues(

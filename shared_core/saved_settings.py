@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from shared_core.config import BACKENDS, FUSIONS, ROUTES
+from shared_core.config import BACKENDS, FUSIONS, HEADS_WEIGHTINGS, ROUTES
 from shared_core.errors import PersistenceError
 from shared_core.persistence.files import is_int, short
 
@@ -32,6 +32,7 @@ _SERVING: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fusion": (lambda v: v in FUSIONS, f"one of {FUSIONS}"),
     "retrieval": (lambda v: v in ROUTES, f"one of {ROUTES}"),
     "heads_weight": (lambda v: _number(v) and 0 <= v <= 1e6, "a non-negative number"),
+    "heads_weighting": (lambda v: v in HEADS_WEIGHTINGS, f"one of {HEADS_WEIGHTINGS}"),
     "rrf_k": (lambda v: is_int(v) and 1 <= v <= 1 << 20, "a positive int"),
     "query_weight": (lambda v: _number(v) and 0 <= v <= 1e6, "a non-negative number"),
     "anchor_clues": (lambda v: isinstance(v, bool), "true or false"),
@@ -53,6 +54,8 @@ def _serving(where: Path, section: Mapping[str, Any], given: Mapping[str, Any]) 
         if not ok(value):
             raise PersistenceError(f"{where}: pipeline.{key} must be {want}, got {short(value)}")
         settings[key] = value
+    if "heads_weight" in settings and not {"heads_weighting"} & (set(section) | set(given)):
+        settings["heads_weighting"] = "fixed"  # saved before agreement weighting existed
     custom_writer = "clue_strategy" in section and section["clue_strategy"] is None
     if custom_writer and "clue_strategy" not in given:
         warnings.warn(

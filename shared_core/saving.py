@@ -43,6 +43,7 @@ def pipeline_section(
         "fusion": config.fusion,
         "retrieval": config.retrieval,
         "heads_weight": config.heads_weight,
+        "heads_weighting": config.heads_weighting,
         "rrf_k": config.rrf_k,
         "query_weight": config.query_weight,
         "anchor_clues": config.anchor_clues,

@@ -127,7 +127,7 @@ def test_origins_after_add_and_save_load(llama, tokenizer, tmp_path):
     assert check_origins(again, DOCS) > 0
     chunks = TokenChunker(chunk_tokens=20, overlap_tokens=0).split(DOCS)
     ranker = AttentionRanker(again, head_set_for(again))
-    hits = ranker.search("owls?", chunks, 3)
+    hits = ranker.search("owls?", chunks, 3).hits
     assert len(hits) == 3 and {h.passage.id for h in hits} <= {c.chunk_id for c in chunks}
 
 

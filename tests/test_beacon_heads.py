@@ -321,7 +321,8 @@ def test_planted_attention_ranks_its_passage_first(tok):
         target = next(c for c in chunks if c.doc_id == f"d{doc}" and c.start <= char < c.end)
         attention = mem.entry_attention("QQQQ", [(0, 1)])
         assert int(attention.mass[0].argmax()) == entry and float(attention.mass[0, entry]) > 0.9
-        hits = AttentionRanker(mem, head_set_for(mem, [(0, 1)])).search("QQQQ", chunks, 3)
+        found = AttentionRanker(mem, head_set_for(mem, [(0, 1)])).search("QQQQ", chunks, 3)
+        hits = found.hits
         assert hits[0].passage.id == target.chunk_id
 
 

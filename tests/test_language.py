@@ -65,4 +65,5 @@ def test_the_default_compressed_memory_keeps_evenly_spaced_entries() -> None:
     kwargs = MemoRAGConfig().memory_kwargs()
     assert kwargs["scorer"] == "stride" and kwargs["compress"] == "when_needed"
     assert MemoRAGConfig(scorer="key_norm").memory_kwargs()["scorer"] == "key_norm"
-    assert MemoRAGConfig().heads_weight == 0.5 and MemoRAGConfig().query_weight == 2.0
+    assert MemoRAGConfig().heads_weight == 2.0 and MemoRAGConfig().query_weight == 2.0
+    assert MemoRAGConfig().heads_weighting == "agreement"

@@ -3,7 +3,9 @@
 For a query, the memory runs one pass with the selected heads (``entry_attention``); each
 head's calibrated mass on the kept entries is summed over the entries that came from each
 chunk's character span, z-normalised over the chunks (so every head counts alike), and the
-heads' z-scores are averaged. Works over any ``AttentionMemory``: full or compressed KV
+heads' z-scores are averaged. How much the heads agree on a query (``agreement``: the mean
+correlation between the heads' per-chunk scores) sets how much their list counts in fusion
+(``route.AttentionRoute``). Works over any ``AttentionMemory``: full or compressed KV
 (absolute or compact positions) and the beacon memory, after ``add`` and after a reload:
 every kept entry keeps the text position it was read from.
 """
@@ -26,11 +28,16 @@ from shared_core.types import Chunk, Hit
 
 @dataclass(frozen=True)
 class ChunkScores:
-    """The heads' score per chunk (mean z over heads) and each head's raw mass per chunk."""
+    """The heads' score per chunk (mean z over heads), each head's raw mass per chunk, and
+    how much the heads agree (``agreement``)."""
 
     chunks: tuple[Chunk, ...]
     scores: torch.Tensor  # [chunks] float64
     per_head: torch.Tensor  # [heads, chunks] float64, calibrated mass (not normalised)
+
+    @property
+    def agreement(self) -> float:
+        return agreement(self.per_head)
 
 
 def chunk_keys(memory: AttentionMemory, chunks: Sequence[Chunk]) -> list[tuple[int, int, int]]:
@@ -58,6 +65,32 @@ def combine(per_head: torch.Tensor) -> torch.Tensor:
     return ((per_head - mean) / std).mean(dim=0)
 
 
+def agreement(per_head: torch.Tensor) -> float:
+    """Mean Pearson correlation over pairs of heads between their per-chunk scores, in [-1, 1].
+
+    1.0 for a single head; 0.0 with fewer than two chunks; a head that scores every chunk
+    alike correlates 0 with the others.
+    """
+    heads, chunks = per_head.shape
+    if heads < 2:
+        return 1.0
+    if chunks < 2:
+        return 0.0
+    centred = per_head - per_head.mean(dim=-1, keepdim=True)
+    norm = centred.norm(dim=-1, keepdim=True)
+    unit = torch.where(norm > 1e-12, centred / norm.clamp_min(1e-12), 0.0)
+    corr = unit @ unit.T
+    return float((corr.sum() - corr.diagonal().sum()) / (heads * (heads - 1)))
+
+
+@dataclass(frozen=True)
+class AttentionList:
+    """The heads' hits for one query, best first, and how much the heads agreed on it."""
+
+    hits: list[Hit]
+    agreement: float
+
+
 class AttentionRanker:
     """Ranks chunks by the attention of a head set of the memory's model."""
 
@@ -74,14 +107,15 @@ class AttentionRanker:
         per_head = score_chunks(attention, keys)
         return ChunkScores(tuple(chunks), combine(per_head), per_head)
 
-    def search(self, query: str, chunks: Sequence[Chunk], k: int) -> list[Hit]:
+    def search(self, query: str, chunks: Sequence[Chunk], k: int) -> AttentionList:
         """The ``min(k, len(chunks))`` chunks the heads attend to most, best first; a hit's
         score is its mean z-score over the heads (0 = an average chunk of this query)."""
         if not chunks:
-            return []
+            return AttentionList([], 0.0)
         scored = self.chunk_scores(query, chunks)
         order = torch.argsort(scored.scores, descending=True, stable=True)[:k].tolist()
-        return [
+        hits = [
             Hit(passage=chunk_passage(chunks[i]), score=float(scored.scores[i]), rank=n)
             for n, i in enumerate(order)
         ]
+        return AttentionList(hits, scored.agreement)

@@ -6,6 +6,10 @@ embedded SmolLM2, or given), else warns once per model and writes clues; ``"head
 a head set; ``"clues"`` is the clue path; ``"heads+clues"`` runs both. Any ``AttentionMemory``
 (compressed or full KV, the beacon memory) can take the heads route; other memories (gist)
 take the clue path. No head set ships for the beacon checkpoints (``docs/heads.md``).
+
+The attention list's fusion weight: ``heads_weight`` times how much the selected heads agree
+on the query (``heads_weighting="agreement"``, the mean correlation of their per-chunk
+scores, floored at 0), or ``heads_weight`` itself (``"fixed"``).
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from shared_core.config import ROUTES, MemoRAGConfig
+from shared_core.config import HEADS_WEIGHTINGS, ROUTES, MemoRAGConfig
 from shared_core.errors import InputError
 from shared_core.heads.head_set import HeadSet, find_head_set
-from shared_core.heads.ranker import AttentionRanker
+from shared_core.heads.ranker import AttentionList, AttentionRanker
 from shared_core.memory.attention_memory import AttentionMemory
 from shared_core.retrieval.vector_index import VectorIndex
 from shared_core.types import Hit
@@ -53,6 +57,7 @@ class AttentionRoute:
         head_set: HeadSet | str | Path | None = None,
         weight: float = MemoRAGConfig.heads_weight,
         fusion: str = MemoRAGConfig.fusion,
+        weighting: str = MemoRAGConfig.heads_weighting,
     ) -> None:
         if retrieval not in ROUTES:
             raise InputError(f"retrieval must be one of {ROUTES}, got {retrieval!r}")
@@ -62,9 +67,14 @@ class AttentionRoute:
             raise InputError("head_set must be a HeadSet, a path to its JSON file, or None")
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight >= 0:
             raise InputError(f"heads_weight must be a number >= 0, got {weight!r}")
+        if weighting not in HEADS_WEIGHTINGS:
+            raise InputError(
+                f"heads_weighting must be one of {HEADS_WEIGHTINGS}, got {weighting!r}"
+            )
         self.retrieval = retrieval
         self.head_set = head_set
         self.weight = float(weight)
+        self.weighting = weighting
         self.fusion = fusion
         self._ranker: tuple[int, AttentionRanker | None, str] | None = None
         self._lock = threading.Lock()
@@ -125,11 +135,20 @@ class AttentionRoute:
     def depth(self, plan: RoutePlan, depth: int, index_size: int) -> int:
         return min(max(depth, ZSCORE_DEPTH), index_size) if plan.fusion == "zscore" else depth
 
-    def attention_hits(self, memory: Any, index: VectorIndex, query: str, depth: int) -> list[Hit]:
+    def attention_hits(
+        self, memory: Any, index: VectorIndex, query: str, depth: int
+    ) -> tuple[list[Hit], float]:
+        """The heads' hits for ``query`` and the weight their list gets in fusion."""
         ranker, why = self._ranker_for(memory)
         if ranker is None:
             raise InputError(why)
-        return ranker.search(query, index.chunks, depth)
+        found = ranker.search(query, index.chunks, depth)
+        return found.hits, self.list_weight(found)
+
+    def list_weight(self, found: AttentionList) -> float:
+        if self.weighting == "fixed":
+            return self.weight
+        return self.weight * max(0.0, found.agreement)
 
 
 def query_similarity(index: VectorIndex, query: str, passage_ids: set[str]) -> dict[str, float]:
