@@ -14,7 +14,8 @@ on ``entry_attention``: the same pass, not a re-implementation). Methods:
 - ``heads``: ``MemoRAG(retrieval="heads", query_weight=0)``, the heads' list alone;
 - ``default``: ``MemoRAG()`` (heads + dense query, z-score, shipped heads_weight, query weight 2);
 - ``heads+bm25`` / ``heads+hybrid``: the default with ``search_mode`` changed;
-- ``default_w0.5`` / ``_w2`` / ``_w4``: the default with ``heads_weight`` changed (sweep).
+- ``default_w0.5`` / ``_w2`` / ``_w4``: the default with ``heads_weight`` changed (sweep);
+- ``fixed_w0.5``: the previous default's fusion (``heads_weight=0.5``, fixed weighting).
 
 Recall@2/5/10 of the gold evidence, MRR, paired bootstrap 95% CIs. Outputs are rewritten after
 every question, so an interrupted run keeps its rows::
@@ -66,6 +67,7 @@ METHODS: dict[str, tuple[dict[str, Any] | None, str, str]] = {
     "default_w0.5": ({"heads_weight": 0.5}, "dense", ""),
     "default_w2": ({"heads_weight": 2.0}, "dense", ""),
     "default_w4": ({"heads_weight": 4.0}, "dense", ""),
+    "fixed_w0.5": ({"heads_weight": 0.5, "heads_weighting": "fixed"}, "dense", ""),
 }
 #: Methods that read the memory (the others need only the index).
 MEMORY_METHODS = tuple(
