@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.memory is not None:
-        pipe = MemoRAG().load(args.memory)
+    if args.memory is not None:  # with today's shipped head set, not the one the save holds
+        from shared_core.heads.head_set import shipped_head_sets
+
+        pipe = MemoRAG(head_set=shipped_head_sets()[0]).load(args.memory)
     else:
         book = json.loads((DATA / "documents.jsonl").open().readline())
         pipe = MemoRAG()
