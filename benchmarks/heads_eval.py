@@ -11,7 +11,8 @@ on ``entry_attention``: the same pass, not a re-implementation). Methods:
 - ``hyde`` / ``multi_query``: ``MemoRAG(retrieval="clues", clue_strategy="none")`` with the
   corpus-blind keys (``benchmarks.baselines``, cached generations) as ``extra_queries``;
 - ``clues``: ``MemoRAG(retrieval="clues")`` (the previous default: copied + surrogate clues);
-- ``heads``: ``MemoRAG(retrieval="heads", query_weight=0)``, the heads' list alone;
+- ``heads``: ``MemoRAG(retrieval="heads", query_weight=0, heads_weighting="fixed")``, the
+  heads' list alone (fixed: an agreement of 0 would leave no list with weight);
 - ``default``: ``MemoRAG()`` (heads + dense query, z-score, shipped heads_weight, query weight 2);
 - ``heads+bm25`` / ``heads+hybrid``: the default with ``search_mode`` changed;
 - ``default_w0.5`` / ``_w2`` / ``_w4``: the default with ``heads_weight`` changed (sweep);
@@ -60,7 +61,11 @@ METHODS: dict[str, tuple[dict[str, Any] | None, str, str]] = {
         "multi_query",
     ),
     "clues": ({"retrieval": "clues"}, "dense", ""),
-    "heads": ({"retrieval": "heads", "query_weight": 0.0}, "dense", ""),
+    "heads": (
+        {"retrieval": "heads", "query_weight": 0.0, "heads_weighting": "fixed"},
+        "dense",
+        "",
+    ),
     "default": ({}, "dense", ""),
     "heads+bm25": ({}, "bm25", ""),
     "heads+hybrid": ({}, "hybrid", ""),
