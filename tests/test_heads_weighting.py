@@ -13,7 +13,7 @@ from test_attention_heads import DOCS, head_set_for, make
 
 from shared_core.config import MemoRAGConfig
 from shared_core.errors import InputError
-from shared_core.heads.ranker import agreement
+from shared_core.heads.ranker import AttentionRanker, agreement
 from shared_core.heads.route import AttentionRoute
 from shared_core.memory.attention_probe import EntryAttention
 from shared_core.pipeline import MemoRAG
@@ -100,3 +100,35 @@ def test_a_save_before_agreement_weighting_keeps_its_fixed_weight() -> None:
     assert new["heads_weighting"] == "agreement"
     given = saved_settings(where, {"heads_weight": 0.5}, {"heads_weighting": "agreement"})
     assert given["heads_weighting"] == "agreement"
+
+
+def test_the_heads_alone_keep_their_weight_when_they_disagree(llama, tokenizer, monkeypatch):
+    mem = make(llama, tokenizer, beacon_ratio=4)
+    rag = MemoRAG(
+        memory=mem,
+        embedder=shared_embedder(),
+        head_set=head_set_for(mem),
+        retrieval="heads",
+        query_weight=0.0,
+        retrieval_chunk_size=16,
+        chunk_overlap=0,
+    )
+    rag.memorize(DOCS)
+    first, last = rag.index.chunks[0], rag.index.chunks[-1]
+    one, other = _planted(mem, first, opposed=False), _planted(mem, last, opposed=False)
+
+    def apart(query, heads):  # head 0 points at the first chunk, head 1 at the last
+        a, b = one(query, heads), other(query, heads)
+        mass = torch.stack([a.mass[0], b.mass[1]])
+        return EntryAttention(a.heads, mass, a.origins, a.token_map)
+
+    monkeypatch.setattr(mem, "entry_attention", apart)
+    scored = AttentionRanker(mem, head_set_for(mem)).chunk_scores("q?", rag.index.chunks)
+    assert scored.agreement < 0  # two heads on different chunks disagree
+    result = rag.retrieve("Which line is it?", 3)
+    (clue,) = [c for c in result.clues if c.kind == "attention"]
+    assert clue.weight == MemoRAGConfig().heads_weight  # no other list counts: full weight
+    assert {result.passages[0].passage.id, result.passages[1].passage.id} == {
+        first.chunk_id,
+        last.chunk_id,
+    }

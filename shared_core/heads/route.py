@@ -9,7 +9,8 @@ take the clue path. No head set ships for the beacon checkpoints (``docs/heads.m
 
 The attention list's fusion weight: ``heads_weight`` times how much the selected heads agree
 on the query (``heads_weighting="agreement"``, the mean correlation of their per-chunk
-scores, floored at 0), or ``heads_weight`` itself (``"fixed"``).
+scores, floored at 0), or ``heads_weight`` itself (``"fixed"``). With no other weighted list
+(``query_weight=0`` on the heads route) the heads' list is the ranking, at ``heads_weight``.
 """
 
 from __future__ import annotations
