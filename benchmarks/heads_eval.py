@@ -11,6 +11,7 @@ on ``entry_attention``: the same pass, not a re-implementation). Methods:
 - ``hyde`` / ``multi_query``: ``MemoRAG(retrieval="clues", clue_strategy="none")`` with the
   corpus-blind keys (``benchmarks.baselines``, cached generations) as ``extra_queries``;
 - ``clues``: ``MemoRAG(retrieval="clues")`` (the previous default: copied + surrogate clues);
+- ``heads+clues``: ``MemoRAG(retrieval="heads+clues")``: the heads, the clues and the query;
 - ``heads``: ``MemoRAG(retrieval="heads", query_weight=0, heads_weighting="fixed")``, the
   heads' list alone (fixed: an agreement of 0 would leave no list with weight);
 - ``default``: ``MemoRAG()`` (heads + dense query, z-score, shipped heads_weight, query weight 2);
@@ -61,6 +62,7 @@ METHODS: dict[str, tuple[dict[str, Any] | None, str, str]] = {
         "multi_query",
     ),
     "clues": ({"retrieval": "clues"}, "dense", ""),
+    "heads+clues": ({"retrieval": "heads+clues"}, "dense", ""),
     "heads": (
         {"retrieval": "heads", "query_weight": 0.0, "heads_weighting": "fixed"},
         "dense",
