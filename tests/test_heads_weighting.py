@@ -58,16 +58,17 @@ def _planted(mem, chunk, opposed: bool):
     return entry_attention
 
 
+def _pipeline(mem, **kw) -> MemoRAG:
+    """A heads-route pipeline over ``mem`` with small chunks (many of them to rank)."""
+    kw.setdefault("retrieval_chunk_size", 16)
+    kw.setdefault("chunk_overlap", 0)
+    return MemoRAG(memory=mem, embedder=shared_embedder(), head_set=head_set_for(mem), **kw)
+
+
 @pytest.mark.parametrize("opposed", [False, True])
 def test_the_list_weight_follows_the_heads_agreement(llama, tokenizer, monkeypatch, opposed):
     mem = make(llama, tokenizer, beacon_ratio=4)
-    rag = MemoRAG(
-        memory=mem,
-        embedder=shared_embedder(),
-        head_set=head_set_for(mem),
-        retrieval_chunk_size=16,
-        chunk_overlap=0,
-    )
+    rag = _pipeline(mem)
     rag.memorize(DOCS)
     query = "Which line is it?"
     dense = [h.passage.id for h in rag.index.search(query, 3)]
@@ -81,13 +82,7 @@ def test_the_list_weight_follows_the_heads_agreement(llama, tokenizer, monkeypat
     else:
         assert clue.weight == pytest.approx(MemoRAGConfig().heads_weight, rel=1e-3)
         assert ids[0] == target.chunk_id
-    fixed = MemoRAG(
-        memory=mem,
-        embedder=shared_embedder(),
-        head_set=head_set_for(mem),
-        search_index=rag.index,
-        heads_weighting="fixed",
-    )
+    fixed = _pipeline(mem, search_index=rag.index, heads_weighting="fixed")
     (clue,) = [c for c in fixed.retrieve(query, 3).clues if c.kind == "attention"]
     assert clue.weight == MemoRAGConfig().heads_weight
 
@@ -104,15 +99,7 @@ def test_a_save_before_agreement_weighting_keeps_its_fixed_weight() -> None:
 
 def test_the_heads_alone_keep_their_weight_when_they_disagree(llama, tokenizer, monkeypatch):
     mem = make(llama, tokenizer, beacon_ratio=4)
-    rag = MemoRAG(
-        memory=mem,
-        embedder=shared_embedder(),
-        head_set=head_set_for(mem),
-        retrieval="heads",
-        query_weight=0.0,
-        retrieval_chunk_size=16,
-        chunk_overlap=0,
-    )
+    rag = _pipeline(mem, retrieval="heads", query_weight=0.0)
     rag.memorize(DOCS)
     first, last = rag.index.chunks[0], rag.index.chunks[-1]
     one, other = _planted(mem, first, opposed=False), _planted(mem, last, opposed=False)
