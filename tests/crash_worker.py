@@ -180,11 +180,25 @@ def _instrument(stop: tuple[str, int] | None) -> None:
     safetensors.torch.save_file = slow_save_file
 
 
+def _own_progress_lock() -> None:
+    """Give this child its own tqdm lock. The one inherited from the fork-server holds a
+    semaphore shared by every child, and a sibling SIGKILLed while drawing a progress bar
+    leaves it taken: the next child then waits for it forever."""
+    import threading
+
+    from tqdm import std
+    from tqdm.auto import tqdm as auto_tqdm
+
+    for cls in {std.tqdm, auto_tqdm}:
+        cls.set_lock(threading.RLock())
+
+
 def _child(save_dir: str, op: str, trial: int, stop: tuple[str, int] | None) -> None:
     import faulthandler
 
     # A child that has not finished after a minute writes every thread's stack to the log.
     faulthandler.dump_traceback_later(60, exit=False, file=sys.stderr)
+    _own_progress_lock()
     _instrument(stop)
     pipe = make_pipeline(_MODEL)
     if op == "memorize":
