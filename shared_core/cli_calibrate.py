@@ -21,7 +21,7 @@ def register(sub: Any, command: Any) -> None:
     )
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the JSON")
     p.add_argument("--limit", type=int, default=40, metavar="N", help="questions per folder")
-    p.add_argument("--top", type=int, default=8, metavar="N", help="heads to keep (default 8)")
+    p.add_argument("--top", type=int, default=4, metavar="N", help="heads to keep (default 4)")
     p.set_defaults(func=run)
 
 

@@ -16,7 +16,7 @@ from shared_core.errors import InputError
 BACKENDS = ("auto", "compressed_kv", "full_kv", "beacon", "gist")
 FUSIONS = ("auto", "interleave", "rrf", "zscore", "union")
 ROUTES = ("auto", "heads", "clues", "heads+clues")
-#: How the heads' list is weighted in fusion (docs/heads.md, "Agreement weighting").
+#: How the heads list is weighted in fusion (docs/heads.md, "Defaults").
 HEADS_WEIGHTINGS = ("agreement", "fixed")
 #: The compressed KV memory's default ratio under ``compress="always"``, and the most it may
 #: compress to under ``"when_needed"`` (docs/heads.md: compress only as much as positions need).
@@ -111,7 +111,7 @@ class MemoRAGConfig:
     # -- memory-native retrieval (docs/heads.md) ---------------------------------------------
     retrieval: str = "auto"  # "heads" where the model has a head set, else "clues"
     head_set: Any = None  # a HeadSet or its JSON path; None: the one shipped for the model
-    heads_weight: float = 2.0  # the most the heads' list counts, against query_weight 2
+    heads_weight: float = 2.0  # the most the heads list counts, vs query_weight 2 (docs/heads.md)
     heads_weighting: str = "agreement"  # heads_weight x the heads' agreement, or "fixed"
     language: str = "auto"
 

@@ -71,7 +71,7 @@ def calibrate_heads(
     memory: AttentionMemory | None = None,
     backend: str = "auto",
     limit: int | None = 40,
-    top: int = 8,
+    top: int = 4,
     at: int = 2,
     show_progress: bool = True,
 ) -> HeadSet:

@@ -147,6 +147,7 @@ class AttentionRoute:
         return found.hits, self.list_weight(found)
 
     def list_weight(self, found: AttentionList) -> float:
+        """``heads_weight``, scaled by the heads' agreement (floored at 0) unless fixed."""
         if self.weighting == "fixed":
             return self.weight
         return self.weight * max(0.0, found.agreement)
