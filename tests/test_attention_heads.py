@@ -178,20 +178,13 @@ def _fork(state):
     return _cache_of(state.keys, state.values)
 
 
-def test_query_pass_never_builds_a_text_by_text_matrix(llama, tokenizer, monkeypatch):
+def test_query_pass_never_builds_a_text_by_text_matrix(
+    llama, tokenizer, monkeypatch, result_shapes
+):
     mem = make(llama, tokenizer, beacon_ratio=1)
     mem.memorize(DOCS)
     entries = mem._state.entries
-    shapes: list[tuple[int, ...]] = []
-    for name in ("matmul", "softmax"):
-        real = getattr(torch, name)
-
-        def spy(*args, _real=real, **kwargs):
-            result = _real(*args, **kwargs)
-            shapes.append(tuple(result.shape))
-            return result
-
-        monkeypatch.setattr(torch, name, spy)
+    shapes = result_shapes()
     sdpa = torch.nn.functional.scaled_dot_product_attention
     queries: list[int] = []
 

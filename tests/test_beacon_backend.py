@@ -31,7 +31,10 @@ from shared_core.types import ChatTurn
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "beacon"
 MODEL = FIXTURES / "qwen2" / "model"
-pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason=f"beacon fixtures not at {FIXTURES}")
+pytestmark = [
+    pytest.mark.skipif(not MODEL.is_dir(), reason=f"beacon fixtures not at {FIXTURES}"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -70,15 +73,6 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     )
     fast.chat_template = TEMPLATE
     return fast
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine, 2 spinning threads are much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

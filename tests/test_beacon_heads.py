@@ -37,17 +37,12 @@ from shared_core.memory.entry_map import chunk_mass
 from shared_core.retrieval.chunking import TokenChunker
 from shared_core.types import Document
 
-pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason="beacon fixtures not found")
+pytestmark = [
+    pytest.mark.skipif(not MODEL.is_dir(), reason="beacon fixtures not found"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 DOCS = [Document(text, f"d{i}") for i, text in enumerate(CORPUS)]
 HEADS = ((0, 1), (2, 2))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -218,23 +213,14 @@ def test_query_pass_matches_the_models_eager_attention(tok, monkeypatch):
     assert bool((got.sum(dim=1) < 1).all()) and bool((got >= 0).all())
 
 
-def test_query_pass_never_builds_a_text_by_text_matrix(tok, monkeypatch):
+def test_query_pass_never_builds_a_text_by_text_matrix(tok, monkeypatch, result_shapes):
     mem = load(tok)
     mem.memorize([Document(" ".join(CORPUS * 3), "long")])
     entries, text = mem._snap.ready.entries, mem._snap.text_tokens
     ids = mem.format.continuation(mem.intro, mem.ack, (), "Who built it?")
     bound = len(ids) + len(ids) // mem.beacon_ratio + 1  # the query's own entries, at most
     assert bound < entries < text
-    shapes: list[tuple[int, ...]] = []
-    for name in ("matmul", "softmax"):
-        real = getattr(torch, name)
-
-        def spy(*args, _real=real, **kwargs):
-            result = _real(*args, **kwargs)
-            shapes.append(tuple(result.shape))
-            return result
-
-        monkeypatch.setattr(torch, name, spy)
+    shapes = result_shapes()
     # the model's own attention (SDPA with a causal bias, which a patched SDPA would break)
     attend = BeaconAttention._attend
     queries: list[int] = []

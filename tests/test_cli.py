@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from scripted import SPAN, ScriptedGenerator, ScriptedMemory, shared_embedder
@@ -21,6 +20,8 @@ from scripted import SPAN, ScriptedGenerator, ScriptedMemory, shared_embedder
 from shared_core import cli
 from shared_core.memory.compressed_kv import CompressedKVMemory
 from shared_core.pipeline import MemoRAG
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = (
@@ -30,14 +31,6 @@ TEXT = (
     "Old Tobiah repairs clocks in a narrow shop behind the chapel.\n"
 )
 QUESTION = "Where does the ship's doctor live?"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def scripted_factory(save_dir=None, **kwargs):

@@ -12,21 +12,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 from scripted import shared_embedder
 from tiny_models import tiny_model
 
 from shared_core import CompressedKVMemory, MemoRAG
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def load_example(name: str) -> ModuleType:

@@ -13,7 +13,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 from scripted import (
     DRAFT,
     FOLLOWUP,
@@ -31,6 +30,8 @@ from shared_core.memory.compressed_kv import CompressedKVMemory
 from shared_core.persistence import file_record
 from shared_core.pipeline import Answer, MemoRAG, read_save_info
 from shared_core.types import ChatTurn, Clue, Document
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CORPUS = [
     "The ship's doctor aboard the Gull was a quiet man named Halloran, who joined the crew "
@@ -60,15 +61,6 @@ SPAN_REPLY = (
 SURROGATE_REPLY = "Where does Halloran live?\nWhich street is Halloran's room on?"
 RULES = {(SPAN, QUERY): SPAN_REPLY, (SURROGATE, QUERY): SURROGATE_REPLY}
 REPLY = "Above the bakery on Wick Lane."
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine, 2 spinning threads are ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
