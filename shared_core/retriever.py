@@ -162,9 +162,8 @@ class Retriever:
             return
         started = time.perf_counter()
         heads_query = next((c.text for c in keys if c.kind == "history"), query)
-        hits, weight = self.route.attention_hits(parts.memory, index, heads_query, depth)
-        if not any(c.weight > 0 for c in keys):  # the heads' list alone: it is the ranking
-            weight = self.route.weight
+        alone = not any(c.weight > 0 for c in keys)
+        hits, weight = self.route.attention_hits(parts.memory, index, heads_query, depth, alone)
         lists.append(hits)
         keys.append(Clue(text=heads_query, kind="attention", weight=weight))
         timings["heads"] = time.perf_counter() - started

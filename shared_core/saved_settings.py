@@ -54,7 +54,11 @@ def _serving(where: Path, section: Mapping[str, Any], given: Mapping[str, Any]) 
         if not ok(value):
             raise PersistenceError(f"{where}: pipeline.{key} must be {want}, got {short(value)}")
         settings[key] = value
-    if "heads_weight" in settings and not {"heads_weighting"} & (set(section) | set(given)):
+    if (
+        "heads_weight" in settings
+        and "heads_weighting" not in section
+        and "heads_weighting" not in given
+    ):
         settings["heads_weighting"] = "fixed"  # saved before agreement weighting existed
     custom_writer = "clue_strategy" in section and section["clue_strategy"] is None
     if custom_writer and "clue_strategy" not in given:

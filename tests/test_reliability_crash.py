@@ -214,3 +214,42 @@ def test_sigkill_during_memorize_or_add_with_save_leaves_old_or_new(tmp_path, ll
     finally:
         worker.close()
         print("\n".join(report))
+
+
+_LOCK_SCRIPT = """
+import os, signal, sys, time
+sys.path.insert(0, {tests!r})
+from tqdm.auto import tqdm
+from crash_worker import _own_progress_lock
+tqdm(total=1).close()  # the fork-server's lock, made before any child
+pid = os.fork()
+if pid == 0:  # a child killed while it holds the progress-bar lock
+    tqdm.get_lock().acquire()
+    time.sleep(60)
+    os._exit(0)
+time.sleep(0.5)
+os.kill(pid, signal.SIGKILL)
+os.waitpid(pid, 0)
+pid = os.fork()
+if pid == 0:
+    if {fixed!r}:
+        _own_progress_lock()
+    signal.alarm(3)  # a child that waits for the dead one's lock dies of SIGALRM
+    tqdm(total=1).close()
+    os._exit(0)
+print(os.waitpid(pid, 0)[1])
+"""
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_a_child_draws_its_bar_after_a_sibling_died_holding_the_lock(fixed):
+    tests = str(Path(__file__).parent)
+    script = _LOCK_SCRIPT.format(tests=tests, fixed=fixed)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    status = int(out.stdout.split()[-1])
+    if fixed:
+        assert status == 0, out.stderr
+    else:  # the harm the fix prevents: the next child hangs on the inherited lock
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM

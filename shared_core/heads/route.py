@@ -137,18 +137,20 @@ class AttentionRoute:
         return min(max(depth, ZSCORE_DEPTH), index_size) if plan.fusion == "zscore" else depth
 
     def attention_hits(
-        self, memory: Any, index: VectorIndex, query: str, depth: int
+        self, memory: Any, index: VectorIndex, query: str, depth: int, alone: bool = False
     ) -> tuple[list[Hit], float]:
-        """The heads' hits for ``query`` and the weight their list gets in fusion."""
+        """The heads' hits for ``query`` and the weight their list gets in fusion (``alone``:
+        no other list has weight, so the heads' list is the ranking)."""
         ranker, why = self._ranker_for(memory)
         if ranker is None:
             raise InputError(why)
         found = ranker.search(query, index.chunks, depth)
-        return found.hits, self.list_weight(found)
+        return found.hits, self.list_weight(found, alone)
 
-    def list_weight(self, found: AttentionList) -> float:
-        """``heads_weight``, scaled by the heads' agreement (floored at 0) unless fixed."""
-        if self.weighting == "fixed":
+    def list_weight(self, found: AttentionList, alone: bool = False) -> float:
+        """``heads_weight``, scaled by the heads' agreement (floored at 0) unless fixed or
+        alone."""
+        if self.weighting == "fixed" or alone:
             return self.weight
         return self.weight * max(0.0, found.agreement)
 
