@@ -2,19 +2,24 @@
 
 ``hyde_queries`` and ``multi_query`` use a plain ``TextGenerator`` with no memory: they rewrite
 the question from the model's own knowledge only, never having read the corpus.
+``CachedGenerator`` keeps those greedy generations on disk, so a rerun skips the model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rank_bm25 import BM25Okapi
 
 from shared_core.inputs import check_k, check_query
-from shared_core.types import Chunk, Hit, Passage, TextGenerator
+from shared_core.types import Chunk, Generation, Hit, Passage, TextGenerator
 
 Tokenizer = Callable[[str], list[str]]
 
@@ -151,3 +156,54 @@ def multi_query(
     prompt = MULTI_QUERY_PROMPT.format(question=question.strip(), n=n)
     text = generator.generate(prompt, max_new_tokens=max_new_tokens, temperature=0.0).text
     return parse_lines(text, n, exclude=question.strip())
+
+
+class CachedGenerator:
+    """A ``TextGenerator`` whose greedy outputs are cached in a JSONL file, keyed by the model
+    name, the prompt and the token budget (``path`` None: in memory only). ``source`` builds
+    the real generator on the first miss, so a fully cached run loads no model."""
+
+    def __init__(self, name: str, source: Callable[[], TextGenerator], path: Path | None) -> None:
+        self.name, self._source, self._real = name, source, None
+        self.path = path
+        self._hits: dict[str, dict[str, Any]] = {}
+        if path is not None and path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by an interrupted run
+                self._hits[row["key"]] = row
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 256, **kw: Any) -> Generation:
+        key = hashlib.sha256(json.dumps([self.name, prompt, max_new_tokens]).encode()).hexdigest()
+        row = self._hits.get(key)
+        if row is None:
+            if self._real is None:
+                self._real = self._source()
+            out = self._real.generate(prompt, max_new_tokens=max_new_tokens, temperature=0.0)
+            row = {
+                "key": key,
+                "text": out.text,
+                "prompt_tokens": out.prompt_tokens,
+                "completion_tokens": out.completion_tokens,
+            }
+            self._hits[key] = row
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+        return Generation(
+            text=row["text"],
+            prompt_tokens=row["prompt_tokens"],
+            completion_tokens=row["completion_tokens"],
+        )
+
+
+def blind_keys(writer: str, question: str, generator: TextGenerator) -> list[str]:
+    """The corpus-blind keys of ``writer`` (``hyde`` or ``multi_query``) for ``question``."""
+    if writer == "hyde":
+        return hyde_queries(question, generator)
+    if writer == "multi_query":
+        return multi_query(question, generator)
+    raise ValueError(f"unknown key writer {writer!r} (hyde, multi_query)")

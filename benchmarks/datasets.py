@@ -20,7 +20,6 @@ Token counts are estimates: whitespace words x 1.3, as in the data READMEs.
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import json
 import random
@@ -397,16 +396,3 @@ def describe(bench_set: BenchSet) -> dict[str, Any]:
         "tokens_per_document_mean": round(sum(doc_tokens) / max(len(doc_tokens), 1)),
         "tokens_pooled": tokens_est(pooled_documents(bench_set).document.text),
     }
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m benchmarks.datasets DIR [DIR ...]``: print each folder's sizes as JSON."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("data", nargs="+", help="data folder(s) with the shared/data layout")
-    args = parser.parse_args(argv)
-    for path in args.data:
-        print(json.dumps(describe(load_set(path)), ensure_ascii=False))
-
-
-if __name__ == "__main__":
-    main()

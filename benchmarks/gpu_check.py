@@ -1,34 +1,34 @@
 """GPU check of the native beacon memory: fixture parity in bf16/fp32 and 7B-shape timing.
 
-    python -m benchmarks.gpu_check                 # on CUDA: parity + 16k/64k/128k timing
-    python -m benchmarks.gpu_check --device cpu --tiny   # CPU smoke test of the same code
+    python -m benchmarks gpu-check                 # on CUDA: parity + 16k/64k/128k timing
+    python -m benchmarks gpu-check --device cpu --tiny   # CPU smoke test of the same code
 
 Without CUDA (and no ``--device cpu``) it prints "no CUDA" and exits 0. Timing uses a
 random-weight model with the shape of memorag-qwen2-7b-inst (Qwen2-7B-Instruct: hidden 3584,
 28 layers, 28 heads, 4 KV heads, intermediate 18944, vocab 152064, 32768 positions, RoPE
 theta 1e6) and beacon_window 2048 (the MemoRAG training scripts' value; the hub config was not
 read: an assumption). Each length runs at ratio 4 if its positions fit, else the next ratio
-(8, 16) that fits; the ratio used is recorded. Results: ``benchmarks/results/gpu_check.*``.
+(8, 16) that fits; the ratio used is recorded. Writes ``gpu_check.{json,md}`` to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.registry import REPO, RESULTS, command
 from shared_core.memory.beacon import BeaconConfig, BeaconEngine, BeaconForCausalLM
 from shared_core.memory.beacon.model import StepOptions
 from shared_core.memory.beacon.state import peak_entries
 from shared_core.memory.beacon.weights import build_model, read_state_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "beacon"
+FIXTURES = REPO.parent / "shared" / "fixtures" / "beacon"
 QWEN2_7B = {
     "model_type": "qwen2",
     "vocab_size": 152064,
@@ -198,14 +198,15 @@ def write(results: dict[str, Any], out: Path, stem: str) -> None:
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@command("gpu-check", "the native beacon memory on CUDA: fixture parity and 7B-shape timing")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks gpu-check", description=__doc__)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="a tiny model and short lengths")
     parser.add_argument("--lengths", default=None, help="comma-separated token counts")
     parser.add_argument("--bf16", action="store_true", help="bf16 parity off CUDA too")
     parser.add_argument("--gen-tokens", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -236,7 +237,3 @@ def main(argv: list[str] | None = None) -> int:
     ok = all(c.get("passed", True) for c in checks)
     print("parity ok" if ok else "PARITY FAILED")
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

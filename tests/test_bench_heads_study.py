@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks import heads_study
+from benchmarks import heads as heads_study
 from shared_core.heads.ranker import combine
 from shared_core.retrieval.fusion import fuse
 from shared_core.types import Clue, Hit, Passage

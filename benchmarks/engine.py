@@ -1,14 +1,13 @@
-"""Memory engine benchmark: memorize throughput against a plain prefill, memory bytes against a
-full KV cache, peak RSS, and query latency, for several text lengths and ratios.
+"""The memory engine's cost: speed, memory scaling and KV bytes per token.
 
-Each configuration runs in a fresh subprocess (``--worker``) so its peak RSS (``VmHWM`` from
-``/proc/self/status``) is its own. A configuration over the model's capacity is recorded as
-``refused`` (the memory raises ``LimitError``) and the nearest larger ratio that fits is run in
-its place. The text is real prose (the dev novel, then HotpotQA, MuSiQue and QMSum text) cut to
-the requested number of SmolLM2 tokens.
-
-    python -m benchmarks.memory_bench                      # 8k, 32k, 128k x ratios 1, 4, 8
-    python -m benchmarks.memory_bench --sizes 8k,32k --ratios 4
+- ``speed``: plain prefill against memorize, and greedy decode against the memory, on the
+  embedded SmolLM2 (run it on an otherwise idle machine: other processes on the same cores
+  slow torch threads several times).
+- ``memory``: memorize throughput against a plain prefill, memory bytes against a full KV
+  cache, peak RSS and query latency, for several text lengths and ratios; each configuration
+  in a fresh subprocess so its peak RSS (``VmHWM``) is its own.
+- ``kv-per-token``: KV bytes per token measured on SmolLM2 and computed from the 7B memory
+  checkpoints' configs, with how many memories fit one GPU.
 """
 
 from __future__ import annotations
@@ -24,9 +23,94 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-RESULTS = REPO / "benchmarks" / "results"
+from benchmarks.metrics import environment, header, write_outputs
+from benchmarks.registry import DATA, REPO, RESULTS, command
+
+MEMORY_DOC = """Memory engine benchmark: memorize throughput against a plain prefill, memory bytes
+against a full KV cache, peak RSS, and query latency, for several text lengths and ratios.
+
+A configuration over the model's capacity is recorded as ``refused`` (the memory raises
+``LimitError``) and the nearest larger ratio that fits is run in its place. The text is real
+prose (the dev novel, then HotpotQA, MuSiQue and QMSum text) cut to the requested number of
+SmolLM2 tokens. Example: ``python -m benchmarks memory --sizes 8k,32k --ratios 4``."""
+
+KV_DOC = """KV memory size per token: measured on the embedded SmolLM2 (full KV and ratio 4) and
+computed from the 7B memory checkpoints' public config.json values (listed in ``CONFIGS``;
+bf16, 2 bytes an element), with how many memories of a given length fit one GPU."""
+
+TEXT = REPO / "examples" / "data" / "frankenstein.txt"
+
+
+# ----------------------------------------------------------------------------------- speed
+
+
+@command("speed", "plain prefill vs memorize, and decode, on the embedded SmolLM2")
+def speed_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    import torch
+
+    from shared_core.memory import CompressedKVMemory
+    from shared_core.models.loading import load_causal_lm
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks speed", description=__doc__)
+    parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--ratio", type=int, default=4)
+    parser.add_argument("--window", type=int, default=2048)
+    parser.add_argument("--name", default="speed")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = environment()
+    lm = load_causal_lm()
+    ids = lm.tokenizer(TEXT.read_text("utf-8"))["input_ids"][: args.tokens]
+    with torch.inference_mode():
+        started = time.perf_counter()
+        lm.model(torch.tensor([ids]), logits_to_keep=1)
+        plain = len(ids) / (time.perf_counter() - started)
+    memory = CompressedKVMemory(
+        lm.model,
+        lm.tokenizer,
+        beacon_ratio=args.ratio,
+        window=args.window,
+        compress="always",
+        scorer="stride",
+        show_progress=False,
+    )
+    started = time.perf_counter()
+    stats = memory.memorize(lm.tokenizer.decode(ids))
+    memorize = stats.tokens_read / (time.perf_counter() - started)
+    started = time.perf_counter()
+    reply = memory.generate("Who is Walton writing to?", max_new_tokens=32)
+    decode = reply.completion_tokens / (time.perf_counter() - started)
+    env["loadavg_end"] = list(os.getloadavg())
+    result = {
+        "command": "python -m benchmarks speed " + " ".join(sys.argv[1:] if argv is None else argv),
+        "env": env,
+        "tokens": len(ids),
+        "ratio": args.ratio,
+        "window": args.window,
+        "plain_prefill_tokens_per_s": plain,
+        "memorize_tokens_per_s": memorize,
+        "memorize_vs_prefill": memorize / plain,
+        "decode_tokens_per_s": decode,
+        "memory_mib": stats.memory_bytes / 2**20,
+        "full_kv_mib": stats.full_kv_bytes / 2**20,
+    }
+    line = (
+        f"threads={env['torch_threads']} load {env['loadavg_start'][0]:.1f}: plain prefill "
+        f"{len(ids)} tokens {plain:.0f} tok/s | memorize at ratio {args.ratio}: {memorize:.0f} "
+        f"tok/s ({memorize / plain:.2f}x) | decode {decode:.1f} tok/s | memory "
+        f"{result['memory_mib']:.0f} MiB of {result['full_kv_mib']:.0f} MiB full KV"
+    )
+    print(line)
+    text = header("Engine speed", env, result["command"], 0.0) + "\n" + line + "\n"
+    write_outputs(args.out, args.name, result, text)
+    return result
+
+
+# ---------------------------------------------------------------------------------- memory
+
 DEFAULT_SIZES = ("8k", "32k", "128k")
 DEFAULT_RATIOS = (1, 4, 8)
 MAX_RATIO = 64
@@ -190,9 +274,9 @@ def _query_latency(memory: Any) -> dict[str, float]:
 
 def run_config(spec: Mapping[str, Any], log: Any = print) -> dict[str, Any]:
     """One configuration in a fresh subprocess."""
-    cmd = [sys.executable, "-m", "benchmarks.memory_bench", "--worker", json.dumps(dict(spec))]
+    cmd = [sys.executable, "-m", "benchmarks", "memory", "--worker", json.dumps(dict(spec))]
     label = f"{spec['mode']} {size_label(spec['tokens'])} ratio {spec.get('ratio', '-')}"
-    log(f"  memory_bench: {label} ...")
+    log(f"  memory: {label} ...")
     started = time.perf_counter()
     env = {
         **os.environ,
@@ -397,10 +481,11 @@ def render(rows: Sequence[Mapping[str, Any]], analysis: Mapping[str, Any]) -> st
     return "\n".join(out)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@command("memory", "memorize throughput, memory bytes and peak RSS by text length and ratio")
+def memory_main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.memory_bench",
-        description=__doc__,
+        prog="python -m benchmarks memory",
+        description=MEMORY_DOC,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -411,13 +496,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--no-prefill", action="store_true")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--name", default="memory_bench")
-    p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return
-    from benchmarks.report import _header, environment, write_outputs
-
     env = environment()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     ratios = [int(r) for r in args.ratios.split(",")]
@@ -428,9 +510,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     seconds = time.perf_counter() - started
     env["loadavg_end"] = list(os.getloadavg())
     analysis = analyse(rows)
-    command = "python -m benchmarks.memory_bench " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+    command = "python -m benchmarks memory " + " ".join(sys.argv[1:] if argv is None else argv)
     payload = {
         "suite": "memory_bench",
         "command": command,
@@ -441,15 +521,126 @@ def main(argv: Sequence[str] | None = None) -> None:
         "rows": rows,
         "analysis": analysis,
     }
-    md = _header("Memory engine benchmark", env, command, seconds) + "\n" + render(rows, analysis)
-    out = Path(args.out)
-    for path in write_outputs(out, args.name, payload, md):
+    md = header("Memory engine benchmark", env, command, seconds) + "\n" + render(rows, analysis)
+    for path in write_outputs(Path(args.out), args.name, payload, md):
         print(f"wrote {path}")
-    if not args.no_plots:
-        from benchmarks.plots import scaling_plot
-
-        print(f"wrote {scaling_plot(rows, out / f'{args.name}_scaling.png')}")
 
 
-if __name__ == "__main__":
-    main()
+# ---------------------------------------------------------------------------- kv-per-token
+
+GIB = 1024**3
+
+#: (layers, kv_heads, head_dim, params in billions) from each checkpoint's config.json.
+CONFIGS = {
+    "TommyChien/memorag-qwen2-7b-inst (Qwen2-7B-Instruct)": (28, 4, 128, 7.62),
+    "TommyChien/memorag-mistral-7b-inst (Mistral-7B-Instruct-v0.2)": (32, 8, 128, 7.24),
+}
+GPUS = {"A100/H100 80 GB": 80e9, "H200 141 GB": 141e9}
+
+
+def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype_bytes: int) -> int:
+    """Keys and values of every layer for one cached token."""
+    return layers * kv_heads * head_dim * 2 * dtype_bytes
+
+
+def fits(gpu_bytes: float, params_b: float, per_token: float, tokens: int, ratio: int) -> int:
+    """Memories of ``tokens`` tokens (kept at ``1/ratio``) beside one bf16 copy of the weights;
+    10% of the GPU is left for activations and the allocator."""
+    free = gpu_bytes * 0.9 - params_b * 1e9 * 2
+    return max(0, int(free // (per_token * tokens / ratio)))
+
+
+def measure(tokens: int) -> list[dict[str, float]]:
+    """Memorize ~``tokens`` tokens at ratio 1 and 4 with the embedded SmolLM2 (fp32, CPU)."""
+    import torch
+
+    from shared_core.memory.compressed_kv import CompressedKVMemory
+    from shared_core.models.loading import load_causal_lm
+
+    torch.set_num_threads(1)
+    lm = load_causal_lm(None, device="cpu")
+    sentence = "The keeper wrote the name of every ship that passed the lighthouse in a book. "
+    text = sentence * max(1, tokens // 17)
+    rows = []
+    for ratio in (1, 4):
+        memory = CompressedKVMemory(lm.model, lm.tokenizer, beacon_ratio=ratio, window=512)
+        started = time.perf_counter()
+        stats = memory.memorize(text)
+        rows.append(
+            {
+                "ratio": ratio,
+                "tokens": stats.tokens_read,
+                "kv_entries": stats.kv_entries,
+                "memory_bytes": stats.memory_bytes,
+                "bytes_per_token_read": stats.memory_bytes / stats.tokens_read,
+                "bytes_per_kv_entry": stats.memory_bytes / max(1, stats.kv_entries),
+                "seconds": time.perf_counter() - started,
+            }
+        )
+    return rows
+
+
+@command("kv-per-token", "KV memory bytes per token: measured on SmolLM2, computed for 7B")
+def kv_main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks kv-per-token", description=KV_DOC)
+    parser.add_argument("--tokens", type=int, default=1024)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    smol = kv_bytes_per_token(30, 3, 64, 4)
+    measured = measure(args.tokens)
+    lines = [
+        "# KV memory size per token",
+        "",
+        f"Command: `python -m benchmarks kv-per-token --tokens {args.tokens}`",
+        "",
+        "## Measured: embedded SmolLM2-135M (30 layers x 3 KV heads x head dim 64, fp32 on CPU)",
+        "",
+        f"Computed: 30 x 3 x 64 x 2 (K and V) x 4 bytes = {smol:,} bytes/token "
+        f"({smol / 1024:.1f} KiB; {smol // 2 / 1024:.1f} KiB in bf16).",
+        "",
+        "| ratio | tokens read | KV entries kept | memory bytes | bytes per KV entry "
+        "| bytes per token read | memorize s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in measured:
+        lines.append(
+            f"| {r['ratio']} | {r['tokens']:,} | {r['kv_entries']:,} | {r['memory_bytes']:,} "
+            f"| {r['bytes_per_kv_entry']:,.0f} | {r['bytes_per_token_read']:,.0f} "
+            f"| {r['seconds']:.1f} |"
+        )
+    lines += [
+        "",
+        "## Computed from config.json: the 7B memory checkpoints (bf16)",
+        "",
+        "| model | layers x KV heads x head dim | KiB/token | GiB per 128k-token memory (ratio 1 "
+        "/ 4 / 8) | 128k-token memories at ratio 4 per GPU |",
+        "|---|---|---|---|---|",
+    ]
+    computed = {}
+    for name, (layers, heads, dim, params) in CONFIGS.items():
+        per = kv_bytes_per_token(layers, heads, dim, 2)
+        sizes = " / ".join(f"{per * 131072 / r / GIB:.2f}" for r in (1, 4, 8))
+        counts = ", ".join(f"{gpu}: {fits(b, params, per, 131072, 4)}" for gpu, b in GPUS.items())
+        computed[name] = {"bytes_per_token": per, "layers": layers, "kv_heads": heads}
+        lines.append(
+            f"| {name} | {layers} x {heads} x {dim} | {per / 1024:.0f} | {sizes} | {counts} |"
+        )
+    smol16 = smol // 2
+    lines += [
+        "",
+        "SmolLM2 on a GPU (bf16): a memory is capped by the model's 8,192 positions (about "
+        f"4,150 KV entries, {4150 * smol16 / 2**20:.0f} MiB), so an H200 holds about "
+        f"{fits(141e9, 0.135, smol16, 4150, 1):,} such memories.",
+        "",
+        "GPU counts keep 10% of the card free and one bf16 copy of the weights; they are "
+        "arithmetic, not measured (no GPU here).",
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "kv_per_token.md").write_text("\n".join(lines) + "\n")
+    payload = {
+        "measured_smollm2": measured,
+        "smollm2_fp32_bytes_per_token": smol,
+        "computed": computed,
+    }
+    (args.out / "kv_per_token.json").write_text(json.dumps(payload, indent=1))
+    print("\n".join(lines))
