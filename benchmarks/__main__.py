@@ -47,9 +47,10 @@ from pathlib import Path
 from benchmarks.registry import CACHE, COMMANDS, EXPERIMENTS, REPO, Experiment, load, pick
 
 
-def render(exp: Experiment, value: object, number_fmt: str, scale: float) -> str:
+def render(value: object, number_fmt: str, scale: float) -> str:
+    """A quoted number as the docs print it (``scale`` 1 keeps an int an int)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return number_fmt.format(value * scale)
+        return number_fmt.format(value * scale if scale != 1 else value)
     return str(value)
 
 
@@ -59,11 +60,11 @@ def compare(exp: Experiment, fresh: Path | None) -> list[tuple[str, str, str]]:
     new = json.loads(fresh.read_text(encoding="utf-8")) if fresh is not None else None
     out = []
     for n in exp.numbers:
-        old = render(exp, pick(recorded, n.path), n.fmt, n.scale)
+        old = render(pick(recorded, n.path), n.fmt, n.scale)
         now = ""
         if new is not None:
             try:
-                now = render(exp, pick(new, n.fresh or n.path), n.fmt, n.scale)
+                now = render(pick(new, n.fresh or n.path), n.fmt, n.scale)
             except KeyError as exc:
                 now = f"(missing: {exc})"
         out.append((n.label, old, now))
@@ -77,6 +78,10 @@ def table(rows: Sequence[tuple[str, str, str]], rerun: bool) -> str:
     return "\n".join(lines)
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def show(exp: Experiment) -> str:
     steps = "\n".join(
         f"  python -m benchmarks {s.args}" + (f"  (skipped if {s.unless} exists)" * bool(s.unless))
@@ -86,7 +91,7 @@ def show(exp: Experiment) -> str:
         f"{exp.id}: {exp.about}\n"
         f"expected time: about {exp.minutes:g} min on this project's 2-core CPU\n"
         f"sets: {', '.join(exp.sets) or '-'}; methods: {', '.join(exp.methods) or '-'}\n"
-        f"recorded: {exp.recorded.relative_to(REPO)}\n"
+        f"recorded: {_shown(exp.recorded)}\n"
         + (f"note: {exp.note}\n" if exp.note else "")
         + f"steps:\n{steps}\n\n"
         + table(compare(exp, None), rerun=False)

@@ -62,6 +62,7 @@ def speed_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     env = environment()
+    begun = time.perf_counter()
     lm = load_causal_lm()
     ids = lm.tokenizer(TEXT.read_text("utf-8"))["input_ids"][: args.tokens]
     with torch.inference_mode():
@@ -104,7 +105,12 @@ def speed_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{result['memory_mib']:.0f} MiB of {result['full_kv_mib']:.0f} MiB full KV"
     )
     print(line)
-    text = header("Engine speed", env, result["command"], 0.0) + "\n" + line + "\n"
+    text = (
+        header("Engine speed", env, result["command"], time.perf_counter() - begun)
+        + "\n"
+        + line
+        + "\n"
+    )
     write_outputs(args.out, args.name, result, text)
     return result
 
