@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.registry import REPO, RESULTS, command
+from benchmarks.registry import CACHE, REPO, command
 from shared_core.memory.beacon import BeaconConfig, BeaconEngine, BeaconForCausalLM
 from shared_core.memory.beacon.model import StepOptions
 from shared_core.memory.beacon.state import peak_entries
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lengths", default=None, help="comma-separated token counts")
     parser.add_argument("--bf16", action="store_true", help="bf16 parity off CUDA too")
     parser.add_argument("--gen-tokens", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=CACHE / "gpu-check")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -465,3 +465,22 @@ for _exp in (
     ),
 ):
     experiment(_exp)
+experiment(
+    Experiment(
+        id="beacon-parity-cpu",
+        about="the native beacon memory replays the upstream fixtures in fp32 and bf16 (CPU)",
+        steps=(
+            Step(
+                "gpu-check --device cpu --tiny --bf16 --lengths 64 --gen-tokens 2 --out {out}"
+            ),
+        ),
+        result="gpu_check_tiny.json",
+        numbers=(
+            Number("fp32 worst |logit difference|", "parity.0.worst_abs_diff", "{:.1e}"),
+            Number("bf16 worst |logit difference|", "parity.1.worst_abs_diff", "{:.3f}"),
+            Number("largest |logit| of the fixtures", "parity.1.max_abs_logit", "{:.1f}"),
+        ),
+        minutes=1,
+        note="greedy ids equal (bf16): parity.1.greedy_ids_equal in the result",
+    )
+)
