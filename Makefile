@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_ARGS ?=
 
-.PHONY: install demo test lint bench-smoke
+.PHONY: install demo test lint bench-list
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,3 +29,7 @@ test: install
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Every benchmark command and experiment id (python -m benchmarks reproduce ID reruns one).
+bench-list:
+	$(BIN)/python -m benchmarks list
