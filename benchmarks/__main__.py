@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -99,8 +100,23 @@ def show(exp: Experiment) -> str:
 
 
 def reproduce(exp: Experiment, out: Path, dry_run: bool = False) -> list[tuple[str, str, str]]:
-    """Run the experiment's steps into ``out`` and compare its numbers with the record."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Run the experiment's steps into ``out`` and compare its numbers with the record.
+
+    Steps run in the repository root (their relative paths are the repository's)."""
+    out = out.resolve()
+    if not dry_run:
+        out.mkdir(parents=True, exist_ok=True)
+    here = Path.cwd()
+    os.chdir(REPO)
+    try:
+        _run_steps(exp, out, dry_run)
+    finally:
+        os.chdir(here)
+    fresh = out / exp.result
+    return compare(exp, fresh if fresh.is_file() else None)
+
+
+def _run_steps(exp: Experiment, out: Path, dry_run: bool) -> None:
     for step in exp.steps:
         if step.unless and (REPO / step.unless).exists():
             print(f"skip (exists: {step.unless}): {step.args}", flush=True)
@@ -113,8 +129,6 @@ def reproduce(exp: Experiment, out: Path, dry_run: bool = False) -> list[tuple[s
         if about_main is None:
             raise SystemExit(f"{exp.id}: unknown command {argv[0]!r}")
         about_main[1](argv[1:])
-    fresh = out / exp.result
-    return compare(exp, fresh if fresh.is_file() else None)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -470,9 +470,7 @@ experiment(
         id="beacon-parity-cpu",
         about="the native beacon memory replays the upstream fixtures in fp32 and bf16 (CPU)",
         steps=(
-            Step(
-                "gpu-check --device cpu --tiny --bf16 --lengths 64 --gen-tokens 2 --out {out}"
-            ),
+            Step("gpu-check --device cpu --tiny --bf16 --lengths 64 --gen-tokens 2 --out {out}"),
         ),
         result="gpu_check_tiny.json",
         numbers=(

@@ -142,12 +142,15 @@ def test_reproduce_reruns_an_experiment_and_prints_new_beside_recorded(
     assert "| train R@5, chosen | 0.123 |" in capsys.readouterr().out
 
 
-def test_the_cli_lists_experiments_and_dry_runs_one(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_lists_experiments_and_dry_runs_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     harness.main(["list"])
     out = capsys.readouterr().out
     assert "retrieval" in out and all(exp_id in out for exp_id in EXPERIMENTS)
-    harness.main(["reproduce", "heads-study", "--dry-run", "--out", "/nonexistent-not-written"])
+    harness.main(["reproduce", "heads-study", "--dry-run", "--out", str(tmp_path / "none")])
     out = capsys.readouterr().out
+    assert not (tmp_path / "none").exists()
     assert "heads-study --train dump_hotpotqa" in out
     assert "| number | recorded |\n" in out and "| 0.840 |\n" in out  # no new column
     with pytest.raises(SystemExit):
