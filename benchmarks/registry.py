@@ -425,6 +425,9 @@ for _exp in (
             Number(
                 "8k ratio 4 vs plain prefill", "analysis.checks.1.throughput_vs_prefill", "{:.2f}"
             ),
+            Number(
+                "8k ratio 8 vs plain prefill", "analysis.checks.2.throughput_vs_prefill", "{:.2f}"
+            ),
             Number("memorize time exponent", "analysis.time_exponent_all", "{:.2f}"),
         ),
         minutes=35,

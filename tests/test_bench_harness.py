@@ -62,6 +62,12 @@ def test_every_results_folder_belongs_to_an_experiment() -> None:
 
 def test_readme_numbers_match_their_recorded_results() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for exp_id in set(EXP_ID.findall(readme)):
+        rows = harness.compare(EXPERIMENTS[exp_id], None)
+        shown = [old for _, old, _ in rows if old in readme]
+        assert shown, f"the README quotes none of {exp_id}'s recorded numbers"
+        if exp_id == "memory-engine":  # the README's table quotes every one
+            assert len(shown) == len(rows), [r for r in rows if r[1] not in readme]
     study = json.loads(EXPERIMENTS["heads-study"].recorded.read_text())
     default, dense = study["chosen"]["dump_hotpotqa"]["r@5"], study["dense"]["dump_hotpotqa"]["r@5"]
     hotpot = f"{default:.3f} vs {dense:.3f}"
