@@ -161,3 +161,17 @@ def test_the_cli_lists_experiments_and_dry_runs_one(
     assert "| number | recorded |\n" in out and "| 0.840 |\n" in out  # no new column
     with pytest.raises(SystemExit):
         harness.main(["reproduce", "no-such-id"])
+
+
+def test_a_listed_module_that_does_not_exist_yet_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(registry, "MODULES", ("benchmarks.not_written_yet", "benchmarks.engine"))
+    registry.load()  # no ImportError: answers.py / stores.py register once they exist
+    assert "speed" in registry.COMMANDS
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.command("speed", "again")(lambda argv=None: None)
+    with pytest.raises(ValueError, match="unknown methods"):
+        registry.experiment(
+            Experiment("x", "x", (Step("speed"),), "x.json", (), 1.0, methods=("nope",))
+        )
