@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from shared_core.errors import InputError, LimitError
-from shared_core.types import Document
+from shared_core.types import ChatTurn, Document
 
 ContextInput = str | bytes | Document | Mapping[str, Any] | Sequence[Any]
 
@@ -190,6 +190,36 @@ def check_query(query: object) -> str:
     check_unicode(query, "query")
     _check_controls(query, "query")
     return query
+
+
+def check_extra_queries(value: object) -> tuple[str, ...]:
+    """``extra_queries`` must be a list (or tuple) of query strings: a single string would be
+    searched letter by letter."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InputError(
+            f"extra_queries must be a list of strings, got {type(value).__name__} {value!r:.60}"
+            " (wrap a single query in a list)"
+        )
+    return tuple(check_query(q) for q in value)
+
+
+_ROLES = ("user", "assistant", "system")
+
+
+def check_history(value: object) -> tuple[ChatTurn, ...]:
+    """``history`` must be a list of ``ChatTurn(role, content)`` (roles user/assistant/system)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InputError(f"history must be a list of ChatTurn, got {type(value).__name__}")
+    for i, turn in enumerate(value):
+        if not isinstance(turn, ChatTurn):
+            raise InputError(
+                f"history[{i}] is a {type(turn).__name__} ({turn!r:.40}), not a ChatTurn: pass "
+                "ChatTurn(role='user', content='...')"
+            )
+        if turn.role not in _ROLES or not isinstance(turn.content, str):
+            raise InputError(f"history[{i}]: role must be one of {_ROLES} and content a str")
+        check_unicode(turn.content, f"history[{i}]")
+    return tuple(value)
 
 
 def check_k(k: object, *, name: str = "k") -> int:

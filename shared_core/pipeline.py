@@ -21,6 +21,8 @@ from shared_core.inputs import (
     ContextInput,
     as_documents,
     check_caps,
+    check_extra_queries,
+    check_history,
     check_k,
     check_max_new_tokens,
     check_query,
@@ -224,6 +226,7 @@ class MemoRAG:
     def clues(self, query: str, *, history: Sequence[ChatTurn] = ()) -> list[Clue]:
         """The memory's retrieval clues for ``query`` (the query itself not included)."""
         check_query(query)
+        history = check_history(history)
         return self._retriever.clues(self._built(), query, history, self._copy_source)
 
     def _copy_source(self) -> CopySource | None:
@@ -277,8 +280,8 @@ class MemoRAG:
         check_k(k)
         return {
             "backend": search if search is not None else self.index,
-            "history": history,
-            "extra_queries": extra_queries,
+            "history": check_history(history),
+            "extra_queries": check_extra_queries(extra_queries),
             "search_k": search_k,
             "copy_source": self._copy_source,
         }
@@ -339,7 +342,7 @@ class MemoRAG:
             task_type,
             query,
             k=self.config.ret_hit if k is None else check_k(k),
-            history=history,
+            history=check_history(history),
             prompt_template=prompt_template,
             max_new_tokens=max_new_tokens,
             use_memory_answer=use_memory_answer,
