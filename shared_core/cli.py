@@ -18,7 +18,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -28,6 +30,7 @@ from typing import Any, TextIO
 from shared_core.cli_inputs import documents_from_files, read_turns, stats_from_manifest
 from shared_core.clues.keys import NO_CLUES_NOTE
 from shared_core.errors import InputError, MemoRAGError
+from shared_core.inputs import check_query
 from shared_core.persistence.save_dir import check_not_inside_save
 from shared_core.pipeline import TASK_TYPES, Answer, MemoRAG, read_save_info
 from shared_core.types import RetrievalResult
@@ -308,6 +311,7 @@ def _load(save_dir: str) -> tuple[dict[str, Any], MemoRAG]:
 def _ask(args: argparse.Namespace) -> int:
     if args.stream and args.json:
         raise InputError("--stream and --json cannot be combined (JSON is printed at the end)")
+    check_query(args.question)  # e.g. an undecodable byte: refused before any model loads
     history = read_turns(args.history, args.turn)
     if args.task_type == "dialogue" and not history:
         raise InputError(
@@ -356,6 +360,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _retrieve(args: argparse.Namespace) -> int:
+    check_query(args.question)
     _, pipe = _load(args.save_dir)
     result = pipe.retrieve(args.question, args.k)
     if args.json:
@@ -423,6 +428,10 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``memorag`` command line; returns the exit status (0 ok, 2 error)."""
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        # Reliability: past a file-size limit (ulimit -f) a write raises EFBIG, which ends the
+        # command with our error (the old save intact), instead of the signal killing it.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = _parser()
     try:
         args = parser.parse_args(argv)

@@ -16,6 +16,9 @@ from shared_core.types import ChatTurn, Document
 
 _ROLES = ("user", "assistant", "system")
 _MAX_HISTORY_BYTES = 16 * 1024 * 1024
+#: The most bytes one text file may hold: the memories' 4,000,000-character cap at up to 4
+#: bytes a character (the character cap itself is checked after decoding).
+MAX_TEXT_BYTES = 16_000_000
 
 
 def read_text_file(path: Path, encoding: str = "utf-8") -> str:
@@ -29,10 +32,9 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path} is a directory, not a text file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    # Reliability: a FIFO or device (/dev/zero) is refused and a file over the cap is refused
+    # from its size, before it is read.
+    data = read_capped(path, MAX_TEXT_BYTES, error=InputError)
     utf8 = codecs.lookup(encoding).name == "utf-8"
     try:
         text = data.decode("utf-8-sig" if utf8 else encoding)

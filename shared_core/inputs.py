@@ -6,12 +6,13 @@ already memorized or saved is touched by a bad call.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from shared_core.errors import InputError, LimitError
-from shared_core.types import Document
+from shared_core.types import ChatTurn, Document
 
 ContextInput = str | bytes | Document | Mapping[str, Any] | Sequence[Any]
 
@@ -33,8 +34,47 @@ def check_text(text: object, *, what: str = "text") -> str:
         raise InputError(f"{what} must be a str, got {type(text).__name__}")
     if not text.strip():
         raise InputError(f"{what} is empty or whitespace only; there is nothing to memorize")
+    check_unicode(text, what)
     _check_controls(text, what)
     return text
+
+
+def check_unicode(text: str, what: str) -> None:
+    """Refuse a lone surrogate (U+D800..U+DFFF): not text, and no tokenizer or JSON file takes
+    it. One from U+DC80..U+DCFF is an undecodable byte (a command-line argument or file name
+    that is not UTF-8), named as that byte."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        if 0xDC80 <= code <= 0xDCFF:
+            detail = f"an invalid UTF-8 byte 0x{code - 0xDC00:02x}"
+        else:
+            detail = f"a lone surrogate U+{code:04X}"
+        raise InputError(
+            f"{what} holds {detail} at character {exc.start}: not valid Unicode text; "
+            "decode it with the right encoding first"
+        ) from None
+
+
+def check_metadata(metadata: Mapping[str, Any], what: str) -> None:
+    """Metadata must be JSON (it is saved with the index): str keys, and values that are str,
+    int, float (finite), bool, None, lists and mappings of them. Checked before anything is
+    read, so a document that could not be saved never enters the memory."""
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise InputError(f"{what}: metadata key {key!r} must be a str (metadata is JSON)")
+        check_unicode(key, f"{what}: metadata key")
+        try:
+            encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
+            encoded.encode("utf-8")
+            json.loads(encoded)
+        except (TypeError, ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
+            raise InputError(
+                f"{what}: metadata[{key!r}] is not JSON ({type(value).__name__}: {exc}); pass "
+                "str, int, float, bool, None, lists or dicts of them (e.g. a date as "
+                "date.isoformat())"
+            ) from None
 
 
 def describe_decode_error(exc: UnicodeDecodeError) -> str:
@@ -104,6 +144,11 @@ def as_documents(
             doc = replace(doc, doc_id=f"{id_prefix}-{index}")
         elif not isinstance(doc.doc_id, str) or not doc.doc_id.strip():
             raise InputError(f"{label}: doc_id must be a non-empty string")
+        # Reliability: what a save could not write is refused here, before anything changes.
+        check_unicode(doc.doc_id, f"{label}: doc_id")
+        if not isinstance(doc.metadata, Mapping):
+            raise InputError(f"{label} ({doc.doc_id!r}): metadata must be a mapping")
+        check_metadata(doc.metadata, f"{label} ({doc.doc_id!r})")
         docs.append(doc)
     seen: set[str] = set()
     for doc in docs:
@@ -142,8 +187,39 @@ def check_query(query: object) -> str:
         raise InputError(f"query must be a str, got {type(query).__name__}")
     if not query.strip():
         raise InputError("query is empty")
+    check_unicode(query, "query")
     _check_controls(query, "query")
     return query
+
+
+def check_extra_queries(value: object) -> tuple[str, ...]:
+    """``extra_queries`` must be a list (or tuple) of query strings: a single string would be
+    searched letter by letter."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InputError(
+            f"extra_queries must be a list of strings, got {type(value).__name__} {value!r:.60}"
+            " (wrap a single query in a list)"
+        )
+    return tuple(check_query(q) for q in value)
+
+
+_ROLES = ("user", "assistant", "system")
+
+
+def check_history(value: object) -> tuple[ChatTurn, ...]:
+    """``history`` must be a list of ``ChatTurn(role, content)`` (roles user/assistant/system)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InputError(f"history must be a list of ChatTurn, got {type(value).__name__}")
+    for i, turn in enumerate(value):
+        if not isinstance(turn, ChatTurn):
+            raise InputError(
+                f"history[{i}] is a {type(turn).__name__} ({turn!r:.40}), not a ChatTurn: pass "
+                "ChatTurn(role='user', content='...')"
+            )
+        if turn.role not in _ROLES or not isinstance(turn.content, str):
+            raise InputError(f"history[{i}]: role must be one of {_ROLES} and content a str")
+        check_unicode(turn.content, f"history[{i}]")
+    return tuple(value)
 
 
 def check_k(k: object, *, name: str = "k") -> int:

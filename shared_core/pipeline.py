@@ -15,12 +15,14 @@ from typing import Any
 from shared_core.clues import CopySource
 from shared_core.clues.copying import CopySourceCache
 from shared_core.config import MemoRAGConfig
-from shared_core.errors import InputError, NoMemoryError
+from shared_core.errors import InputError, MemoRAGError, NoMemoryError, PersistenceError
 from shared_core.heads.route import heads_section
 from shared_core.inputs import (
     ContextInput,
     as_documents,
     check_caps,
+    check_extra_queries,
+    check_history,
     check_k,
     check_max_new_tokens,
     check_query,
@@ -55,6 +57,7 @@ from shared_core.types import (
     SearchBackend,
     TextGenerator,
 )
+from shared_core.unsaved import UnsavedDocuments
 
 TASK_TYPES = tuple(TASKS)
 
@@ -99,6 +102,7 @@ class MemoRAG:
         self._copies = CopySourceCache()
         self._retriever = Retriever(self.config)
         self._snapshots: set[str] = set()  # the snapshots this state is in (lost-update guard)
+        self._unsaved = UnsavedDocuments()  # added since the last save or load
         self._build_lock = threading.Lock()
         # Re-entrant so add() on an empty pipeline can memorize() and save() under it.
         self._write_lock = threading.RLock()
@@ -172,31 +176,57 @@ class MemoRAG:
             index.add(parts.chunker.split(docs), show_progress=print_stats)
             parts.memory.memorize(docs, show_progress=print_stats or None)
             self._index, self._snapshots = index, set()  # a new memory: in no snapshot yet
+            self._unsaved.clear()
+            self._unsaved.added(docs, 0)
             self._given_copy = None
         if save_dir is not None:
-            self.save(save_dir, overwrite=overwrite)
+            self._save_added(save_dir, overwrite=overwrite)
         if print_stats:
             print(self.stats_text())
         return self
 
     def add(self, context: ContextInput, save_dir: str | Path | None = None) -> MemoRAG:
-        """Read more documents on top of the memory and the index (nothing is re-read)."""
+        """Read more documents on top of the memory and the index (nothing is re-read).
+
+        If the save fails (a full disk), the documents stay in memory, unsaved, and the error
+        says so; the same ``add(context, save_dir)`` again then saves them.
+        """
         with self._write_lock:
             if self._index is None:
                 return self.memorize(context, save_dir)
             parts, docs = self._documents(context, start=len(self.memory.documents))
-            chunks = parts.chunker.split(docs)
-            parts.memory.add(docs)
-            self._index.add(chunks)
-            self._given_copy = None
-        if save_dir is not None:
-            self.save(save_dir)
+            retry = save_dir is not None and self._is_retry(context, docs)
+            if not retry:
+                chunks = parts.chunker.split(docs)
+                held = len(parts.memory.documents)
+                parts.memory.add(docs)
+                self._index.add(chunks)
+                self._given_copy = None
+                self._unsaved.added(docs, held)
+            if save_dir is not None:
+                self._save_added(save_dir)
         return self
+
+    def _is_retry(self, context: ContextInput, docs: list[Any]) -> bool:
+        """Whether ``docs`` are the unsaved documents of a failed ``add`` (numbered as then)."""
+        if self._unsaved.matches(docs):
+            return True
+        start = self._unsaved.start
+        return start is not None and self._unsaved.matches(self._documents(context, start)[1])
+
+    def _save_added(self, save_dir: str | Path, *, overwrite: bool = False) -> None:
+        try:
+            self.save(save_dir, overwrite=overwrite)
+        except (OSError, MemoRAGError) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, MemoRAGError):
+                exc = PersistenceError(f"cannot save to {save_dir}: {exc.strerror or exc}")
+            raise type(exc)(f"{exc}; {self._unsaved.note(save_dir)}") from None
 
     # -- clues and retrieval ----------------------------------------------------------------
     def clues(self, query: str, *, history: Sequence[ChatTurn] = ()) -> list[Clue]:
         """The memory's retrieval clues for ``query`` (the query itself not included)."""
         check_query(query)
+        history = check_history(history)
         return self._retriever.clues(self._built(), query, history, self._copy_source)
 
     def _copy_source(self) -> CopySource | None:
@@ -250,8 +280,8 @@ class MemoRAG:
         check_k(k)
         return {
             "backend": search if search is not None else self.index,
-            "history": history,
-            "extra_queries": extra_queries,
+            "history": check_history(history),
+            "extra_queries": check_extra_queries(extra_queries),
             "search_k": search_k,
             "copy_source": self._copy_source,
         }
@@ -312,7 +342,7 @@ class MemoRAG:
             task_type,
             query,
             k=self.config.ret_hit if k is None else check_k(k),
-            history=history,
+            history=check_history(history),
             prompt_template=prompt_template,
             max_new_tokens=max_new_tokens,
             use_memory_answer=use_memory_answer,
@@ -373,6 +403,7 @@ class MemoRAG:
                 known=known,
             )
             self._snapshots.add(snapshot)
+            self._unsaved.clear()
 
     def load(self, save_dir: str | Path, print_stats: bool = False) -> MemoRAG:
         """Restore memory and index from ``save_dir``, refusing mismatched parts."""
@@ -390,6 +421,7 @@ class MemoRAG:
         with self._write_lock:
             parts.memory.read_files(folder, manifest["memory"])
             self._index, self._snapshots = index, {folder.name}
+            self._unsaved.clear()
         return self
 
     @classmethod

@@ -138,6 +138,16 @@ def read_index(
 def read_save_info(save_dir: str | Path) -> dict[str, Any]:
     """The manifest of a save directory, checked (for ``memorag stats``)."""
     folder, manifest = SaveDir(save_dir).require()
+    where = folder / "manifest.json"
+    for key in ("memory", "index", "pipeline"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            raise PersistenceError(
+                f"{where}: the {key!r} section is a JSON {type(manifest[key]).__name__}, not an "
+                "object (edited or corrupt)"
+            )
+    documents = manifest.get("pipeline", {}).get("documents", [])
+    if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
+        raise PersistenceError(f"{where}: pipeline.documents must be a list of doc ids")
     info = dict(manifest)
     info["snapshot"] = folder.name
     del info["files"]

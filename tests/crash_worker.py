@@ -166,18 +166,19 @@ def _instrument(stop: tuple[str, int] | None) -> None:
     files_mod.fsync_dir = save_dir_mod.fsync_dir = staged("dir-sync", files_mod.fsync_dir)
     save_dir_mod.shutil.rmtree = staged("cleanup", save_dir_mod.shutil.rmtree)
 
-    save_file = safetensors.torch.save_file
+    import shared_core.memory.kv_persist as kv_persist_mod
 
-    def slow_save_file(tensors: Any, filename: str, metadata: Any = None) -> None:
-        save_file(tensors, filename, metadata=metadata)
-        data = Path(filename).read_bytes()
-        with open(filename, "wb") as f:  # rewrite it in two halves: a kill can truncate it
+    def slow_write_tensors(path: Path, tensors: Any, metadata: Any = None) -> int:
+        data = safetensors.torch.save(tensors, metadata=metadata)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "wb") as f:  # written in two halves: a kill can truncate it
             f.write(data[: len(data) // 2])
             f.flush()
             announce("write-tensors")  # the file is half written here
             f.write(data[len(data) // 2 :])
+        return len(data)
 
-    safetensors.torch.save_file = slow_save_file
+    kv_persist_mod.write_tensors = slow_write_tensors
 
 
 def _own_progress_lock() -> None:

@@ -98,6 +98,7 @@ class AttentionRanker:
         if not isinstance(memory, AttentionMemory):
             raise InputError(f"a {type(memory).__name__} memory has no retrieval heads")
         head_set.check_model(memory.name, memory.fingerprint())
+        head_set.check_grid(memory.head_grid())
         self.memory = memory
         self.head_set = head_set
 

@@ -19,6 +19,7 @@ from shared_core.memory.kv_files import state_metadata
 from shared_core.memory.kv_state import KVState
 from shared_core.models.loading import layer_devices
 from shared_core.persistence.files import short
+from shared_core.persistence.safetensors_checks import write_tensors
 
 TENSORS_FILE = "memory.safetensors"
 
@@ -52,8 +53,6 @@ class KVPersistence:
     _write_lock: Any
 
     def write_files(self, folder: Path) -> dict[str, Any]:
-        from safetensors.torch import save_file
-
         state = self._state
         if state is None:
             raise NoMemoryError("nothing to save: this memory is empty")
@@ -85,7 +84,7 @@ class KVPersistence:
         }
         # Reliability: the state fields also go into the tensor file (covered by its sha256),
         # so a manifest edited alone (window, next_position, documents ...) is refused.
-        save_file(tensors, str(folder / TENSORS_FILE), metadata=state_metadata(section))
+        write_tensors(folder / TENSORS_FILE, tensors, metadata=state_metadata(section))
         return section
 
     def read_files(self, folder: Path, section: Mapping[str, Any]) -> None:

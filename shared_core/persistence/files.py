@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
-import threading
+import stat
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +17,50 @@ from shared_core.errors import PersistenceError
 _MAX_JSON_BYTES = 64 * 1024 * 1024
 
 
+#: Flags of every read: never through a link, never blocking on a FIFO.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Flags of every file the library creates: a new name (``O_EXCL``: a planted file or link of
+#: that name is an error, never written through), never following a link.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_regular(path: Path, *, error: type[Exception] = PersistenceError, label: str = "") -> int:
+    """A read-only descriptor of ``path`` if it is a regular file (not a link, FIFO, device or
+    folder): opened without following a link and without blocking, then checked."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error(f"{label}{path} is a symbolic link: refused") from None
+        raise error(f"{label}{path} cannot be read: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a FIFO or device?)"
+        raise error(f"{label}{path} is {kind}: refused")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Make a regular file durable (a link, FIFO or device is refused)."""
+    fd = open_regular(path)
     try:
         os.fsync(fd)
     finally:
@@ -31,27 +68,52 @@ def fsync_dir(path: Path) -> None:
 
 
 def fsync_tree(path: Path) -> None:
+    """Make every file of ``path`` (a folder of plain files only) and the folder durable."""
     for item in path.iterdir():
-        if item.is_file():
-            with item.open("rb") as f:
-                os.fsync(f.fileno())
+        fsync_file(item)
     fsync_dir(path)
 
 
-def file_mode(folder: Path) -> int:
-    """The mode a new file gets here under the process umask (``0o666 & ~umask``), read from a
-    probe file so no process-wide umask is changed."""
-    probe = folder / f".mode-probe-{os.getpid()}-{threading.get_ident()}"
-    fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+def write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` and write ``data``, with mode ``0o666`` minus the umask. The name must
+    be new: an existing file or a planted symbolic link there is refused, never written
+    through or truncated. A full disk or a file-size limit (``EFBIG``) raises
+    ``PersistenceError`` naming the file."""
     try:
-        return os.fstat(fd).st_mode & 0o777
-    finally:
-        os.close(fd)
-        probe.unlink()
+        fd = os.open(path, _CREATE_FLAGS, 0o666)
+    except FileExistsError:
+        raise PersistenceError(f"{path} already exists (planted?): refused") from None
+    except OSError as exc:
+        raise PersistenceError(f"cannot create {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise PersistenceError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, through a new temporary file renamed over it:
+    a link at ``path`` is replaced (the rename swaps the name), never written through."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    write_new(tmp, data)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise PersistenceError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def json_bytes(data: Any) -> bytes:
+    return json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True), "utf-8")
+    """Write ``data`` as a new JSON file (see ``write_new``)."""
+    write_new(path, json_bytes(data))
 
 
 def _no_constant(name: str) -> Any:
@@ -70,9 +132,7 @@ def parse_json(data: bytes, where: Path | str) -> Any:
 
 def read_json(path: Path, *, max_bytes: int = _MAX_JSON_BYTES) -> Any:
     """Read a JSON file with a size cap; errors name the file."""
-    if path.is_symlink():
-        raise PersistenceError(f"{path} is a symbolic link: refused")
-    if not path.is_file():
+    if not path.is_symlink() and not path.exists():
         raise PersistenceError(f"{path} is missing")
     return parse_json(read_capped(path, max_bytes), path)
 
@@ -81,12 +141,18 @@ def read_capped(
     path: Path, max_bytes: int, *, error: type[Exception] = PersistenceError, label: str = ""
 ) -> bytes:
     """The bytes of ``path``, read no further than the cap; a file that cannot be read or is
-    over ``max_bytes`` raises ``error`` naming it (after ``label``, e.g. a CLI option)."""
-    try:
-        with path.open("rb") as f:
+    over ``max_bytes`` raises ``error`` naming it (after ``label``, e.g. a CLI option). A link,
+    FIFO or device (``/dev/zero``) is refused before a byte is read; a file over the cap is
+    refused from its size, and never more than ``max_bytes + 1`` bytes are read."""
+    fd = open_regular(path, error=error, label=label)
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(fd).st_size
+        if size > max_bytes:
+            raise error(f"{label}{path} is {size:,} bytes, over the {max_bytes:,}-byte cap")
+        try:
             data = f.read(max_bytes + 1)
-    except OSError as exc:
-        raise error(f"{label}{path} cannot be read: {exc}") from None
+        except OSError as exc:
+            raise error(f"{label}{path} cannot be read: {exc.strerror or exc}") from None
     if len(data) > max_bytes:
         raise error(f"{label}{path} is over the {max_bytes:,}-byte cap")
     return data

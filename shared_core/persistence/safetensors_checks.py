@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_core.errors import PersistenceError
-from shared_core.persistence.files import is_int, parse_json, short
+from shared_core.persistence.files import is_int, parse_json, short, write_new
 
 _WIDTHS = {
     "F64": 8,
@@ -93,3 +93,15 @@ def check_safetensors_header(path: Path, *, max_header: int = 16 * 1024 * 1024) 
             "padded)"
         )
     return header
+
+
+def write_tensors(
+    path: Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> int:
+    """Write torch ``tensors`` as a new safetensors file (``write_new``: never through a link,
+    mode 0o666 minus the umask); returns its size in bytes."""
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    write_new(path, data)
+    return len(data)

@@ -15,17 +15,26 @@ manifest does not list. Nothing is ever written while reading. See ``docs/reliab
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from shared_core.errors import InputError, PersistenceError, StaleSnapshotError
-from shared_core.persistence.files import file_mode, fsync_dir, fsync_tree, read_json
+from shared_core.persistence.files import (
+    fsync_dir,
+    fsync_file,
+    fsync_tree,
+    open_regular,
+    read_json,
+    write_new,
+)
 from shared_core.persistence.manifest import MANIFEST, read_manifest, verify_files
 
 _POINTER = "CURRENT"
@@ -33,6 +42,7 @@ _SNAPSHOT = re.compile(r"^snap-[0-9a-f]{32}$")
 _MAX_POINTER_BYTES = 256
 #: How often a load starts again when a concurrent save replaced the snapshot it was reading.
 _READ_ATTEMPTS = 3
+_LOCK_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 T = TypeVar("T")
 
 
@@ -48,13 +58,11 @@ class SaveDir:
     def current(self) -> Path | None:
         """The live snapshot folder, or ``None`` if nothing was ever committed here."""
         pointer = self.root / _POINTER
-        if not pointer.is_file():
+        if not pointer.is_symlink() and not pointer.exists():
             return None
-        try:
-            with pointer.open("rb") as f:
-                raw = f.read(_MAX_POINTER_BYTES)
-        except OSError as exc:
-            raise PersistenceError(f"{pointer} cannot be read: {exc}") from None
+        # Reliability: CURRENT is read without following a link or blocking on a FIFO.
+        with os.fdopen(open_regular(pointer), "rb") as f:
+            raw = f.read(_MAX_POINTER_BYTES)
         name = raw.decode("utf-8", errors="replace").strip()
         if not _SNAPSHOT.match(name):
             raise PersistenceError(f"{pointer} names {name[:80]!r}, not a snapshot of this format")
@@ -129,36 +137,39 @@ class SaveDir:
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock():  # one writer at a time, across threads and processes
             self._check_target(lineage, overwrite, known)  # again under the lock
-            self._clean_leftovers()
+            old = self._live()
+            self._clean_leftovers(old)
             name = f"snap-{uuid.uuid4().hex}"
             staging = self.root / f".staging-{name}"
-            staging.mkdir()
+            staging.mkdir()  # a new name: a planted file or link of that name is an error
             try:
                 yield staging
                 if not (staging / MANIFEST).is_file():
                     raise PersistenceError("internal: a snapshot was staged without a manifest")
-                # Reliability: one mode for every file (0o666 minus the umask), whatever the
-                # writer used (safetensors writes 0600), so another user can serve the memory.
-                mode = file_mode(staging)
-                for item in staging.iterdir():
-                    item.chmod(mode)
+                # Reliability: every file was created new by ``write_new`` (mode 0o666 minus
+                # the umask, never through a link); fsync_tree refuses anything else.
                 fsync_tree(staging)
                 final = self.root / name
                 staging.rename(final)
                 fsync_dir(self.root)  # the snapshot is durable before CURRENT names it
-                old = self.current()
-                tmp = self.root / f".{_POINTER}.tmp"
-                tmp.write_text(name, "utf-8")
-                tmp.chmod(mode)
-                with tmp.open("rb") as f:
-                    os.fsync(f.fileno())
-                tmp.replace(self.root / _POINTER)
+                # A new temporary name (O_EXCL, no link followed), renamed over CURRENT: a
+                # planted .CURRENT.tmp or a CURRENT that is a link is replaced, never written.
+                tmp = self.root / f".{_POINTER}.tmp-{uuid.uuid4().hex}"
+                write_new(tmp, name.encode("utf-8"))
+                fsync_file(tmp)
+                os.replace(tmp, self.root / _POINTER)
                 fsync_dir(self.root)
-            except BaseException:
+            except BaseException as exc:
                 shutil.rmtree(staging, ignore_errors=True)
+                if isinstance(exc, OSError) and not isinstance(exc, PersistenceError):
+                    # Reliability: a full disk or a file-size limit, named; the old save stays.
+                    raise PersistenceError(
+                        f"cannot write the save to {self.root}: {exc.strerror or exc}; the "
+                        "previous save (if any) is intact"
+                    ) from None
                 raise
             self.committed = name
-            if old is not None and old.name != name:
+            if old is not None and old.name != name and not old.is_symlink():
                 shutil.rmtree(old, ignore_errors=True)
 
     def _check_target(self, lineage: str, overwrite: bool, known: Collection[str]) -> None:
@@ -168,12 +179,27 @@ class SaveDir:
             raise InputError(f"save directory {self.root} is a file")
         try:
             snap = self.current()
-        except PersistenceError:
-            snap = None
+        except PersistenceError as exc:
+            # Reliability: a garbage CURRENT is refused before anything is deleted.
+            if overwrite:
+                return
+            raise PersistenceError(
+                f"{exc}; the save directory {self.root} is damaged: repair or remove "
+                f"{self.root / _POINTER}, or pass overwrite=True (CLI: --overwrite) to replace "
+                "everything in it"
+            ) from None
         if snap is None:
-            ours = {p.name for p in self.root.iterdir() if not p.name.startswith(".")}
-            ours -= {_POINTER}
-            ours = {n for n in ours if not _SNAPSHOT.match(n)}
+            names = {p.name for p in self.root.iterdir() if not p.name.startswith(".")}
+            snapshots = sorted(n for n in names if _SNAPSHOT.match(n))
+            if snapshots and not overwrite:
+                # Reliability: a snapshot without CURRENT (deleted, or a first save cut short)
+                # may be the only copy of a memory: never deleted as an orphan unasked.
+                raise InputError(
+                    f"save directory {self.root} holds the snapshot {snapshots[0]} but no "
+                    f"{_POINTER} file naming it (deleted, or a save was interrupted); pass "
+                    "overwrite=True (CLI: --overwrite) to replace it, or restore CURRENT"
+                )
+            ours = {n for n in names - {_POINTER} if not _SNAPSHOT.match(n)}
             if ours and not overwrite:
                 raise InputError(
                     f"save directory {self.root} is not empty and holds no memory "
@@ -206,18 +232,32 @@ class SaveDir:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        with (self.root / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        path = self.root / ".lock"
+        # Reliability: the lock is opened without following a link and without blocking (a
+        # FIFO planted as .lock would block forever), and must be a regular file.
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _LOCK_FLAGS, 0o666)
+        except OSError as exc:
+            what = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+            raise PersistenceError(f"{path} cannot be a lock: {what}; remove it") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PersistenceError(f"{path} is not a regular file (a FIFO?): remove it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
-    def _clean_leftovers(self) -> None:
-        live = None
-        with contextlib.suppress(PersistenceError):
-            live = self.current()
+    def _clean_leftovers(self, live: Path | None) -> None:
         for item in self.root.iterdir():
+            if item.is_symlink():
+                continue  # never followed, and not ours: left alone
+            if item.name.startswith(f".{_POINTER}.tmp"):
+                item.unlink(missing_ok=True)  # a crash between writing it and the rename
+                continue
             stale_stage = item.name.startswith(".staging-snap-")
             orphan = _SNAPSHOT.match(item.name) and (live is None or item != live)
             if item.is_dir() and (stale_stage or orphan):

@@ -18,6 +18,7 @@ import numpy as np
 from safetensors.numpy import save as save_safetensors
 
 from shared_core.errors import IncompatibleMemoryError, PersistenceError
+from shared_core.persistence.files import write_new
 from shared_core.retrieval.embeddings import Embedder
 from shared_core.types import Chunk, Passage
 
@@ -68,7 +69,7 @@ def write_index_files(
     vector_bytes = save_safetensors({"vectors": vectors}, metadata={"format": FORMAT})
     files = {}
     for name, data in ((VECTORS_FILE, vector_bytes), (CHUNKS_FILE, chunks_bytes)):
-        (folder / name).write_bytes(data)
+        write_new(folder / name, data)
         files[name] = hashlib.sha256(data).hexdigest()
     return {
         "files": files,

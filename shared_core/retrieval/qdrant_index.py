@@ -13,6 +13,7 @@ already holds points is never written into.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from shared_core.errors import InputError
+from shared_core.errors import InputError, PersistenceError
 from shared_core.extras import import_extra
 from shared_core.retrieval.chunk_store import ChunkStore
 from shared_core.retrieval.embeddings import Embedder
@@ -62,7 +63,22 @@ def connect(
         client_kwargs = {"path": str(path)}
     else:
         client_kwargs = {"location": location or ":memory:"}
-    return _qdrant().QdrantClient(**client_kwargs)
+    qdrant = _qdrant()
+    try:
+        return qdrant.QdrantClient(**client_kwargs)
+    except Exception as exc:  # sqlite3.DatabaseError, a lock held elsewhere, a bad URL ...
+        where = f"the Qdrant folder {path}" if path is not None else f"Qdrant at {url or location}"
+        raise PersistenceError(
+            f"{where} cannot be opened ({type(exc).__name__}: {exc}); a corrupt or foreign "
+            "folder? pass another path= or remove it"
+        ) from None
+
+
+def reload_collection(directory: str | Path) -> str:
+    """The one collection name loads of the save in ``directory`` use in a local folder: each
+    reload replaces it, so reloading never adds a collection."""
+    root = Path(directory).resolve().parent  # the snapshot's save directory
+    return f"memorag-save-{hashlib.sha256(str(root).encode()).hexdigest()[:16]}"
 
 
 class QdrantIndex(ChunkStore):
@@ -82,6 +98,7 @@ class QdrantIndex(ChunkStore):
         *,
         client: Any = None,
         collection: str | None = None,
+        replace: bool = False,
         **connection: Any,
     ) -> None:
         if client is not None and connection:
@@ -92,7 +109,17 @@ class QdrantIndex(ChunkStore):
         if not isinstance(self.collection, str) or not self.collection.strip():
             raise InputError(f"collection must be a non-empty string, got {collection!r}")
         self._dim: int | None = None
-        if self.client.collection_exists(self.collection):
+        try:
+            exists = self.client.collection_exists(self.collection)
+            if exists and replace:
+                self.client.delete_collection(self.collection)
+                exists = False
+        except Exception as exc:  # a corrupt local folder fails on first use
+            raise PersistenceError(
+                f"Qdrant {connection or 'client'}: collection {self.collection!r} cannot be "
+                f"read ({type(exc).__name__}: {exc})"
+            ) from None
+        if exists:
             points = self.client.count(self.collection, exact=True).count
             if points:
                 raise InputError(
@@ -172,6 +199,22 @@ class QdrantIndex(ChunkStore):
         ]
 
     # ------------------------------------------------------------------ persistence
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        embedder: Embedder,
+        *,
+        expected: Mapping[str, Any] | None = None,
+        **store: Any,
+    ) -> QdrantIndex:
+        """A saved index uploaded into Qdrant. In a local folder (``path=``) without a
+        ``collection=``, each reload of one save replaces its one collection there (a fresh
+        collection per reload would pile up, never removed)."""
+        if store.get("path") is not None and store.get("collection") is None:
+            store = {**store, "collection": reload_collection(directory), "replace": True}
+        return super().load(directory, embedder, expected=expected, **store)
 
     def save(
         self, directory: str | Path, *, chunking: Mapping[str, int] | None = None

@@ -49,6 +49,7 @@ from shared_core.memory.beacon.model import BeaconForCausalLM
 from shared_core.memory.beacon.state import BeaconState, plan_chunk
 from shared_core.memory.entry_map import TokenMap, build_token_map
 from shared_core.models.chat_format import ChatFormat
+from shared_core.persistence.safetensors_checks import write_tensors
 
 Head = tuple[int, int]
 TOKEN_FILE = "beacon_tokens.safetensors"
@@ -100,9 +101,7 @@ def write_token_map(folder: Path, token_map: TokenMap | None) -> dict[str, Any]:
     """Save the map beside the state; the manifest fields that name it (none without one)."""
     if token_map is None:
         return {}
-    from safetensors.torch import save_file
-
-    save_file(token_map.tensors(), str(folder / TOKEN_FILE))
+    write_tensors(folder / TOKEN_FILE, token_map.tensors())
     return {"token_map": {"file": TOKEN_FILE, "tokens": len(token_map)}}
 
 

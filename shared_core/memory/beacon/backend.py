@@ -46,6 +46,7 @@ from shared_core.memory.reading import (
 from shared_core.models.chat_format import ChatFormat, frame_texts
 from shared_core.models.decoding import ConstrainedGeneration, RunRequest, eos_ids
 from shared_core.models.loading import tokenizer_fingerprint
+from shared_core.persistence.safetensors_checks import write_tensors
 
 
 @dataclass(frozen=True)
@@ -318,12 +319,10 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
         }
 
     def write_files(self, folder: Path) -> dict[str, Any]:
-        from safetensors.torch import save_file
-
         snap = self._snap
         if snap is None:
             raise NoMemoryError("nothing to save: this memory is empty")
-        save_file(state_tensors(snap.text), str(folder / TENSORS))
+        write_tensors(folder / TENSORS, state_tensors(snap.text))
         return {
             "backend": self.backend,
             **self.identity(),
