@@ -22,9 +22,10 @@ from shared_core.clues.keys import NO_CLUES_NOTE, clue_notes, retrieval_keys
 from shared_core.clues.writers import CopyingClueWriter
 from shared_core.config import MemoRAGConfig
 from shared_core.heads.candidates import MemoryTextCache
-from shared_core.heads.route import IN_MEMORY_KEY, AttentionRoute, RoutePlan
+from shared_core.heads.route import AttentionRoute, RoutePlan
 from shared_core.inputs import check_k
 from shared_core.parts import Parts
+from shared_core.retrieval.external import IN_MEMORY_KEY
 from shared_core.retrieval.fusion import fuse, relevance_scores
 from shared_core.retrieval.relevance import Relevance
 from shared_core.retrieval.search import asearch_all, corpus_size, search_all
@@ -100,9 +101,7 @@ class Retriever:
             anchor=self.config.anchor_clues,
         )
 
-    def depth(
-        self, k: int, search_k: int | None, plan: RoutePlan | None, size: int | None
-    ) -> int:
+    def depth(self, k: int, search_k: int | None, plan: RoutePlan | None, size: int | None) -> int:
         """Each search's depth: ``search_k``, else the config's, else ``max(k, ret_hit)``;
         on the heads route at least ``candidate_k`` (the candidates the heads re-rank)."""
         given = check_k(search_k, name="search_k") if search_k is not None else None
@@ -227,7 +226,8 @@ class Retriever:
         cfg = self.config
         method = plan.fusion if plan is not None else cfg.fusion.replace("auto", "interleave")
         if method == "zscore":  # a back-end that gives no scores: the relevance of its hits
-            lists = [self._scored(index, key.text, hits) for key, hits in zip(keys, lists)]
+            pairs = zip(keys, lists, strict=True)
+            lists = [self._scored(index, key.text, hits) for key, hits in pairs]
         pairs = list(zip(keys, lists, strict=True))
         size = cfg.ret_hit if method == "union" else k
         fused = fuse(pairs, size, method=method, rrf_k=cfg.rrf_k, scores="fusion")

@@ -105,9 +105,9 @@ class MemoryText:
             i = self.order.get(doc_id)
             if i is None:
                 continue
-            if _is_int(start) and _is_int(end) and 0 <= start < end <= self.chars[i]:
-                if not self.has_text[i] or _norm(self.texts[i][start:end]) == wanted:
-                    return Span(i, start, end)
+            fits = _is_int(start) and _is_int(end) and 0 <= start < end <= self.chars[i]
+            if fits and (not self.has_text[i] or _norm(self.texts[i][start:end]) == wanted):
+                return Span(i, start, end)
             found = self._find_in(i, wanted) if wanted and self.has_text[i] else None
             if found is not None:
                 return found

@@ -4,11 +4,11 @@ For a query, the memory runs one pass with the selected heads (``entry_attention
 head's calibrated mass on the kept entries is summed over the entries that came from each
 candidate's span of memorized text (a chunk of the engine's index, or a passage any store
 returned, located by ``heads/candidates.py``), z-normalised over the candidates (so every head
-counts alike), and the heads' z-scores are averaged. How much the heads agree on a query (``agreement``: the mean
-correlation between the heads' per-chunk scores) sets how much their list counts in fusion
-(``route.AttentionRoute``). Works over any ``AttentionMemory``: full or compressed KV
-(absolute or compact positions) and the beacon memory, after ``add`` and after a reload:
-every kept entry keeps the text position it was read from.
+counts alike), and the heads' z-scores are averaged. How much the heads agree on a query
+(``agreement``: the mean correlation between the heads' per-chunk scores) sets how much
+their list counts in fusion (``route.AttentionRoute``). Works over any ``AttentionMemory``:
+full or compressed KV (absolute or compact positions) and the beacon memory, after ``add``
+and after a reload: every kept entry keeps the text position it was read from.
 """
 
 from __future__ import annotations

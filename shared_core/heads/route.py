@@ -41,8 +41,6 @@ from shared_core.memory.attention_memory import AttentionMemory
 from shared_core.retrieval.vector_index import VectorIndex
 from shared_core.types import Hit, Passage
 
-#: Metadata key set to ``False`` on a candidate the memory never read.
-IN_MEMORY_KEY = "memorag_in_memory"
 _warned: set[str] = set()
 _warn_lock = threading.Lock()
 
