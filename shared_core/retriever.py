@@ -27,6 +27,7 @@ from shared_core.inputs import check_k
 from shared_core.parts import Parts
 from shared_core.retrieval.external import IN_MEMORY_KEY
 from shared_core.retrieval.fusion import fuse, relevance_scores
+from shared_core.retrieval.hybrid import HybridIndex
 from shared_core.retrieval.relevance import Relevance
 from shared_core.retrieval.search import asearch_all, corpus_size, search_all
 from shared_core.types import ChatTurn, Clue, Hit, Passage, RetrievalResult, ScoredPassage
@@ -227,11 +228,13 @@ class Retriever:
         method = plan.fusion if plan is not None else cfg.fusion.replace("auto", "interleave")
         if method == "zscore":  # a back-end that gives no scores: the relevance of its hits
             pairs = zip(keys, lists, strict=True)
-            lists = [self._scored(index, key.text, hits) for key, hits in pairs]
+            lists = [self._scored(index, key.text, hits, parts) for key, hits in pairs]
         pairs = list(zip(keys, lists, strict=True))
         size = cfg.ret_hit if method == "union" else k
         fused = fuse(pairs, size, method=method, rrf_k=cfg.rrf_k, scores="fusion")
-        fused = self._relevant(index, _relevance_query(query, keys), fused, method != "union")
+        rel_query = _relevance_query(query, keys)
+        known = self._known_cosines(index, backend, rel_query, pairs, fused, parts)
+        fused = self._relevant(index, rel_query, fused, method != "union", known)
         if missing:
             fused = [_marked(p) if p.passage.id in missing else p for p in fused]
         timings["fusion"] = time.perf_counter() - started
@@ -255,26 +258,84 @@ class Retriever:
             notes=(plan.notes if plan is not None else ()) + tuple(notes),
         )
 
-    def _scored(self, index: Any, text: str, hits: Sequence[Hit]) -> list[Hit]:
+    def _scored(self, index: Any, text: str, hits: Sequence[Hit], parts: Parts | None) -> list[Hit]:
         """``hits`` with a missing (non-finite) score replaced by the passage's relevance to
         ``text``."""
         lacking = [h.passage for h in hits if not math.isfinite(h.score)]
         if not lacking:
             return list(hits)
-        sims = self.relevance.scores(index.embedder, text, lacking)
+        sims = self._own_cosines(index, text, lacking, parts)
+        need = [p for p in lacking if p.id not in sims]
+        sims.update(self.relevance.scores(index.embedder, text, need))
         return [h if math.isfinite(h.score) else replace(h, score=sims[h.passage.id]) for h in hits]
 
     def _relevant(
-        self, index: Any, query: str, fused: Sequence[ScoredPassage], monotone: bool
+        self,
+        index: Any,
+        query: str,
+        fused: Sequence[ScoredPassage],
+        monotone: bool,
+        known: dict[str, float],
     ) -> list[ScoredPassage]:
-        """The fused passages, scored by their cosine similarity to ``query``."""
-        sims = self.relevance.scores(index.embedder, query, [p.passage for p in fused])
+        """The fused passages, scored by their cosine similarity to ``query`` (``known``:
+        similarities already computed; the rest are embedded)."""
+        need = [p.passage for p in fused if p.passage.id not in known]
+        sims = {**known, **self.relevance.scores(index.embedder, query, need)}
         return relevance_scores(fused, (), sims, monotone=monotone)
+
+    def _known_cosines(
+        self,
+        index: Any,
+        backend: object,
+        query: str,
+        pairs: Sequence[tuple[Clue, Sequence[Hit]]],
+        fused: Sequence[ScoredPassage],
+        parts: Parts | None,
+    ) -> dict[str, float]:
+        """Query-passage cosines the own dense index already gives, without embedding a
+        passage: the query's own hits when it was the back-end, else one search of it for a
+        store's passages that are the index's chunks (located in the memory)."""
+        dense = index.inner if isinstance(index, HybridIndex) else index
+        if backend is dense:
+            return {
+                h.passage.id: h.score
+                for clue, hits in pairs
+                if clue.text == query and clue.kind in ("query", "history")
+                for h in hits
+                if math.isfinite(h.score)
+            }
+        return self._own_cosines(index, query, [p.passage for p in fused], parts)
+
+    def _own_cosines(
+        self, index: Any, query: str, passages: Sequence[Passage], parts: Parts | None
+    ) -> dict[str, float]:
+        """Cosines of ``passages`` that are chunks of the own dense index (located in the
+        memory), from one search of it."""
+        dense = index.inner if isinstance(index, HybridIndex) else index
+        if parts is None or not passages or not len(dense):
+            return {}
+        depth = min(len(dense), max(self.config.candidate_k, len(passages)))
+        own = {_span_of(h.passage): h.score for h in dense.search(query, depth)}
+        documents = parts.memory.documents
+        text = self.memory_text.get(index, documents) if documents else None
+        known: dict[str, float] = {}
+        for passage in passages:
+            span = text.locate(passage) if text is not None else None
+            if span is not None:
+                key = (str(documents[span.doc]["doc_id"]), span.start, span.end)
+                if key in own:
+                    known[passage.id] = own[key]
+        return known
 
 
 def _relevance_query(query: str, keys: Sequence[Clue]) -> str:
     """What relevance is measured against: a follow-up's standalone rewrite, else the query."""
     return next((c.text for c in keys if c.kind == "history"), query)
+
+
+def _span_of(passage: Passage) -> tuple[str, Any, Any]:
+    meta = passage.metadata
+    return (str(meta.get("doc_id")), meta.get("start"), meta.get("end"))
 
 
 def _marked(scored: ScoredPassage) -> ScoredPassage:
