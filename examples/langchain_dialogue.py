@@ -33,7 +33,7 @@ def main() -> None:
     row = next(r for r in rows if r["id"] == ROW_ID)
     engine = MemoRAG()  # embedded default models, offline
     engine.memorize([{"text": p["text"], "doc_id": p["doc_id"]} for p in row["paragraphs"]])
-    retriever = MemoRAGRetriever(engine=engine, k=3)
+    retriever = MemoRAGRetriever(engine=engine, k=3, query_metadata=True)
     llm = MemoryLLM(engine=engine, max_tokens=48)
 
     history: list[BaseMessage] = []

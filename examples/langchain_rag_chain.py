@@ -109,7 +109,7 @@ def main() -> None:
     show("before: plain dense retriever", dense, llm, row)
     show(
         "after: MemoRAGRetriever over it",
-        MemoRAGRetriever(engine=engine, base_retriever=dense, k=K),
+        MemoRAGRetriever(engine=engine, base_retriever=dense, k=K, query_metadata=True),
         llm,
         row,
     )

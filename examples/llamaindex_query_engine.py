@@ -83,11 +83,11 @@ def main() -> None:
     ]
     index = VectorStoreIndex(nodes, embed_model=MiniLMEmbedding())  # never the OpenAI default
 
-    # Memorizes the index's nodes with MemoRAG(mem_model_name_or_path=model) and searches the
-    # index's own retriever once per clue.
+    # Memorizes the index's nodes with MemoRAG(mem_model_name_or_path=model); the memory's
+    # heads re-rank what the index returns.
     model = sys.argv[1] if len(sys.argv) > 1 else None  # None: the embedded default
     memorag = MemoRAGRetriever.from_defaults(
-        index=index, similarity_top_k=K, mem_model_name_or_path=model
+        index=index, similarity_top_k=K, mem_model_name_or_path=model, query_metadata=True
     )
     llm = MemoryLLM(engine=memorag.engine, num_output=32)
 

@@ -1,9 +1,11 @@
-"""LangChain retriever over a MemoRAG engine: memory-written clues, one search each, fused to k.
+"""LangChain retriever over a MemoRAG engine: the memory's heads (or clues) over any store.
 
-The retriever only translates types. The engine writes the clues, runs one search per clue
-(over its own index, or over any LangChain retriever passed as ``base_retriever``) and fuses
-the hit lists into exactly ``min(k, corpus)`` passages; this module turns those passages into
-LangChain ``Document``s with provenance in their metadata.
+The retriever only translates types. The engine searches its own index, or any LangChain
+retriever passed as ``base_retriever`` (a vector store's ``as_retriever()``, BM25, ...), lets
+the memory's retrieval heads re-rank what the searches returned, and fuses the lists into
+exactly ``min(k, corpus)`` passages; this module turns those passages into LangChain
+``Document``s. A vector store's retriever (``search_type="similarity"``) is asked for its
+relevance scores, so the store's own scores take part in fusion.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from pydantic import ConfigDict, Field
 
 from langchain_memorag.chat_models import to_chat_turns
 from shared_core.errors import NoMemoryError
-from shared_core.retrieval.external import ExternalSearch, Ranked, provenance_metadata
+from shared_core.retrieval.external import ExternalSearch, Ranked, located, passage_metadata
 from shared_core.types import Passage, ScoredPassage
 
 if TYPE_CHECKING:
@@ -64,14 +67,23 @@ def _passage_id(doc: Document) -> str:
     return f"lc-{digest}"
 
 
+def _passage(doc: Document) -> Passage:
+    """A LangChain document as an engine passage (the document rides along as the payload);
+    a text splitter's ``start_index`` tells the heads where it lies in its document."""
+    start = doc.metadata.get("start_index")
+    end = start + len(doc.page_content) if isinstance(start, int) else None
+    meta = located(doc.metadata, start=start, end=end)
+    return Passage(id=_passage_id(doc), text=doc.page_content, metadata=meta, payload=doc)
+
+
 def _ranked(docs: Sequence[Document]) -> list[Ranked]:
-    """LangChain documents (rank order, no scores) -> engine items; the document rides along."""
-    return [
-        Ranked(
-            Passage(id=_passage_id(d), text=d.page_content, metadata=dict(d.metadata), payload=d)
-        )
-        for d in docs
-    ]
+    """LangChain documents (rank order, no scores) -> engine items."""
+    return [Ranked(_passage(d)) for d in docs]
+
+
+def _scored(pairs: Sequence[tuple[Document, float]]) -> list[Ranked]:
+    """A vector store's ``(document, relevance score)`` pairs -> engine items."""
+    return [Ranked(_passage(d), float(score)) for d, score in pairs]
 
 
 class _LangChainSource:
@@ -85,11 +97,26 @@ class _LangChainSource:
         self.takes_k = _accepts_k(retriever._get_relevant_documents)
         self.atakes_k = self.takes_k and _accepts_k(retriever._aget_relevant_documents)
 
+        self.store = _plain_store(retriever)
+
     def fetch(self, query: str, depth: int) -> list[Ranked]:
+        if self.store is not None:
+            kwargs = {**self.retriever.search_kwargs, "k": depth}  # type: ignore[union-attr]
+            try:
+                return _scored(self.store.similarity_search_with_relevance_scores(query, **kwargs))
+            except NotImplementedError:  # the store has no relevance scale: rank only
+                self.store = None
         extra = {"k": depth} if self.takes_k else {}
         return _ranked(self.retriever.invoke(query, config={"callbacks": self.callbacks}, **extra))
 
     async def afetch(self, query: str, depth: int) -> list[Ranked]:
+        if self.store is not None:
+            kwargs = {**self.retriever.search_kwargs, "k": depth}  # type: ignore[union-attr]
+            try:
+                found = await self.store.asimilarity_search_with_relevance_scores(query, **kwargs)
+                return _scored(found)
+            except NotImplementedError:  # the store has no relevance scale: rank only
+                self.store = None
         if self.takes_k and not self.atakes_k:
             # Only the sync method takes k (LangChain's default async one does not): run it in
             # a thread, so the depth is the same whichever way the adapter is called.
@@ -99,23 +126,41 @@ class _LangChainSource:
         return _ranked(await self.retriever.ainvoke(query, config=config, **extra))
 
 
-def _to_document(scored: ScoredPassage) -> Document:
-    """An engine result -> a new LangChain ``Document`` with provenance metadata."""
+def _plain_store(retriever: BaseRetriever) -> VectorStore | None:
+    """The vector store behind a plain similarity retriever (its scores can be asked for)."""
+    if isinstance(retriever, VectorStoreRetriever) and retriever.search_type == "similarity":
+        return retriever.vectorstore
+    return None
+
+
+def _to_document(scored: ScoredPassage, per_query: bool) -> Document:
+    """An engine result -> a new LangChain ``Document``: a store's document keeps its id and
+    metadata; an engine chunk gets its chunk id and position. ``per_query`` adds
+    ``relevance_score`` and the clues that found it."""
     passage = scored.passage
     original = passage.payload if isinstance(passage.payload, Document) else None
     base = original.metadata if original is not None else passage.metadata
-    metadata = {**provenance_metadata(scored, base), "relevance_score": float(scored.score)}
+    metadata = passage_metadata(scored, base, own=original is None, per_query=per_query)
+    if per_query:
+        metadata["relevance_score"] = float(scored.score)
     if original is not None:
         return original.model_copy(update={"id": passage.id, "metadata": metadata})
     return Document(page_content=passage.text, metadata=metadata, id=passage.id)
 
 
 class MemoRAGRetriever(BaseRetriever):
-    """Retrieve with clues written by a MemoRAG memory, fused into exactly ``k`` documents.
+    """Retrieve with a MemoRAG memory (its retrieval heads, or its clues), fused into exactly
+    ``k`` documents, over the engine's own index or any LangChain retriever.
 
-    Each returned ``Document`` has ``id`` set to the passage id and these metadata keys:
-    ``relevance_score`` (fused score), ``memorag_clues`` / ``memorag_clue_kinds`` (the clues
-    that found it), and ``source_id`` (the chunk id, unless the document already had one).
+    A document from ``base_retriever`` comes back as a copy with its own id and metadata
+    (plus ``memorag_in_memory=False`` when the memory never read it); one from the engine's
+    index has its chunk id as ``id`` and ``source_id``, ``doc_id``, ``start``, ``end``,
+    ``chunk_id`` in its metadata. The metadata is the same whatever the query, so
+    ``MultiQueryRetriever`` and ``EnsembleRetriever`` merge the same passage found twice.
+    ``query_metadata=True`` adds per-query keys: ``relevance_score`` (the passage's cosine
+    similarity to the query under the engine's embedder, in [-1, 1], falling down the list)
+    and ``memorag_clues`` / ``memorag_clue_kinds`` (what found it); ``score_threshold`` drops
+    documents whose relevance is below it.
     Per call: ``invoke(q, k=3)`` changes k; ``invoke(q, history=messages)`` passes earlier chat
     messages so the memory can resolve a follow-up ("Did he ...?") before writing clues.
 
@@ -125,7 +170,11 @@ class MemoRAGRetriever(BaseRetriever):
         base_retriever: Optional LangChain retriever searched once per clue instead of the
             engine's own index; its documents (and metadata) come back as copies.
         search_k: Depth of each search (the query's and every clue's), over the engine's own
-            index or ``base_retriever`` alike; default the engine's ``max(k, ret_hit)``.
+            index or ``base_retriever`` alike; default the engine's ``max(k, ret_hit)``, and at
+            least the engine's ``candidate_k`` on the heads route.
+        query_metadata: Add per-query metadata (``relevance_score``, clues); off by default so
+            that framework de-duplication sees the same passage as equal.
+        score_threshold: Drop documents whose relevance to the query is below this.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -134,6 +183,8 @@ class MemoRAGRetriever(BaseRetriever):
     k: int = Field(default=4, ge=1)
     base_retriever: BaseRetriever | None = None
     search_k: int | None = Field(default=None, ge=1)
+    query_metadata: bool = False
+    score_threshold: float | None = None
 
     # -- construction ------------------------------------------------------------------------
 
@@ -150,19 +201,34 @@ class MemoRAGRetriever(BaseRetriever):
         *,
         k: int = 4,
         llm: BaseChatModel | None = None,
+        vectorstore: VectorStore | None = None,
+        ids: Sequence[str] | None = None,
         **engine_kwargs: Any,
     ) -> MemoRAGRetriever:
         """Build a ``MemoRAG`` engine (``engine_kwargs``), memorize ``texts`` and wrap it.
 
         ``llm``: a LangChain chat model that writes the (gist) memory, the clues and answers.
+        ``vectorstore``: also add the texts to this store (with the same ``ids``, default
+        ``doc-0``, ``doc-1``, ...) and search it instead of the engine's own index; the heads
+        re-rank what it returns.
         """
         from shared_core.types import Document as CoreDocument
 
         if metadatas is not None and len(metadatas) != len(texts):
             raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
         metas = metadatas if metadatas is not None else [{}] * len(texts)
-        docs = [CoreDocument(text=t, metadata=dict(m)) for t, m in zip(texts, metas, strict=True)]
-        return cls._memorize(docs, k=k, engine_kwargs=engine_kwargs, llm=llm)
+        names = list(ids) if ids is not None else [f"doc-{i}" for i in range(len(texts))]
+        docs = [
+            CoreDocument(text=t, doc_id=n, metadata=dict(m))
+            for t, n, m in zip(texts, names, metas, strict=True)
+        ]
+        retriever = cls._memorize(docs, k=k, engine_kwargs=engine_kwargs, llm=llm)
+        if vectorstore is not None:
+            vectorstore.add_texts(list(texts), metadatas=[dict(m) for m in metas], ids=names)
+            retriever.base_retriever = vectorstore.as_retriever()
+        return retriever
 
     @classmethod
     def from_documents(
@@ -251,7 +317,7 @@ class MemoRAGRetriever(BaseRetriever):
         result: RetrievalResult = engine.retrieve(
             query, self.k if k is None else k, **self._options(run_manager, history)
         )
-        return [_to_document(p) for p in result.passages]
+        return self._documents(result)
 
     async def _aget_relevant_documents(
         self,
@@ -267,4 +333,9 @@ class MemoRAGRetriever(BaseRetriever):
         result: RetrievalResult = await engine.aretrieve(
             query, self.k if k is None else k, **self._options(run_manager, history)
         )
-        return [_to_document(p) for p in result.passages]
+        return self._documents(result)
+
+    def _documents(self, result: RetrievalResult) -> list[Document]:
+        cut = self.score_threshold
+        kept = [p for p in result.passages if cut is None or p.score >= cut]
+        return [_to_document(p, self.query_metadata) for p in kept]

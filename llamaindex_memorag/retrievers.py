@@ -1,9 +1,11 @@
-"""``MemoRAGRetriever``: MemoRAG clue-driven retrieval as a LlamaIndex ``BaseRetriever``.
+"""``MemoRAGRetriever``: MemoRAG retrieval (the memory's heads, or its clues) as a LlamaIndex
+``BaseRetriever``.
 
-The memory writes clues for the query, every clue (and the query, and any
-``QueryBundle.custom_embedding_strs``) is searched, and the engine fuses the hit lists into
-exactly ``min(similarity_top_k, corpus)`` nodes. The search back-end is the engine's own index,
-or any LlamaIndex retriever passed as ``base_retriever``.
+The query (and any ``QueryBundle.custom_embedding_strs``, and the clues on the clue route) is
+searched, the memory's retrieval heads re-rank what the searches returned, and the engine fuses
+the lists into exactly ``min(similarity_top_k, corpus)`` nodes. The search back-end is the
+engine's own index, a LlamaIndex index (``from_defaults(index=...)``) or any LlamaIndex
+retriever passed as ``base_retriever`` (a ``VectorStoreIndex``'s, BM25, ...).
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from llama_index.core.utils import print_text
 
 from shared_core.inputs import check_k
 from shared_core.retrieval.external import (
+    IN_MEMORY_KEY,
     PROVENANCE_KEYS,
     ExternalSearch,
     Ranked,
     RankedSource,
-    provenance_metadata,
+    located,
+    passage_metadata,
 )
 from shared_core.types import Document, Passage, RetrievalResult, ScoredPassage
 
@@ -52,20 +56,23 @@ MEMORAG_METADATA_KEYS: tuple[str, ...] = PROVENANCE_KEYS
 _ENGINE_METADATA_KEYS: tuple[str, ...] = ("doc_id", "chunk_id", "start", "end")
 
 
+def _passage(nws: NodeWithScore) -> Passage:
+    """A LlamaIndex result as an engine passage (the ``NodeWithScore`` rides along untouched);
+    its source document's id and char offsets tell the heads where it lies."""
+    node = nws.node
+    start = node.start_char_idx if isinstance(node, TextNode) else None
+    end = node.end_char_idx if isinstance(node, TextNode) else None
+    return Passage(
+        id=node.node_id,
+        text=node.get_content(metadata_mode=MetadataMode.NONE),
+        metadata=located(node.metadata, node.ref_doc_id, start, end),
+        payload=nws,
+    )
+
+
 def _ranked(nodes: Sequence[NodeWithScore]) -> list[Ranked]:
-    """LlamaIndex results -> engine items; each ``NodeWithScore`` rides along untouched."""
-    return [
-        Ranked(
-            Passage(
-                id=nws.node.node_id,
-                text=nws.node.get_content(metadata_mode=MetadataMode.NONE),
-                metadata=dict(nws.node.metadata),
-                payload=nws,
-            ),
-            None if nws.score is None else float(nws.score),
-        )
-        for nws in nodes
-    ]
+    """LlamaIndex results -> engine items."""
+    return [Ranked(_passage(nws), None if nws.score is None else float(nws.score)) for nws in nodes]
 
 
 class _RetrieverSource:
@@ -103,16 +110,18 @@ def _extend_unique(keys: Sequence[str], extra: Sequence[str]) -> list[str]:
     return [*keys, *(key for key in extra if key not in keys)]
 
 
-def _to_node(scored: ScoredPassage) -> NodeWithScore:
-    """Translate one fused passage into a ``NodeWithScore`` (a copy; inputs are never mutated)."""
+def _to_node(scored: ScoredPassage, per_query: bool) -> NodeWithScore:
+    """Translate one fused passage into a ``NodeWithScore`` (a copy; inputs are never mutated):
+    a store's node keeps its id and metadata (so its ``hash`` is the store's own), an engine
+    chunk gets its chunk id, position and ``SOURCE`` document; ``per_query`` adds the clues."""
     passage = scored.passage
     payload = passage.payload
     original = payload.node if isinstance(payload, NodeWithScore) else payload
     if isinstance(original, BaseNode):
         node = original.model_copy()
-        node.metadata = provenance_metadata(scored, original.metadata)
+        node.metadata = passage_metadata(scored, original.metadata, own=False, per_query=per_query)
         node.relationships = dict(original.relationships)
-        hidden: Sequence[str] = PROVENANCE_KEYS
+        hidden: Sequence[str] = (*PROVENANCE_KEYS, IN_MEMORY_KEY)
     else:
         metadata = dict(passage.metadata)
         doc_id = metadata.get("doc_id")
@@ -120,13 +129,13 @@ def _to_node(scored: ScoredPassage) -> NodeWithScore:
         node = TextNode(
             id_=passage.id,
             text=passage.text,
-            metadata=provenance_metadata(scored, metadata),
+            metadata=passage_metadata(scored, metadata, own=True, per_query=per_query),
             start_char_idx=start if isinstance(start, int) else None,
             end_char_idx=end if isinstance(end, int) else None,
         )
         if isinstance(doc_id, str) and doc_id != passage.id:
             node.relationships = {NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_id)}
-        hidden = (*PROVENANCE_KEYS, *_ENGINE_METADATA_KEYS)
+        hidden = (*PROVENANCE_KEYS, IN_MEMORY_KEY, *_ENGINE_METADATA_KEYS)
     node.excluded_embed_metadata_keys = _extend_unique(node.excluded_embed_metadata_keys, hidden)
     node.excluded_llm_metadata_keys = _extend_unique(node.excluded_llm_metadata_keys, hidden)
     return NodeWithScore(node=node, score=scored.score)
@@ -157,13 +166,19 @@ class MemoRAGRetriever(BaseRetriever):
             ``max(similarity_top_k, ret_hit)``. A ``base_retriever`` returns what it was built
             to return (LlamaIndex retrievers take no per-call depth) and is cut to this depth;
             ``from_defaults(index=...)`` asks the index for exactly this many nodes.
+        query_metadata: add per-query metadata to every node: ``memorag_clues`` /
+            ``memorag_clue_kinds`` (which clues found it, in fusion order). Off by default:
+            ``QueryFusionRetriever`` merges nodes by ``node.hash`` (text and metadata).
         callback_manager: LlamaIndex callback manager.
         verbose: print retrieval progress.
 
-    Every node's metadata gains ``memorag_clues`` / ``memorag_clue_kinds`` (which clues found
-    it, in fusion order) and ``source_id`` (the passage id, unless the metadata already has
-    one); these keys are excluded from embedding and LLM metadata. Nodes built from the
-    engine's own passages get a ``SOURCE`` relationship to their document (``ref_doc_id``).
+    A node's score is its relevance to the query: the cosine similarity under the engine's
+    embedder, in [-1, 1], on every route (a ``SimilarityPostprocessor`` cut-off means the same
+    for every query); scores fall down the list. A node from a LlamaIndex store keeps its id
+    and metadata (plus ``memorag_in_memory=False`` when the memory never read it). Nodes built
+    from the engine's own passages carry ``source_id`` (the chunk id), ``doc_id``, ``start``,
+    ``end``, ``chunk_id``, character offsets and a ``SOURCE`` relationship to their document
+    (``ref_doc_id``). The keys MemoRAG adds are excluded from embedding and LLM metadata.
     """
 
     def __init__(
@@ -173,6 +188,7 @@ class MemoRAGRetriever(BaseRetriever):
         base_retriever: BaseRetriever | None = None,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
         search_top_k: int | None = None,
+        query_metadata: bool = False,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -200,6 +216,7 @@ class MemoRAGRetriever(BaseRetriever):
         self._base_retriever = base_retriever
         self._similarity_top_k = similarity_top_k
         self._search_top_k = search_top_k
+        self._query_metadata = query_metadata
         source: RankedSource | None = None
         if isinstance(base_retriever, BaseRetriever):
             source = _RetrieverSource(base_retriever)
@@ -233,6 +250,8 @@ class MemoRAGRetriever(BaseRetriever):
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
         search_top_k: int | None = None,
         engine: RetrievalEngine | None = None,
+        memorize: bool = True,
+        query_metadata: bool = False,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
         llm: LLM | None = None,
@@ -244,8 +263,10 @@ class MemoRAGRetriever(BaseRetriever):
 
         ``nodes`` / ``documents`` are memorized by a new ``MemoRAG(**engine_kwargs)`` (or by
         ``engine``) and searched with its own index. ``index`` is searched itself, asked for
-        ``search_top_k`` nodes per search (the engine's default depth when unset), and its
-        docstore nodes are memorized, so results keep the index's node ids and metadata.
+        ``search_top_k`` nodes per search (the engine's default depth when unset), its nodes
+        re-ranked by the memory's heads; its docstore nodes are memorized (``memorize=False``:
+        ``engine`` has already memorized them, e.g. loaded with ``MemoRAG.from_dir``), so
+        results keep the index's node ids and metadata.
         """
         check_k(similarity_top_k, name="similarity_top_k")
         sources = {"nodes": nodes, "documents": documents, "index": index}
@@ -260,12 +281,19 @@ class MemoRAGRetriever(BaseRetriever):
             raise ValueError(
                 f"pass exactly one of nodes=, documents= or index= (got: {found}){hint}"
             )
+        if not memorize and (engine is None or index is None):
+            raise ValueError(
+                "memorize=False wraps an index with an engine that has already memorized its "
+                "nodes: pass index= and engine="
+            )
         if engine is not None and engine_kwargs:
             raise ValueError(
                 f"engine= and engine options {sorted(engine_kwargs)} both given: "
                 "configure the engine you pass, or let from_defaults build one"
             )
-        if index is not None:
+        if index is not None and not memorize:
+            items: list[Any] = []
+        elif index is not None:
             items = list(index.docstore.docs.values())
             if not items:
                 raise ValueError(
@@ -289,11 +317,13 @@ class MemoRAGRetriever(BaseRetriever):
             from shared_core import MemoRAG
 
             engine = MemoRAG(**engine_kwargs)
-        engine.memorize(_to_documents(items))  # type: ignore[attr-defined]
+        if memorize:
+            engine.memorize(_to_documents(items))  # type: ignore[attr-defined]
         retriever = cls(
             engine,
             similarity_top_k=similarity_top_k,
             search_top_k=search_top_k,
+            query_metadata=query_metadata,
             callback_manager=callback_manager,
             verbose=verbose,
         )
@@ -316,11 +346,13 @@ class MemoRAGRetriever(BaseRetriever):
         *,
         similarity_top_k: int = DEFAULT_SIMILARITY_TOP_K,
         base_retriever: BaseRetriever | None = None,
+        query_metadata: bool = False,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
         **engine_kwargs: Any,
     ) -> MemoRAGRetriever:
-        """Load an engine saved by ``persist`` with ``MemoRAG.from_dir(path, **engine_kwargs)``."""
+        """Load an engine saved by ``persist`` with ``MemoRAG.from_dir(path, **engine_kwargs)``
+        (``base_retriever``: search it instead of the engine's own index)."""
         check_k(similarity_top_k, name="similarity_top_k")
         from shared_core import MemoRAG
 
@@ -328,6 +360,7 @@ class MemoRAGRetriever(BaseRetriever):
             MemoRAG.from_dir(path, **engine_kwargs),
             base_retriever=base_retriever,
             similarity_top_k=similarity_top_k,
+            query_metadata=query_metadata,
             callback_manager=callback_manager,
             verbose=verbose,
         )
@@ -346,7 +379,7 @@ class MemoRAGRetriever(BaseRetriever):
         if self._verbose:
             clues = "; ".join(f"{c.kind}: {c.text}" for c in result.clues)
             print_text(f"MemoRAG clues for {result.query!r}: {clues}\n", color="llama_pink")
-        return [_to_node(scored) for scored in result.passages]
+        return [_to_node(scored, self._query_metadata) for scored in result.passages]
 
     def _options(self, query_bundle: QueryBundle) -> dict[str, Any]:
         """The engine's retrieve options: back-end, extra queries, search depth."""

@@ -113,6 +113,7 @@ class MemoRAGConfig:
     head_set: Any = None  # a HeadSet or its JSON path; None: the one shipped for the model
     heads_weight: float = 2.0  # the most the heads list counts, vs query_weight 2 (docs/heads.md)
     heads_weighting: str = "agreement"  # heads_weight x the heads' agreement, or "fixed"
+    candidate_k: int = 50  # each search's depth on the heads route: the passages they re-rank
     language: str = "auto"
 
     def __post_init__(self) -> None:
@@ -152,6 +153,7 @@ class MemoRAGConfig:
             _int("search_k", self.search_k, 1)
         _int("max_clues", self.max_clues, 0)
         _int("rrf_k", self.rrf_k, 0)
+        _int("candidate_k", self.candidate_k, 1)
         for name in ("query_weight", "heads_weight"):
             weight = getattr(self, name)
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:

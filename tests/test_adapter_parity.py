@@ -74,8 +74,8 @@ def tiny_engine(llama, tokenizer):
 @pytest.mark.parametrize("k", [1, 3, 5])
 async def test_both_adapters_return_the_same_passages(which, k, request):
     engine = request.getfixturevalue(which)
-    lc_docs = LCRetriever.from_engine(engine, k=k).invoke(QUESTION)
-    li_nodes = LIRetriever(engine, similarity_top_k=k).retrieve(QUESTION)
+    lc_docs = LCRetriever.from_engine(engine, query_metadata=True, k=k).invoke(QUESTION)
+    li_nodes = LIRetriever(engine, query_metadata=True, similarity_top_k=k).retrieve(QUESTION)
     assert _ids_lc(lc_docs) == _ids_li(li_nodes)
     assert len(lc_docs) == k
     for doc, node in zip(lc_docs, li_nodes, strict=True):
@@ -83,15 +83,19 @@ async def test_both_adapters_return_the_same_passages(which, k, request):
         assert doc.metadata["memorag_clues"] == node.node.metadata["memorag_clues"]
         assert doc.page_content == node.node.get_content()
     # the async paths agree with the sync ones
-    assert _ids_lc(await LCRetriever.from_engine(engine, k=k).ainvoke(QUESTION)) == _ids_lc(lc_docs)
-    assert _ids_li(await LIRetriever(engine, similarity_top_k=k).aretrieve(QUESTION)) == _ids_li(
-        li_nodes
-    )
+    assert _ids_lc(
+        await LCRetriever.from_engine(engine, query_metadata=True, k=k).ainvoke(QUESTION)
+    ) == _ids_lc(lc_docs)
+    assert _ids_li(
+        await LIRetriever(engine, query_metadata=True, similarity_top_k=k).aretrieve(QUESTION)
+    ) == _ids_li(li_nodes)
 
 
 def test_the_clue_reaches_both_adapters(scripted_engine):
-    lc_top = LCRetriever.from_engine(scripted_engine, k=2).invoke(QUESTION)
-    li_top = LIRetriever(scripted_engine, similarity_top_k=2).retrieve(QUESTION)
+    lc_top = LCRetriever.from_engine(scripted_engine, query_metadata=True, k=2).invoke(QUESTION)
+    li_top = LIRetriever(scripted_engine, query_metadata=True, similarity_top_k=2).retrieve(
+        QUESTION
+    )
     born = [d for d in lc_top if "Leith" in d.page_content]
     assert born and "span" in born[0].metadata["memorag_clue_kinds"]
     assert any("Leith" in n.node.get_content() for n in li_top)
@@ -160,8 +164,16 @@ def _same_results(lc_docs: list[Document], li_nodes: list[NodeWithScore]) -> Non
 async def test_both_adapters_agree_over_a_framework_retriever(which, k, search_k, request):
     engine = request.getfixturevalue(which)
     lc_base = LCOverlap()
-    lc = LCRetriever.from_engine(engine, k=k, base_retriever=lc_base, search_k=search_k)
-    li = LIRetriever(engine, base_retriever=LIOverlap(), similarity_top_k=k, search_top_k=search_k)
+    lc = LCRetriever.from_engine(
+        engine, query_metadata=True, k=k, base_retriever=lc_base, search_k=search_k
+    )
+    li = LIRetriever(
+        engine,
+        query_metadata=True,
+        base_retriever=LIOverlap(),
+        similarity_top_k=k,
+        search_top_k=search_k,
+    )
     lc_docs = lc.invoke(QUESTION)
     li_nodes = li.retrieve(QUESTION)
     _same_results(lc_docs, li_nodes)
@@ -174,9 +186,9 @@ async def test_both_adapters_agree_over_a_framework_retriever(which, k, search_k
 
 async def test_framework_and_own_index_agree_when_they_rank_alike(scripted_engine):
     """The back-end changes where passages come from, not how they are fused."""
-    own = LIRetriever(scripted_engine, similarity_top_k=3).retrieve(QUESTION)
+    own = LIRetriever(scripted_engine, query_metadata=True, similarity_top_k=3).retrieve(QUESTION)
     framework = LIRetriever(
-        scripted_engine, base_retriever=LIOverlap(), similarity_top_k=3
+        scripted_engine, query_metadata=True, base_retriever=LIOverlap(), similarity_top_k=3
     ).retrieve(QUESTION)
     assert [n.node.metadata["memorag_clues"] for n in own] != [] and len(framework) == 3
     assert all(n.node.metadata["memorag_clues"] for n in framework)

@@ -330,8 +330,9 @@ def test_calibrate_heads_reads_the_data_layout(llama, tokenizer, tmp_path):
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
 def test_heads_route_over_every_search_mode_and_a_large_index(mode, llama, tokenizer, monkeypatch):
-    """The heads rank chunks that no search list holds: each gets its similarity to the query
-    from the index's vectors, through the BM25 wrapper too (it once had no ``vectors``)."""
+    """The heads re-rank the candidates (each search ``candidate_k`` deep), through the BM25
+    wrapper too: the last candidate rises to the top when the heads attend to it, and a chunk
+    no search returned is never scored, however much attention it gets."""
     pytest.importorskip("bm25s")
     docs = [
         Document(" ".join(f"{w} note {i} on topic {w}." for i in range(30)), w)
@@ -346,29 +347,39 @@ def test_heads_route_over_every_search_mode_and_a_large_index(mode, llama, token
         heads_weight=4.0,  # the planted list must reach the top 5 at any default weight
         search_mode=mode,
         search_k=2,
+        candidate_k=40,
         retrieval_chunk_size=8,
         chunk_overlap=0,
     )
     rag.memorize(docs)
     query = "Which note is it?"
     chunks = rag.index.chunks
-    searched = {h.passage.id for h in rag.index.search(query, 50)}  # the search depth here
-    assert len(chunks) > 50 + 10
-    last = next(c for c in reversed(chunks) if c.chunk_id not in searched)
-    doc_no = [d.doc_id for d in docs].index(last.doc_id)
+    candidates = rag.index.search(query, 40)  # the depth of each search on the heads route
+    searched = {h.passage.id for h in candidates}
+    assert len(chunks) > 40 + 10 and len(searched) == 40
+    outside = next(c for c in reversed(chunks) if c.chunk_id not in searched)
+    inside = rag.index.get(candidates[-1].passage.id)
 
-    def planted(query, heads):  # all the mass on a chunk that no search list holds
-        state = mem._state
-        origins = torch.stack([state.origins[layer][h // 2] for layer, h in heads])
-        tmap = state.token_map
-        doc = torch.where(origins >= 0, tmap.doc[origins.clamp_min(0)].long(), -1)
-        char = tmap.char[origins.clamp_min(0)].long()
-        inside = (doc == doc_no) & (char >= last.start) & (char < last.end)
-        return EntryAttention(tuple(heads), torch.where(inside, 1.0, 0.0).float(), origins, tmap)
+    def planted(target):
+        doc_no = [d.doc_id for d in docs].index(target.doc_id)
 
-    monkeypatch.setattr(mem, "entry_attention", planted)
+        def attention(query, heads):  # all the mass on one chunk
+            state = mem._state
+            origins = torch.stack([state.origins[layer][h // 2] for layer, h in heads])
+            tmap = state.token_map
+            doc = torch.where(origins >= 0, tmap.doc[origins.clamp_min(0)].long(), -1)
+            char = tmap.char[origins.clamp_min(0)].long()
+            hit = (doc == doc_no) & (char >= target.start) & (char < target.end)
+            return EntryAttention(tuple(heads), torch.where(hit, 1.0, 0.0).float(), origins, tmap)
+
+        return attention
+
+    monkeypatch.setattr(mem, "entry_attention", planted(inside))
     result = rag.retrieve(query, 5)
     found = {p.passage.id: p for p in result.passages}
-    assert result.route == "heads" and last.chunk_id in found
-    assert {c.kind for c in found[last.chunk_id].found_by} == {"attention"}
-    assert -1.0 <= found[last.chunk_id].score <= 1.0
+    assert result.route == "heads" and inside.chunk_id in found
+    assert "attention" in {c.kind for c in found[inside.chunk_id].found_by}
+    assert -1.0 <= found[inside.chunk_id].score <= 1.0
+    monkeypatch.setattr(mem, "entry_attention", planted(outside))
+    result = rag.retrieve(query, 5)
+    assert outside.chunk_id not in {p.passage.id for p in result.passages}

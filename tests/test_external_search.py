@@ -4,6 +4,7 @@ usage, and the constructors the benchmark uses (an index from vectors, a given c
 from __future__ import annotations
 
 import asyncio
+import math
 
 import numpy as np
 import pytest
@@ -51,12 +52,11 @@ def test_hits_are_deduplicated_cut_to_depth_and_ranked_from_zero() -> None:
     hits = to_hits(items, 2)
     assert [h.passage.id for h in hits] == ["a", "b"]
     assert [h.rank for h in hits] == [0, 1]
-    # the framework's score when it gives one, else 1 / (rank + 1)
-    assert [h.score for h in hits] == [1.0, 0.7]
-    assert [h.score for h in to_hits([Ranked(_p("x")), Ranked(_p("y"), float("nan"))], 5)] == [
-        1.0,
-        0.5,
-    ]
+    # the framework's score when it gives one, else NaN (the engine scores it by relevance,
+    # never by rank)
+    assert math.isnan(hits[0].score) and hits[1].score == 0.7
+    unscored = to_hits([Ranked(_p("x")), Ranked(_p("y"), float("nan"))], 5)
+    assert all(math.isnan(h.score) for h in unscored)
 
 
 def test_external_search_asks_the_source_for_the_depth() -> None:

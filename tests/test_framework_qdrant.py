@@ -67,7 +67,10 @@ def test_langchain_qdrant_vector_store_as_base_retriever(embedder: Embedder) -> 
         collection_name="lc-docs",
     )
     retriever = MemoRAGRetriever(
-        engine=_engine(embedder), base_retriever=store.as_retriever(search_kwargs={"k": 2}), k=2
+        query_metadata=True,
+        engine=_engine(embedder),
+        base_retriever=store.as_retriever(search_kwargs={"k": 2}),
+        k=2,
     )
     docs = retriever.invoke(QUERY)
     assert len(docs) == 2
@@ -129,7 +132,10 @@ def test_llamaindex_qdrant_vector_store_index_as_base_retriever(embedder: Embedd
         embed_model=MiniLM(),
     )
     retriever = MemoRAGRetriever(
-        _engine(embedder), base_retriever=index.as_retriever(similarity_top_k=2), similarity_top_k=2
+        _engine(embedder),
+        query_metadata=True,
+        base_retriever=index.as_retriever(similarity_top_k=2),
+        similarity_top_k=2,
     )
     nodes = retriever.retrieve(QUERY)
     assert len(nodes) == 2

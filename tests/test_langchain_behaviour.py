@@ -135,7 +135,7 @@ class RunRecorder(BaseCallbackHandler):
 def test_clue_finds_evidence_the_raw_query_misses() -> None:
     engine = make_engine()
     assert EVIDENCE_ID not in [h.passage.id for h in engine.index.search(QUERY, 3)]
-    docs = MemoRAGRetriever(engine=engine, k=3).invoke(QUERY)
+    docs = MemoRAGRetriever(query_metadata=True, engine=engine, k=3).invoke(QUERY)
     by_id = {d.id: d for d in docs}
     assert EVIDENCE_ID in by_id
     evidence = by_id[EVIDENCE_ID]
@@ -188,7 +188,7 @@ def test_bad_k_is_refused_by_the_engine() -> None:
 
 
 def test_relevance_scores_are_descending() -> None:
-    docs = MemoRAGRetriever(engine=make_engine(), k=6).invoke(QUERY)
+    docs = MemoRAGRetriever(query_metadata=True, engine=make_engine(), k=6).invoke(QUERY)
     scores = [d.metadata["relevance_score"] for d in docs]
     assert scores == sorted(scores, reverse=True)
 
@@ -209,7 +209,9 @@ async def test_base_retriever_metadata_kept_and_inputs_untouched(use_async: bool
     docs = tagged_docs()
     before = copy.deepcopy(docs)
     base = TaggedRetriever(docs=docs)
-    retriever = MemoRAGRetriever(engine=make_engine(), base_retriever=base, k=4)
+    retriever = MemoRAGRetriever(
+        query_metadata=True, engine=make_engine(), base_retriever=base, k=4
+    )
     result = await retriever.ainvoke(QUERY) if use_async else retriever.invoke(QUERY)
     assert len(result) == 4
     for doc in result:
@@ -217,7 +219,7 @@ async def test_base_retriever_metadata_kept_and_inputs_untouched(use_async: bool
         assert doc.metadata["tags"] == ["x"]
         assert isinstance(doc.metadata["relevance_score"], float)
         assert doc.metadata["memorag_clues"]
-        assert doc.id and doc.metadata["source_id"] == doc.id
+        assert doc.id and "source_id" not in doc.metadata  # a store document keeps its own metadata
         assert all(doc is not d for d in docs)
     ids = {d.id for d in result}
     assert "polonium-page" in ids  # the caller's id is kept
@@ -230,7 +232,9 @@ async def test_base_retriever_metadata_kept_and_inputs_untouched(use_async: bool
 
 def test_base_retriever_clue_finds_evidence() -> None:
     base = TaggedRetriever(docs=tagged_docs())
-    result = MemoRAGRetriever(engine=make_engine(), base_retriever=base, k=4).invoke(QUERY)
+    result = MemoRAGRetriever(
+        query_metadata=True, engine=make_engine(), base_retriever=base, k=4
+    ).invoke(QUERY)
     warsaw = [d for d in result if "Warsaw" in d.page_content]
     assert warsaw and set(CLUES) <= set(warsaw[0].metadata["memorag_clues"])
 

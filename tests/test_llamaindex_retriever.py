@@ -27,7 +27,8 @@ from llama_index.core.schema import (
 )
 
 import shared_core
-from llamaindex_memorag import MEMORAG_METADATA_KEYS, MemoRAGQueryTransform, MemoRAGRetriever
+from llamaindex_memorag import MemoRAGQueryTransform, MemoRAGRetriever
+from shared_core.retrieval.external import PER_QUERY_KEYS
 from shared_core.types import Document
 
 CORPUS = [
@@ -159,10 +160,14 @@ async def test_sync_and_async_agree_over_a_base_retriever() -> None:
 
 
 def test_a_clue_finds_what_the_raw_query_misses() -> None:
-    without = MemoRAGRetriever(ScriptedEngine(CORPUS), similarity_top_k=3).retrieve(RIDDLE)
+    without = MemoRAGRetriever(
+        ScriptedEngine(CORPUS), query_metadata=True, similarity_top_k=3
+    ).retrieve(RIDDLE)
     assert "doc-3#0" not in ids(without)
 
-    nodes = MemoRAGRetriever(ScriptedEngine(CORPUS, CLUES), similarity_top_k=3).retrieve(RIDDLE)
+    nodes = MemoRAGRetriever(
+        ScriptedEngine(CORPUS, CLUES), query_metadata=True, similarity_top_k=3
+    ).retrieve(RIDDLE)
     found = {n.node.node_id: n.node for n in nodes}
     assert "doc-3#0" in found
     meta = found["doc-3#0"].metadata
@@ -190,6 +195,7 @@ def test_base_retriever_nodes_keep_ids_metadata_relationships_and_stay_untouched
     before = [n.model_dump() for n in nodes]
     retriever = MemoRAGRetriever(
         ScriptedEngine(["unused"], CLUES),
+        query_metadata=True,
         base_retriever=OverlapRetriever(nodes, top_k=5),
         similarity_top_k=4,
     )
@@ -204,8 +210,8 @@ def test_base_retriever_nodes_keep_ids_metadata_relationships_and_stay_untouched
         assert out.relationships == original.relationships
         assert out.ref_doc_id == original.ref_doc_id
         assert {k: out.metadata[k] for k in original.metadata} == original.metadata
-        assert out.metadata["source_id"] == original.node_id
-        assert set(MEMORAG_METADATA_KEYS) <= set(out.metadata)
+        assert "source_id" not in out.metadata  # the store node keeps its own metadata (its hash)
+        assert set(PER_QUERY_KEYS) <= set(out.metadata)
         assert "year" in out.excluded_llm_metadata_keys  # the caller's exclusions survive
         llm_text = out.get_content(metadata_mode=MetadataMode.LLM)
         assert "title: " in llm_text and "memorag" not in llm_text and "source_id" not in llm_text
@@ -253,7 +259,7 @@ def test_warns_when_the_base_retriever_returns_fewer_than_top_k(
 
 def test_custom_embedding_strs_reach_the_engine_as_extra_queries() -> None:
     engine = SpyEngine(CORPUS)
-    retriever = MemoRAGRetriever(engine, similarity_top_k=3)
+    retriever = MemoRAGRetriever(engine, query_metadata=True, similarity_top_k=3)
     bundle = QueryBundle(
         RIDDLE, custom_embedding_strs=[RIDDLE, "Lovelace published", "Ada algorithm", RIDDLE]
     )

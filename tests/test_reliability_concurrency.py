@@ -116,8 +116,8 @@ async def test_eight_asyncio_tasks_per_adapter_match_one_at_a_time(pipe, alone):
     from langchain_memorag import MemoRAGRetriever as LangChainRetriever
     from llamaindex_memorag import MemoRAGRetriever as LlamaIndexRetriever
 
-    lc = LangChainRetriever.from_engine(pipe, k=3)
-    li = LlamaIndexRetriever(pipe, similarity_top_k=3)
+    lc = LangChainRetriever.from_engine(pipe, query_metadata=True, k=3)
+    li = LlamaIndexRetriever(pipe, query_metadata=True, similarity_top_k=3)
     before = memory_snapshot(pipe.memory)
     results = await asyncio.gather(
         *(lc.ainvoke(q) for q in QUESTIONS), *(li.aretrieve(q) for q in QUESTIONS)

@@ -1,13 +1,14 @@
-"""Rank every chunk of an index by the memory's retrieval heads (memory-native retrieval).
+"""Rank candidate passages by the memory's retrieval heads (memory-native retrieval).
 
 For a query, the memory runs one pass with the selected heads (``entry_attention``); each
 head's calibrated mass on the kept entries is summed over the entries that came from each
-chunk's character span, z-normalised over the chunks (so every head counts alike), and the
-heads' z-scores are averaged. How much the heads agree on a query (``agreement``: the mean
-correlation between the heads' per-chunk scores) sets how much their list counts in fusion
-(``route.AttentionRoute``). Works over any ``AttentionMemory``: full or compressed KV
-(absolute or compact positions) and the beacon memory, after ``add`` and after a reload:
-every kept entry keeps the text position it was read from.
+candidate's span of memorized text (a chunk of the engine's index, or a passage any store
+returned, located by ``heads/candidates.py``), z-normalised over the candidates (so every head
+counts alike), and the heads' z-scores are averaged. How much the heads agree on a query
+(``agreement``: the mean correlation between the heads' per-chunk scores) sets how much
+their list counts in fusion (``route.AttentionRoute``). Works over any ``AttentionMemory``:
+full or compressed KV (absolute or compact positions) and the beacon memory, after ``add``
+and after a reload: every kept entry keeps the text position it was read from.
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ class AttentionRanker:
         attention = self.memory.entry_attention(query, self.head_set.heads)
         per_head = score_chunks(attention, keys)
         return ChunkScores(tuple(chunks), combine(per_head), per_head)
+
+    def span_scores(self, query: str, keys: Sequence[tuple[int, int, int]]) -> ChunkScores:
+        """The heads' scores of spans ``(document index, start, end)`` of memorized text."""
+        attention = self.memory.entry_attention(query, self.head_set.heads)
+        per_head = score_chunks(attention, keys)
+        return ChunkScores((), combine(per_head), per_head)
 
     def search(self, query: str, chunks: Sequence[Chunk], k: int) -> AttentionList:
         """The ``min(k, len(chunks))`` chunks the heads attend to most, best first; a hit's

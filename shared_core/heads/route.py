@@ -7,6 +7,14 @@ a head set; ``"clues"`` is the clue path; ``"heads+clues"`` runs both. Any ``Att
 (compressed or full KV, the beacon memory) can take the heads route; other memories (gist)
 take the clue path. No head set ships for the beacon checkpoints (``docs/heads.md``).
 
+The heads score **candidates**: the union of the passages the query's searches returned, from
+the engine's own index or any search back-end (a framework retriever, a vector store). Each is
+located in the memorized text (``heads/candidates.py``); the heads score the located ones over
+their spans, z-normalised over them; a candidate the memory never read is left out of the
+heads' list (it keeps its store score and is marked ``memorag_in_memory=False``). Each search
+is ``candidate_k`` deep on this route (``MemoRAGConfig.candidate_k``), so the pass costs the
+same however large the corpus grows.
+
 The attention list's fusion weight: ``heads_weight`` times how much the selected heads agree
 on the query (``heads_weighting="agreement"``, the mean correlation of their per-chunk
 scores, floored at 0), or ``heads_weight`` itself (``"fixed"``). With no other weighted list
@@ -17,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +34,13 @@ import numpy as np
 
 from shared_core.config import HEADS_WEIGHTINGS, ROUTES, MemoRAGConfig
 from shared_core.errors import InputError
+from shared_core.heads.candidates import MemoryText
 from shared_core.heads.head_set import HeadSet, find_head_set
 from shared_core.heads.ranker import AttentionList, AttentionRanker
 from shared_core.memory.attention_memory import AttentionMemory
 from shared_core.retrieval.vector_index import VectorIndex
-from shared_core.types import Hit
+from shared_core.types import Hit, Passage
 
-#: Each list's depth under z-score fusion: enough hits for a meaningful mean and spread.
-ZSCORE_DEPTH = 50
 _warned: set[str] = set()
 _warn_lock = threading.Lock()
 
@@ -59,6 +66,7 @@ class AttentionRoute:
         weight: float = MemoRAGConfig.heads_weight,
         fusion: str = MemoRAGConfig.fusion,
         weighting: str = MemoRAGConfig.heads_weighting,
+        candidate_k: int = MemoRAGConfig.candidate_k,
     ) -> None:
         if retrieval not in ROUTES:
             raise InputError(f"retrieval must be one of {ROUTES}, got {retrieval!r}")
@@ -77,6 +85,7 @@ class AttentionRoute:
         self.weight = float(weight)
         self.weighting = weighting
         self.fusion = fusion
+        self.candidate_k = candidate_k
         self._ranker: tuple[int, AttentionRanker | None, str] | None = None
         self._lock = threading.Lock()
 
@@ -113,15 +122,14 @@ class AttentionRoute:
         ranker, _ = self._ranker_for(memory)
         return ranker.head_set if ranker is not None else None
 
-    def plan(self, memory: Any, own_index: bool) -> RoutePlan:
-        """The route for the next query (warns once per model when heads are missing)."""
+    def plan(self, memory: Any) -> RoutePlan:
+        """The route for the next query, whatever the search back-end (warns once per model
+        when heads are missing)."""
         clue_fusion = "interleave" if self.fusion == "auto" else self.fusion
         heads_fusion = "zscore" if self.fusion == "auto" else self.fusion
         if self.retrieval == "clues":
             return RoutePlan("clues", False, True, clue_fusion)
         ranker, why = self._ranker_for(memory)
-        if ranker is not None and not own_index:
-            ranker, why = None, "the heads rank the engine's own index, not a search= back-end"
         if ranker is None:
             if self.retrieval in ("heads", "heads+clues"):
                 raise InputError(f"retrieval={self.retrieval!r} needs retrieval heads: {why}")
@@ -133,19 +141,45 @@ class AttentionRoute:
         both = self.retrieval == "heads+clues"
         return RoutePlan("heads+clues" if both else "heads", True, both, heads_fusion)
 
-    def depth(self, plan: RoutePlan, depth: int, index_size: int) -> int:
-        return min(max(depth, ZSCORE_DEPTH), index_size) if plan.fusion == "zscore" else depth
+    def depth(self, plan: RoutePlan, depth: int, index_size: int | None) -> int:
+        """Each search's depth: at least ``candidate_k`` under z-score fusion (its mean and
+        spread need enough hits), at most what the back-end holds when it says."""
+        if plan.fusion != "zscore":
+            return depth
+        deep = max(depth, self.candidate_k)
+        return min(deep, index_size) if index_size else deep
 
     def attention_hits(
-        self, memory: Any, index: VectorIndex, query: str, depth: int, alone: bool = False
-    ) -> tuple[list[Hit], float]:
-        """The heads' hits for ``query`` and the weight their list gets in fusion (``alone``:
-        no other list has weight, so the heads' list is the ranking)."""
+        self,
+        memory: Any,
+        text: MemoryText,
+        query: str,
+        candidates: Sequence[Passage],
+        alone: bool = False,
+    ) -> tuple[list[Hit], float, list[str]]:
+        """The heads' hits over ``candidates``, best first, the weight their list gets in
+        fusion (``alone``: no other list has weight, so the heads' list is the ranking), and
+        the ids of the candidates not in the memory."""
         ranker, why = self._ranker_for(memory)
         if ranker is None:
             raise InputError(why)
-        found = ranker.search(query, index.chunks, depth)
-        return found.hits, self.list_weight(found, alone)
+        located, missing = [], []
+        for passage in candidates:
+            span = text.locate(passage)
+            if span is None:
+                missing.append(passage.id)
+            else:
+                located.append((passage, span.key()))
+        if not located:
+            return [], 0.0, missing
+        scored = ranker.span_scores(query, [key for _, key in located])
+        found = AttentionList([], scored.agreement)
+        order = sorted(range(len(located)), key=lambda i: -float(scored.scores[i]))
+        hits = [
+            Hit(passage=located[i][0], score=float(scored.scores[i]), rank=n)
+            for n, i in enumerate(order)
+        ]
+        return hits, self.list_weight(found, alone), missing
 
     def list_weight(self, found: AttentionList, alone: bool = False) -> float:
         """``heads_weight``, scaled by the heads' agreement (floored at 0) unless fixed or

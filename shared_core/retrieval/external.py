@@ -9,8 +9,14 @@ hand ``ExternalSearch(source)`` to ``retrieve(search=...)``. Everything else liv
   that many (a source that cannot pass a depth on returns what it has: the list is cut here);
 - de-duplication: a passage id seen earlier in the same list is dropped, and ranks are counted
   after dropping;
-- scores: the framework's score when it gives one, else ``1 / (rank + 1)``;
-- provenance: :func:`provenance_metadata` is the metadata every returned passage carries.
+- scores: the framework's score when it gives one, else NaN: the engine then scores the hit by
+  its relevance to the search's text (``retrieval/relevance.py``), never by its rank;
+- location: :func:`located` puts the framework's document id and character offsets where the
+  heads look for them (``heads/candidates.py``), so a store's passage is found in the memory;
+- metadata: :func:`passage_metadata` is what a returned passage carries. It is the same for a
+  passage whatever the query (framework fusion and de-duplication compare metadata: LangChain
+  ``Document`` equality, LlamaIndex ``node.hash``); per-query provenance (which clues found it)
+  is added only when asked (``per_query=True``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from shared_core.types import Hit, Passage, ScoredPassage
 
 #: Keys :func:`provenance_metadata` adds to a passage's own metadata.
 PROVENANCE_KEYS: tuple[str, ...] = ("memorag_clues", "memorag_clue_kinds", "source_id")
+#: Per-query keys (added with ``per_query=True`` only).
+PER_QUERY_KEYS: tuple[str, ...] = ("memorag_clues", "memorag_clue_kinds")
+#: Set to ``False`` on a passage the memory never read (``heads/route.py``).
+IN_MEMORY_KEY = "memorag_in_memory"
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,8 @@ def to_hits(items: Sequence[Ranked], depth: int) -> list[Hit]:
         rank = len(hits)
         score = item.score
         if score is None or not math.isfinite(score):
-            score = 1.0 / (rank + 1)
+            score = math.nan  # the engine scores it by relevance
+
         hits.append(Hit(passage=item.passage, score=float(score), rank=rank))
         if len(hits) >= depth:
             break
@@ -97,6 +108,41 @@ class ExternalSearch:
         return to_hits(items, depth)
 
 
+def located(
+    metadata: Mapping[str, Any],
+    doc_id: str | None = None,
+    start: int | None = None,
+    end: int | None = None,
+) -> dict[str, Any]:
+    """A framework passage's metadata with its document id and character offsets (when the
+    framework gives them) under the keys the heads locate passages by (``doc_id``, ``start``,
+    ``end``). The engine's copy only: returned passages keep the framework's own metadata."""
+    out = dict(metadata)
+    if doc_id:
+        out["doc_id"] = str(doc_id)
+    if isinstance(start, int) and not isinstance(start, bool):
+        out["start"] = start
+        if isinstance(end, int) and not isinstance(end, bool):
+            out["end"] = end
+    return out
+
+
+def passage_metadata(
+    scored: ScoredPassage, base: Mapping[str, Any], *, own: bool, per_query: bool = False
+) -> dict[str, Any]:
+    """What a returned passage carries: ``base`` (its own metadata: the framework object's, or
+    for an engine chunk its document's metadata with ``doc_id``/``start``/``end``/``chunk_id``),
+    ``source_id`` for an engine chunk (``own``), ``memorag_in_memory=False`` when the memory
+    never read it, and with ``per_query`` the clues that found it."""
+    out = {"source_id": scored.passage.id, **base} if own else dict(base)
+    if scored.passage.metadata.get(IN_MEMORY_KEY) is False:
+        out[IN_MEMORY_KEY] = False
+    if per_query:
+        out["memorag_clues"] = [clue.text for clue in scored.found_by]
+        out["memorag_clue_kinds"] = [clue.kind for clue in scored.found_by]
+    return out
+
+
 def provenance_metadata(scored: ScoredPassage, base: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` (a passage's own metadata) plus where the fused passage came from.
 
@@ -112,11 +158,15 @@ def provenance_metadata(scored: ScoredPassage, base: Mapping[str, Any]) -> dict[
 
 
 __all__ = [
+    "IN_MEMORY_KEY",
+    "PER_QUERY_KEYS",
     "PROVENANCE_KEYS",
     "AsyncRankedSource",
     "ExternalSearch",
     "Ranked",
     "RankedSource",
+    "located",
+    "passage_metadata",
     "provenance_metadata",
     "to_hits",
 ]

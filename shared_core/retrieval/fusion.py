@@ -13,8 +13,10 @@ similarity of the passage under the lists that found it, never rising down the l
 passage it is the best ``Hit.score`` it got from a non-``attention`` list (with the engine's
 dense index: the cosine similarity between the query or clue and the passage, in [-1, 1]), or,
 for a passage only the attention found, its ``similarity`` to the query given by the caller;
-each result's score is then capped by the previous one's, so scores fall in the returned order
-and a cut-off (``score >= 0.3``) means the same for every query. ``scores="fusion"`` keeps the
+each result's score is then capped just below the previous one's, so scores fall strictly in
+the returned order and a cut-off (``score >= 0.3``) means the same for every query. (The
+pipeline passes ``similarity`` for every passage: the cosine similarity to the query,
+``retrieval/relevance.py``.) ``scores="fusion"`` keeps the
 method's own numbers (RRF sums, ``1 / (rrf_k + position + 1)``, z sums), comparable only within
 one list.
 Passages are identified by ``passage.id``; the first ``Passage`` object seen is kept, so a
@@ -218,7 +220,9 @@ def relevance_scores(
         if value is None:
             value = cap if math.isfinite(cap) else 0.0
         if monotone:
-            value = min(value, cap)
+            # never above the passage before it, and just below it rather than level: a
+            # framework that re-sorts by score keeps the fused order, and no two tie
+            value = min(value, math.nextafter(cap, -math.inf)) if math.isfinite(cap) else value
             cap = value
         out.append(replace(item, score=float(value)))
     return out
