@@ -26,6 +26,7 @@ from shared_core.inputs import (
     check_query,
 )
 from shared_core.memory import Memory
+from shared_core.memory_chat import start_memory_chat
 from shared_core.models.streaming import TextStream, pieces_then_result
 from shared_core.parts import Injected, Parts, build_parts
 from shared_core.persistence import SaveDir
@@ -271,8 +272,16 @@ class MemoRAG:
         history); after iterating it, ``.generation`` counts the real tokens."""
         if not messages:
             raise InputError("messages is empty")
-        *history, last = messages
-        return self.memory.start(last.content, history=history, options=options)
+        return start_memory_chat(
+            self.memory, self._plain_generator, self.prompts.memory_ack, messages, options
+        )
+
+    def _plain_generator(self) -> TextGenerator | None:
+        """The answer generator, or ``None`` when this memory has no model to generate with."""
+        try:
+            return self.generator
+        except InputError:
+            return None
 
     def chat(self, messages: Sequence[ChatTurn], **options: Any) -> Generation:
         """Answer the last message against the memory; ``options``: ``GenerationOptions``."""
