@@ -44,6 +44,7 @@ from shared_core.saving import (
     saved_pipeline,
     write_save,
 )
+from shared_core.structured import StructuredReply, ToolSpec, chat_json, chat_tools
 from shared_core.tasks import TASKS, run_task
 from shared_core.types import (
     Answer,
@@ -297,6 +298,25 @@ class MemoRAG:
     def astream_chat(self, messages: Sequence[ChatTurn], **options: Any) -> TextStream:
         """``stream_chat`` for ``async for``: one worker thread decodes the whole reply."""
         return self.stream_chat(messages, **options)
+
+    def chat_json(self, messages: Sequence[ChatTurn], schema: dict[str, Any]) -> StructuredReply:
+        """Answer the last message against the memory as JSON valid for ``schema`` (decoded
+        under the schema's grammar)."""
+        return chat_json(self.memory, messages, schema)
+
+    def chat_tools(
+        self,
+        messages: Sequence[ChatTurn],
+        tools: Sequence[ToolSpec],
+        tool_choice: str = "auto",
+        *,
+        after_tool_result: bool = False,
+    ) -> StructuredReply | None:
+        """A tool call for the last message (``None``: answer in text instead); see
+        ``structured.chat_tools``."""
+        return chat_tools(
+            self.memory, messages, tools, tool_choice, after_tool_result=after_tool_result
+        )
 
     # -- tasks ------------------------------------------------------------------------------
     def answer(

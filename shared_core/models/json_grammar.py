@@ -349,6 +349,24 @@ def compile_schema(schema: Mapping[str, Any]) -> Grammar:
     return compiler.grammar
 
 
+def tools_grammar(tools: Mapping[str, Mapping[str, Any]]) -> Grammar:
+    """A ``Grammar`` for one tool call ``{"name":<a tool>,"arguments":<its parameters>}``,
+    ``tools`` mapping each name to its parameters' JSON schema."""
+    if not tools:
+        raise InputError("a tool call needs at least one tool")
+    compiler = _Compiler({})
+    add = compiler.grammar.add
+    end = add(End())
+    close = add(Lit("}", end))
+    branches = []
+    for name, parameters in tools.items():
+        compiler.root = parameters
+        arguments = compiler.value({"type": "object", **parameters}, close)
+        branches.append((json.dumps(name), add(Lit(',"arguments":', arguments))))
+    compiler.grammar.start_index = add(Lit('{"name":', add(Choice(tuple(branches)))))
+    return compiler.grammar
+
+
 def choice_grammar(options: Sequence[str]) -> Grammar:
     """A ``Grammar`` accepting exactly one of ``options`` (plain text, not JSON)."""
     if not options or any(not o for o in options):
@@ -360,13 +378,41 @@ def choice_grammar(options: Sequence[str]) -> Grammar:
 
 
 # -- the vocabulary, as text ---------------------------------------------------------------------
+def _byte_level_table() -> dict[str, int]:
+    """The byte-level BPE alphabet (GPT-2 style) as ``{character: byte}``: printable bytes map
+    to themselves, the other bytes to the code points from 256 on, in order."""
+    kept = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table = {chr(b): b for b in kept}
+    extra = 0
+    for b in range(256):
+        if b not in kept:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+def _utf8_state(data: bytes) -> str:
+    """``"done"``, ``"partial"`` (a character still incomplete) or ``"bad"`` for ``data``."""
+    try:
+        data.decode("utf-8")
+        return "done"
+    except UnicodeDecodeError as exc:
+        return "partial" if exc.reason == "unexpected end of data" else "bad"
+
+
 class Vocabulary:
-    """Every usable token of a tokenizer as text, indexed for the constraint."""
+    """Every usable token of a tokenizer as text, indexed for the constraint.
+
+    Tokens that are pieces of a multi-byte character (a byte-level tokenizer writes Chinese or
+    accented letters that way) are kept as raw bytes, usable inside strings.
+    """
 
     def __init__(self, tokenizer: Any) -> None:
         special = set(tokenizer.all_special_ids)
         size = len(tokenizer)
+        table = _byte_level_table()
         texts: list[str] = [""] * size
+        raw: dict[int, bytes] = {}
         for tid in range(size):
             if tid in special:
                 continue
@@ -375,7 +421,14 @@ class Vocabulary:
             )
             if text and "\ufffd" not in text:
                 texts[tid] = text
+                continue
+            piece = tokenizer.convert_ids_to_tokens(tid)
+            if isinstance(piece, str) and piece and all(ch in table for ch in piece):
+                data = bytes(table[ch] for ch in piece)
+                if all(b >= 0x80 for b in data):
+                    raw[tid] = data
         self.texts = texts
+        self.raw = raw
         plain = [
             tid
             for tid, t in enumerate(texts)
@@ -415,10 +468,14 @@ class GrammarConstraint:
         self.end_ids = sorted(end_ids)
         self.state: State | None = grammar.start
         self.text = ""
+        self.ended = False
+        #: Bytes of a multi-byte character begun inside a string and not yet complete.
+        self.pending = b""
 
     @property
     def done(self) -> bool:
-        return self.state is not None and self.grammar.can_end(self.state)
+        """Whether the value is complete (an end token was taken, or may be now)."""
+        return self.ended or (self.state is not None and self.grammar.can_end(self.state))
 
     def _accepts(self, tid: int) -> bool:
         text = self.vocab.texts[tid]
@@ -435,9 +492,16 @@ class GrammarConstraint:
             return self.end_ids
         if isinstance(node, Str):
             room = node.max_chars - state[1]
+            raw = [
+                t
+                for t, data in self.vocab.raw.items()
+                if room > 0 and _utf8_state(self.pending + data) != "bad"
+            ]
+            if self.pending:
+                return raw or self.end_ids
             bulk = self.vocab.plain_ids[self.vocab.plain_lens <= room].tolist()
             quoted = [t for t in self.vocab.quoted_ids if self._accepts(t)]
-            return [*bulk, *quoted, *ends]
+            return [*bulk, *quoted, *raw, *ends]
         chars = grammar.first_chars(state) or set()
         candidates = [t for ch in chars for t in self.vocab.by_first.get(ch, ())]
         picked = [t for t in candidates if self._accepts(t)]
@@ -447,9 +511,17 @@ class GrammarConstraint:
         if self.state is None:
             return
         if token in self.end_ids:
+            self.ended = self.grammar.can_end(self.state)
             self.state = None
             return
-        text = self.vocab.texts[token]
+        data = self.vocab.raw.get(token)
+        if data is not None:
+            self.pending += data
+            if _utf8_state(self.pending) != "done":
+                return
+            text, self.pending = self.pending.decode("utf-8"), b""
+        else:
+            text = self.vocab.texts[token]
         self.state = self.grammar.feed_text(self.state, text) if text else None
         self.text += text
 
@@ -481,5 +553,6 @@ __all__ = [
     "choice_constraint",
     "compile_schema",
     "json_constraint",
+    "tools_grammar",
     "vocabulary",
 ]
