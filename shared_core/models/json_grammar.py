@@ -107,13 +107,14 @@ class Grammar:
         return self.enter(self.start_index)
 
     def longest(self) -> int:
-        """The most characters an accepted text can have (nodes only point to earlier ones)."""
+        """The most tokens an accepted text can take: its most UTF-8 bytes (a token is at least
+        one byte; nodes only point to earlier ones)."""
         most: list[int] = []
         for node in self.nodes:
             if isinstance(node, Lit):
                 most.append(len(node.text) + most[node.next])
             elif isinstance(node, Str):
-                most.append(node.max_chars + 1 + most[node.next])
+                most.append(4 * node.max_chars + 1 + most[node.next])
             elif isinstance(node, Num):
                 most.append(INTEGER_DIGITS + FRACTION_DIGITS + 2 + most[node.next])
             elif isinstance(node, Choice):
