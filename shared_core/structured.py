@@ -226,6 +226,42 @@ def chat_tools(
     return StructuredReply(value=value, text=text, generation=gen, tool_calls=(call,))
 
 
+def sub_questions(
+    memory: Memory,
+    question: str,
+    tools: Sequence[ToolSpec],
+    *,
+    max_questions: int = 3,
+    max_chars: int = 120,
+) -> list[tuple[str, str]]:
+    """``question`` split into 1..``max_questions`` simpler ``(sub_question, tool_name)`` pairs,
+    each tool one of ``tools`` (by construction), decoded against the memory."""
+    if not tools:
+        raise InputError("sub_questions needs at least one tool")
+    names = [t.name for t in tools]
+    item = {
+        "type": "object",
+        "properties": {
+            "sub_question": {"type": "string", "maxLength": max_chars},
+            "tool_name": {"enum": names},
+        },
+    }
+    schema = {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": item, "minItems": 1, "maxItems": max_questions}
+        },
+    }
+    listing = "\n".join(f"- {t.name}: {_short(t.description)}" for t in tools)
+    prompt = (
+        f"Question: {question}\n"
+        f"Split the question into simpler questions (1 to {max_questions}), each one answered "
+        f"by one of these tools:\n{listing}"
+    )
+    reply = chat_json(memory, [ChatTurn("user", prompt)], schema)
+    return [(i["sub_question"], i["tool_name"]) for i in reply.value["items"]]
+
+
 __all__ = [
     "StructuredReply",
     "ToolCall",
@@ -235,6 +271,7 @@ __all__ = [
     "chat_tools",
     "describe_fields",
     "schema_prompt",
+    "sub_questions",
     "tools_prompt",
     "wants_tool",
 ]
