@@ -262,6 +262,26 @@ def sub_questions(
     return [(i["sub_question"], i["tool_name"]) for i in reply.value["items"]]
 
 
+def pick_choice(
+    memory: Memory, question: str, choices: Sequence[str], *, reason_chars: int = 100
+) -> tuple[int, str]:
+    """``(index, reason)``: which of ``choices`` (descriptions) fits ``question`` best, the
+    index (0-based) one of them by construction, decoded against the memory."""
+    if not choices:
+        raise InputError("pick_choice needs at least one choice")
+    schema = {
+        "type": "object",
+        "properties": {
+            "choice": {"enum": list(range(1, len(choices) + 1))},
+            "reason": {"type": "string", "maxLength": reason_chars},
+        },
+    }
+    listing = "\n".join(f"{i}. {_short(c)}" for i, c in enumerate(choices, 1))
+    prompt = f"Question: {question}\nWhich of these choices fits the question best?\n{listing}"
+    reply = chat_json(memory, [ChatTurn("user", prompt)], schema)
+    return int(reply.value["choice"]) - 1, str(reply.value["reason"])
+
+
 __all__ = [
     "StructuredReply",
     "ToolCall",
@@ -270,6 +290,7 @@ __all__ = [
     "chat_json",
     "chat_tools",
     "describe_fields",
+    "pick_choice",
     "schema_prompt",
     "sub_questions",
     "tools_prompt",
