@@ -22,7 +22,7 @@ from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.chat_engine import CondensePlusContextChatEngine
 from llama_index.core.llms import ChatMessage
 from llama_index.core.prompts import PromptTemplate
-from llama_index.core.query_engine import SubQuestionQueryEngine
+from llama_index.core.query_engine import RouterQueryEngine, SubQuestionQueryEngine
 from llama_index.core.tools import FunctionTool, QueryEngineTool
 from pydantic import BaseModel
 from scripted import ScriptedGenerator
@@ -181,3 +181,20 @@ def test_sub_question_engine_asks_only_its_own_tools():
     )
     response = qe.query("What did Ann and the school get?")
     assert "What did Ann get?" in _queries(engine) and str(response)
+
+
+def test_router_default_pydantic_selector_runs_through_function_calling():
+    pick = '{"name":"SingleSelection","arguments":{"index":2,"reason":"facts"}}'
+    engine = _engine(rules=[("Reply with the tool call", pick)], reply="John Smith.")
+    llm = lim.MemoryLLM(engine=engine)
+    tools = [
+        QueryEngineTool.from_defaults(
+            lim.memorag_query_engine(lim.MemoRAGRetriever(engine, similarity_top_k=1), llm=llm),
+            name=name,
+            description=name,
+        )
+        for name in ("summary", "facts")
+    ]
+    router = RouterQueryEngine.from_defaults(tools, llm=llm)
+    response = router.query("Who founded the school?")
+    assert response.metadata["selector_result"].ind == 1
