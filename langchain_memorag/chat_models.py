@@ -9,14 +9,15 @@ the weights) is built separately and injected.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -28,12 +29,17 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call, tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
-from shared_core.errors import NoMemoryError
+from shared_core.errors import InputError, NoMemoryError
 from shared_core.models.options import chat_options
 from shared_core.models.streaming import TextStream
+from shared_core.structured import StructuredReply, ToolSpec
 from shared_core.types import ChatTurn, Generation, Role
 
 __all__ = ["ChatMemoRAG", "MemoryLLM"]
@@ -102,12 +108,48 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> UsageMetadata:
     )
 
 
+def _tool_choice(choice: Any, names: Sequence[str]) -> str:
+    """LangChain's ``tool_choice`` spellings as the engine's ``auto|required|none|<name>``."""
+    if choice is None or choice == "auto":
+        return "auto"
+    if choice is True or choice in ("any", "required"):
+        return "required"
+    if choice is False or choice == "none":
+        return "none"
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name") or choice.get("name")
+    if isinstance(choice, str) and choice in names:
+        return choice
+    raise InputError(
+        f"tool_choice {choice!r} is not 'auto', 'any', 'none' or a bound tool {list(names)}"
+    )
+
+
+def _tool_spec(tool: Mapping[str, Any]) -> ToolSpec:
+    function = tool["function"]
+    return ToolSpec(
+        name=function["name"],
+        description=function.get("description", ""),
+        parameters=function.get("parameters") or {"type": "object", "properties": {}},
+    )
+
+
+def _tool_message(reply: StructuredReply, model: str) -> AIMessage:
+    return AIMessage(
+        content="",
+        tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in reply.tool_calls],
+        usage_metadata=_usage(reply.generation.prompt_tokens, reply.generation.completion_tokens),
+        response_metadata={"model_name": model, "finish_reason": "tool_calls"},
+    )
+
+
 class MemoryLLM(BaseChatModel):
     """A chat model answering from a MemoRAG memory (the engine's ``chat``).
 
     Earlier messages (system prompt included) are passed to the engine as history; the last
-    message is the prompt. No tool calling or structured output: the memory model only writes
-    text.
+    message is the prompt. ``bind_tools`` and ``with_structured_output`` work by constrained
+    decoding on the memory model: tool calls and structured replies are valid JSON for the
+    tool's or schema's JSON schema by construction.
 
     Attributes:
         engine: A ``RetrievalEngine`` (``shared_core.MemoRAG``); required at call time.
@@ -216,6 +258,36 @@ class MemoryLLM(BaseChatModel):
 
     # -- LangChain hooks ---------------------------------------------------------------------
 
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (anything ``convert_to_openai_tool`` takes). ``tool_choice``: ``None`` /
+        ``"auto"`` (the model picks a tool or answers in text), ``"any"`` / ``"required"`` /
+        ``True`` (some tool), ``"none"``, or a tool's name (that tool)."""
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        names = [t["function"]["name"] for t in formatted]
+        choice = _tool_choice(tool_choice, names)
+        return super().bind(tools=formatted, tool_choice=choice, **kwargs)
+
+    def _tool_reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage | None:
+        """The tool call for ``messages`` when tools are bound and one is to be called."""
+        tools = kwargs.get("tools")
+        if not tools:
+            return None
+        engine = self._require_engine()
+        after_tool = bool(messages) and isinstance(messages[-1], ToolMessage)
+        reply = engine.chat_tools(
+            to_chat_turns(messages),
+            [_tool_spec(t) for t in tools],
+            kwargs.get("tool_choice", "auto"),
+            after_tool_result=after_tool,
+        )
+        return _tool_message(reply, self.model) if reply is not None else None
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -224,6 +296,9 @@ class MemoryLLM(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         engine = self._require_engine()
+        called = self._tool_reply(messages, kwargs)
+        if called is not None:
+            return ChatResult(generations=[ChatGeneration(message=called)])
         gen = engine.chat(to_chat_turns(messages), **self._options(stop, kwargs))
         return self._result(gen, self.model)
 
@@ -234,10 +309,21 @@ class MemoryLLM(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        engine = self._require_engine()
-        turns = to_chat_turns(messages)
-        gen = await asyncio.to_thread(engine.chat, turns, **self._options(stop, kwargs))
-        return self._result(gen, self.model)
+        return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
+
+    def _called_chunks(self, called: AIMessage) -> Iterator[ChatGenerationChunk]:
+        chunks = [
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+            for i, c in enumerate(called.tool_calls)
+        ]
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=chunks))
+        message = AIMessageChunk(
+            content="",
+            usage_metadata=called.usage_metadata,
+            response_metadata=dict(called.response_metadata),
+            chunk_position="last",
+        )
+        yield ChatGenerationChunk(message=message, generation_info={"finish_reason": "tool_calls"})
 
     def _stream(
         self,
@@ -247,6 +333,10 @@ class MemoryLLM(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         engine = self._require_engine()
+        called = self._tool_reply(messages, kwargs)
+        if called is not None:
+            yield from self._called_chunks(called)
+            return
         stream = engine.stream_chat(to_chat_turns(messages), **self._options(stop, kwargs))
         for piece in stream:
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
@@ -260,6 +350,12 @@ class MemoryLLM(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         engine = self._require_engine()
+        if kwargs.get("tools"):
+            called = await asyncio.to_thread(self._tool_reply, messages, kwargs)
+            if called is not None:
+                for chunk in self._called_chunks(called):
+                    yield chunk
+                return
         stream = engine.astream_chat(to_chat_turns(messages), **self._options(stop, kwargs))
         async for piece in stream:
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))

@@ -6,6 +6,7 @@ Imports only ``llama_index.core`` and ``shared_core``; models load only when an 
 from llamaindex_memorag.llms import MemoryLLM
 from llamaindex_memorag.query_engine import memorag_query_engine, memorag_query_engine_tool
 from llamaindex_memorag.query_transforms import MemoRAGQueryTransform
+from llamaindex_memorag.question_gen import MemoryQuestionGenerator, MemorySelector
 from llamaindex_memorag.retrievers import MEMORAG_METADATA_KEYS, MemoRAGRetriever
 from shared_core import __version__
 
@@ -14,6 +15,8 @@ __all__ = [
     "MemoRAGQueryTransform",
     "MemoRAGRetriever",
     "MemoryLLM",
+    "MemoryQuestionGenerator",
+    "MemorySelector",
     "__version__",
     "memorag_query_engine",
     "memorag_query_engine_tool",

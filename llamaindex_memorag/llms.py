@@ -24,10 +24,14 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
+from llama_index.core.tools import BaseTool
 
+from shared_core.errors import InputError
 from shared_core.models.options import chat_options
 from shared_core.models.streaming import TextStream
+from shared_core.structured import StructuredReply, ToolSpec
 from shared_core.types import ChatTurn, Generation, RetrievalEngine, Role
 
 _ROLES: dict[str, Role] = {
@@ -43,15 +47,50 @@ _ROLES: dict[str, Role] = {
 }
 
 
+def _calls_text(message: ChatMessage) -> str:
+    calls = message.additional_kwargs.get("tool_calls") or []
+    said = ", ".join(f"{c['name']}({c['arguments']})" for c in calls if isinstance(c, dict))
+    return f"[called {said}]" if said else ""
+
+
 def to_chat_turns(messages: Sequence[ChatMessage]) -> list[ChatTurn]:
-    """Translate LlamaIndex ``ChatMessage``s into engine ``ChatTurn``s (text content only)."""
+    """Translate LlamaIndex ``ChatMessage``s into engine ``ChatTurn``s (text content, and the
+    tool calls an assistant message made, as text)."""
     turns = []
     for message in messages:
         role = message.role.value if isinstance(message.role, MessageRole) else message.role
         if role not in _ROLES:
             raise ValueError(f"MemoryLLM cannot handle a message with role {role!r}")
-        turns.append(ChatTurn(role=_ROLES[role], content=message.content or ""))
+        text = "\n".join(t for t in (message.content or "", _calls_text(message)) if t)
+        if role in (MessageRole.TOOL.value, MessageRole.FUNCTION.value):
+            name = message.additional_kwargs.get("name") or "tool"
+            text = f"Tool {name} returned: {text}"
+        turns.append(ChatTurn(role=_ROLES[role], content=text))
     return turns
+
+
+def _tool_choice(choice: Any, tool_required: bool) -> str:
+    """LlamaIndex's ``tool_required`` / ``tool_choice`` as ``auto|required|none|<name>``."""
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name") or choice.get("name")
+    if isinstance(choice, str) and choice:
+        return "required" if choice == "any" else choice
+    return "required" if tool_required else "auto"
+
+
+def _tool_spec(tool: BaseTool) -> ToolSpec:
+    meta = tool.metadata
+    return ToolSpec(
+        name=meta.get_name(), description=meta.description, parameters=meta.get_parameters_dict()
+    )
+
+
+def _called(reply: StructuredReply) -> ChatResponse:
+    calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls]
+    message = ChatMessage(
+        role=MessageRole.ASSISTANT, content="", additional_kwargs={"tool_calls": calls}
+    )
+    return ChatResponse(message=message, raw=_raw(reply.generation))
 
 
 def _raw(generation: Generation) -> dict[str, Any]:
@@ -89,15 +128,22 @@ async def _asteps(stream: TextStream) -> AsyncIterator[tuple[str, str, dict[str,
         yield held, text, _raw(stream.generation) if stream.generation else None
 
 
+async def _one(response: ChatResponse) -> AsyncIterator[ChatResponse]:
+    yield response
+
+
 def _said(text: str) -> ChatMessage:
     return ChatMessage(role=MessageRole.ASSISTANT, content=text)
 
 
-class MemoryLLM(CustomLLM):
+class MemoryLLM(FunctionCallingLLM):
     """A chat LLM whose answers come from a MemoRAG memory (``engine.chat``).
 
     Construction is cheap: ``MemoryLLM(engine=MemoRAG(...).memorize(...))``. Generation
     options can be overridden per call with ``max_tokens=``, ``stop=`` and ``temperature=``.
+    Function calling (``chat_with_tools``, ``structured_predict``, ``as_structured_llm``,
+    agents) works by constrained decoding: tool calls are valid JSON for the tool's schema by
+    construction.
     """
 
     context_window: int = Field(default=8192, gt=0, description="Tokens the model can read.")
@@ -131,7 +177,7 @@ class MemoryLLM(CustomLLM):
             context_window=self.context_window,
             num_output=self.num_output,
             is_chat_model=True,
-            is_function_calling_model=False,
+            is_function_calling_model=True,
             model_name=self.model_name,
         )
 
@@ -186,8 +232,62 @@ class MemoryLLM(CustomLLM):
 
     # -- chat ---------------------------------------------------------------------------------
 
+    # -- function calling ---------------------------------------------------------------------
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(
+                user_msg if isinstance(user_msg, ChatMessage) else ChatMessage(content=user_msg)
+            )
+        return {
+            "messages": messages,
+            "tools": [_tool_spec(t) for t in tools],
+            "tool_choice": _tool_choice(tool_choice, tool_required),
+            **kwargs,
+        }
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        calls = response.message.additional_kwargs.get("tool_calls") or []
+        if not calls and error_on_no_tool_call:
+            raise InputError(f"the reply called no tool: {response.message.content!r}")
+        return [
+            ToolSelection(tool_id=c["id"], tool_name=c["name"], tool_kwargs=c["arguments"])
+            for c in calls
+        ]
+
+    def _tool_reply(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+    ) -> ChatResponse | None:
+        tools = kwargs.get("tools")
+        if not tools:
+            return None
+        last = messages[-1].role if messages else None
+        reply = self.engine.chat_tools(
+            to_chat_turns(messages),
+            tools,
+            kwargs.get("tool_choice", "auto"),
+            after_tool_result=last in (MessageRole.TOOL, MessageRole.FUNCTION),
+        )
+        return _called(reply) if reply is not None else None
+
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        called = self._tool_reply(messages, kwargs)
+        if called is not None:
+            return called
         generation = self.engine.chat(to_chat_turns(messages), **self._options(kwargs))
         return ChatResponse(
             message=_said(generation.text),
@@ -196,6 +296,9 @@ class MemoryLLM(CustomLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        called = self._tool_reply(messages, kwargs)
+        if called is not None:
+            return iter([called])
         stream = self.engine.stream_chat(to_chat_turns(messages), **self._options(kwargs))
         return (
             ChatResponse(message=_said(text), delta=delta, raw=raw)
@@ -204,6 +307,9 @@ class MemoryLLM(CustomLLM):
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        called = await asyncio.to_thread(self._tool_reply, messages, kwargs)
+        if called is not None:
+            return called
         generation = await asyncio.to_thread(
             self.engine.chat, to_chat_turns(messages), **self._options(kwargs)
         )
@@ -216,6 +322,9 @@ class MemoryLLM(CustomLLM):
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
+        called = await asyncio.to_thread(self._tool_reply, messages, kwargs)
+        if called is not None:
+            return _one(called)
         stream = self.engine.astream_chat(to_chat_turns(messages), **self._options(kwargs))
         return (
             ChatResponse(message=_said(text), delta=delta, raw=raw)

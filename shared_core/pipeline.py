@@ -28,6 +28,7 @@ from shared_core.inputs import (
     check_query,
 )
 from shared_core.memory import Memory
+from shared_core.memory_chat import start_memory_chat
 from shared_core.models.streaming import TextStream, pieces_then_result
 from shared_core.parts import Injected, Parts, build_parts
 from shared_core.persistence import SaveDir
@@ -45,6 +46,7 @@ from shared_core.saving import (
     saved_pipeline,
     write_save,
 )
+from shared_core.structured import StructuredReply, ToolSpec, chat_json, chat_tools
 from shared_core.tasks import TASKS, run_task
 from shared_core.types import (
     Answer,
@@ -301,8 +303,16 @@ class MemoRAG:
         history); after iterating it, ``.generation`` counts the real tokens."""
         if not messages:
             raise InputError("messages is empty")
-        *history, last = messages
-        return self.memory.start(last.content, history=history, options=options)
+        return start_memory_chat(
+            self.memory, self._plain_generator, self.prompts.memory_ack, messages, options
+        )
+
+    def _plain_generator(self) -> TextGenerator | None:
+        """The answer generator, or ``None`` when this memory has no model to generate with."""
+        try:
+            return self.generator
+        except InputError:
+            return None
 
     def chat(self, messages: Sequence[ChatTurn], **options: Any) -> Generation:
         """Answer the last message against the memory; ``options``: ``GenerationOptions``."""
@@ -318,6 +328,25 @@ class MemoRAG:
     def astream_chat(self, messages: Sequence[ChatTurn], **options: Any) -> TextStream:
         """``stream_chat`` for ``async for``: one worker thread decodes the whole reply."""
         return self.stream_chat(messages, **options)
+
+    def chat_json(self, messages: Sequence[ChatTurn], schema: dict[str, Any]) -> StructuredReply:
+        """Answer the last message against the memory as JSON valid for ``schema`` (decoded
+        under the schema's grammar)."""
+        return chat_json(self.memory, messages, schema)
+
+    def chat_tools(
+        self,
+        messages: Sequence[ChatTurn],
+        tools: Sequence[ToolSpec],
+        tool_choice: str = "auto",
+        *,
+        after_tool_result: bool = False,
+    ) -> StructuredReply | None:
+        """A tool call for the last message (``None``: answer in text instead); see
+        ``structured.chat_tools``."""
+        return chat_tools(
+            self.memory, messages, tools, tool_choice, after_tool_result=after_tool_result
+        )
 
     # -- tasks ------------------------------------------------------------------------------
     def answer(

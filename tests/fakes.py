@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scripted import FOLLOWUP, SPAN, ScriptedMemory
+from scripted import FOLLOWUP, SPAN, ConstrainedScriptedMemory
 from tiny_models import tiny_tokenizer
 
 from shared_core import MemoRAG
@@ -77,17 +77,21 @@ class WordHashEmbedder(Embedder):
 
 
 def scripted_memory(
-    clue_table: Mapping[str, Sequence[str]] | None = None, reply: str = "The memory says hello."
-) -> ScriptedMemory:
-    """A memory that writes the table's clues for each query and answers ``reply`` otherwise.
+    clue_table: Mapping[str, Sequence[str]] | None = None,
+    reply: str = "The memory says hello.",
+    rules: Sequence[tuple[str | tuple[str, ...], str]] = (),
+) -> ConstrainedScriptedMemory:
+    """A memory that writes the table's clues for each query and answers ``reply`` otherwise
+    (under a token constraint too: structured output and tool calls).
 
-    A follow-up rewrite prompt gets no answer, so the engine keeps the question as it is.
+    A follow-up rewrite prompt gets no answer, so the engine keeps the question as it is;
+    ``rules`` (prompt substrings -> reply) come first.
     """
-    rules: list[tuple[str | tuple[str, ...], str]] = [(FOLLOWUP, "")]
+    table: list[tuple[str | tuple[str, ...], str]] = [*rules, (FOLLOWUP, "")]
     for query, clues in (clue_table or {}).items():
-        rules.append(((SPAN, query), "\n".join(clues)))
-    rules.append((SPAN, ""))
-    return ScriptedMemory(rules, default=reply)
+        table.append(((SPAN, query), "\n".join(clues)))
+    table.append((SPAN, ""))
+    return ConstrainedScriptedMemory(table, default=reply)
 
 
 class ScriptedEngine(MemoRAG):
@@ -102,10 +106,12 @@ class ScriptedEngine(MemoRAG):
         texts: Sequence[str],
         clue_table: Mapping[str, Sequence[str]] | None = None,
         reply: str = "The memory says hello.",
+        *,
+        rules: Sequence[tuple[str | tuple[str, ...], str]] = (),
         **options: Any,
     ) -> None:
         super().__init__(
-            memory=scripted_memory(clue_table, reply),
+            memory=scripted_memory(clue_table, reply, rules),
             embedder=WordHashEmbedder(),
             clue_strategy=SpanClues(min_words=1),
             anchor_clues=False,

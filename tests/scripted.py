@@ -28,6 +28,7 @@ from shared_core.errors import IncompatibleMemoryError, InputError, NoMemoryErro
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
 from shared_core.models.decoding import RunRequest
+from shared_core.models.json_grammar import vocabulary
 from shared_core.persistence import read_json
 from shared_core.prompts import get_prompts
 from shared_core.retrieval.embeddings import Embedder
@@ -245,6 +246,60 @@ class ScriptedMemory(_Recorder, Memory):
         self._lineage = str(section.get("lineage") or uuid.uuid4().hex)
 
 
+class ConstrainedScriptedMemory(ScriptedMemory):
+    """A ``ScriptedMemory`` that also decodes under a ``TokenConstraint``, as a model would
+    whose preferred reply is the scripted one: at each step it takes, among the tokens the
+    constraint allows, the longest that continues that reply; where none does, the first
+    allowed one (an end token once the reply is used up). Tokens are bytes (a byte-level
+    tokenizer), so the real grammar constraint runs unchanged.
+    """
+
+    supports_copying = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from tiny_models import tiny_tokenizer
+
+        self.tokenizer = tiny_tokenizer(chat_template=False)
+        self._end = {int(self.tokenizer.eos_token_id)}
+
+    @property
+    def end_ids(self) -> set[int]:
+        return set(self._end)
+
+    def generate_constrained(
+        self,
+        prompt: str,
+        constraint: Any,
+        *,
+        history: Sequence[ChatTurn] = (),
+        max_new_tokens: int = 256,
+    ) -> Generation:
+        if self.is_empty:
+            raise NoMemoryError("this memory is empty: call memorize(text) first")
+        self._record(prompt, history, max_new_tokens, ())
+        target, done, tokens = self.reply_for(prompt).encode(), b"", 0
+        vocab = vocabulary(self.tokenizer)
+        pieces = [vocab.texts[i].encode() or vocab.raw.get(i, b"") for i in range(len(vocab.texts))]
+        for _ in range(max_new_tokens):
+            allowed = list(constraint.allowed() or range(len(pieces)))
+            rest = target[len(done) :] if target.startswith(done) else b""
+            fits = [t for t in allowed if pieces[t] and rest.startswith(pieces[t])]
+            ends = [t for t in allowed if t in self._end]
+            if fits:
+                token = max(fits, key=lambda t: len(pieces[t]))
+            elif ends and not rest:
+                token = ends[0]
+            else:
+                token = next((t for t in allowed if t not in self._end), ends[0] if ends else 0)
+            constraint.advance(token)
+            if token in self._end:
+                break
+            done, tokens = done + pieces[token], tokens + 1
+        text = done.decode("utf-8", errors="replace")
+        return Generation(text=text, prompt_tokens=len(prompt.split()), completion_tokens=tokens)
+
+
 class CachingEmbedder(Embedder):
     """The real embedder with a memo of every text's vector (tests embed the same texts often)."""
 
@@ -326,6 +381,7 @@ __all__ = [
     "SURROGATE",
     "CachingEmbedder",
     "Call",
+    "ConstrainedScriptedMemory",
     "ScriptedGenerator",
     "ScriptedMemory",
     "marker",

@@ -33,8 +33,31 @@ QUERY = "Who wrote the first algorithm?"
 CLUES = {QUERY: ["Ada Lovelace", "Analytical Engine algorithm"]}
 
 
+#: What the scripted memory "prefers" to write for the suite's tool-calling and structured
+#: prompts; the replies are decoded under the real grammar constraint (tests/scripted.py).
+TOOL_REPLIES = [
+    ("magic_function(3)", '{"name":"magic_function","arguments":{"input":3}}'),
+    ("magic_function_no_args()", '{"name":"magic_function_no_args","arguments":{}}'),
+    (
+        "joke about cats",
+        '{"name":"Joke","arguments":{"setup":"Why did the cat sit on the computer?",'
+        '"punchline":"To keep an eye on the mouse."}}',
+    ),
+    *(
+        (
+            name,
+            f'{{"name":"unicode_customer","arguments":{{"customer_name":"{name}",'
+            '"description":"A company"}}',
+        )
+        for name in ("你好啊集团", "こんにちは株式会社")
+    ),
+]
+
+
 def _engine() -> ScriptedEngine:
-    return ScriptedEngine(TEXTS, CLUES, reply="Ada Lovelace wrote it for Babbage's engine.")
+    return ScriptedEngine(
+        TEXTS, CLUES, reply="Ada Lovelace wrote it for Babbage's engine.", rules=TOOL_REPLIES
+    )
 
 
 class TestMemoRAGRetrieverOwnIndex(RetrieversIntegrationTests):
@@ -111,11 +134,15 @@ class TestMemoryLLMIntegration(ChatModelIntegrationTests):
 
     @property
     def has_tool_calling(self) -> bool:
-        return False
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
 
     @property
     def has_structured_output(self) -> bool:
-        return False
+        return True
 
     @property
     def supports_model_override(self) -> bool:

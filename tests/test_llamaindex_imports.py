@@ -19,6 +19,8 @@ def test_public_names() -> None:
         "MemoRAGQueryTransform",
         "MemoRAGRetriever",
         "MemoryLLM",
+        "MemoryQuestionGenerator",
+        "MemorySelector",
         "__version__",
         "memorag_query_engine",
         "memorag_query_engine_tool",

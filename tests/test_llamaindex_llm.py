@@ -10,7 +10,7 @@ import pytest
 from fakes import ScriptedEngine
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
-from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
 
 from llamaindex_memorag import MemoryLLM
 from llamaindex_memorag.llms import to_chat_turns
@@ -37,9 +37,8 @@ def engine() -> ScriptedEngine:
     return ScriptedEngine(["Ada Lovelace wrote notes."], reply=REPLY)
 
 
-def test_memory_llm_is_a_custom_llm() -> None:
-    names = [base.__name__ for base in MemoryLLM.__mro__]
-    assert CustomLLM.__name__ in names and LLM.__name__ in names
+def test_memory_llm_is_a_function_calling_llm() -> None:
+    assert issubclass(MemoryLLM, FunctionCallingLLM) and issubclass(MemoryLLM, LLM)
     assert MemoryLLM.class_name() == "MemoryLLM"
 
 
@@ -47,7 +46,7 @@ def test_metadata_and_fields() -> None:
     llm = MemoryLLM(engine=ScriptedEngine([]), context_window=4096, num_output=64)
     meta = llm.metadata
     assert meta.is_chat_model is True
-    assert meta.is_function_calling_model is False
+    assert meta.is_function_calling_model is True
     assert (meta.context_window, meta.num_output, meta.model_name) == (4096, 64, "memorag")
     assert llm.temperature == 0.0
     assert "engine" not in llm.to_dict() and "_engine" not in llm.to_dict()
@@ -137,15 +136,21 @@ def test_role_translation() -> None:
         [
             ChatMessage(role=MessageRole.DEVELOPER, content="d"),
             ChatMessage(role=MessageRole.CHATBOT, content="c"),
-            ChatMessage(role=MessageRole.TOOL, content="t"),
+            ChatMessage(role=MessageRole.TOOL, content="t", additional_kwargs={"name": "add"}),
             ChatMessage(role=MessageRole.USER, content=None),
+            ChatMessage(
+                role=MessageRole.ASSISTANT,
+                content="",
+                additional_kwargs={"tool_calls": [{"name": "add", "arguments": {"a": 1}}]},
+            ),
         ]
     )
     assert [(t.role, t.content) for t in turns] == [
         ("system", "d"),
         ("assistant", "c"),
-        ("user", "t"),
+        ("user", "Tool add returned: t"),
         ("user", ""),
+        ("assistant", "[called add({'a': 1})]"),
     ]
 
 
