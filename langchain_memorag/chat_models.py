@@ -31,6 +31,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
+from shared_core.engine_ref import shared_engine_memo
 from shared_core.errors import NoMemoryError
 from shared_core.models.options import chat_options
 from shared_core.models.streaming import TextStream
@@ -138,6 +139,10 @@ class MemoryLLM(BaseChatModel):
     #: ``True``: ``invoke`` runs through the stream, so callbacks see each new token
     #: (LangChain's ``BaseChatModel`` reads this field).
     streaming: bool = False
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> MemoryLLM:
+        """A copy around the same engine (its weights and memory are shared, not cloned)."""
+        return super().__deepcopy__(shared_engine_memo(memo, self.engine))
 
     @property
     def _llm_type(self) -> str:

@@ -17,6 +17,7 @@ from shared_core.errors import (
     LimitError,
     MemoRAGError,
     NoMemoryError,
+    NotPicklableError,
     PersistenceError,
 )
 from shared_core.types import (
@@ -67,6 +68,7 @@ __all__ = [
     "Memory",
     "MemoryStats",
     "NoMemoryError",
+    "NotPicklableError",
     "Passage",
     "PersistenceError",
     "RetrievalResult",

@@ -15,6 +15,7 @@ from typing import Any
 from shared_core.clues import CopySource
 from shared_core.clues.copying import CopySourceCache
 from shared_core.config import MemoRAGConfig
+from shared_core.engine_ref import EngineRef, Resume, plain_options, refuse_injected, refuse_unsaved
 from shared_core.errors import InputError, NoMemoryError
 from shared_core.heads.route import heads_section
 from shared_core.inputs import (
@@ -102,10 +103,14 @@ class MemoRAG:
         self._build_lock = threading.Lock()
         # Re-entrant so add() on an empty pipeline can memorize() and save() under it.
         self._write_lock = threading.RLock()
+        # The save this exact state is in, (root, snapshot), if any: what a pickle refers to.
+        self._saved_as: tuple[Path, str] | None = None
+        self._resume = Resume()  # an unpickled engine's pending load of its save
 
     # -- parts ------------------------------------------------------------------------------
     def _built(self, language: str | None = None) -> Parts:
         """The parts, built once under one lock, in ``language`` when the config says auto."""
+        self._resume.run(self.load, _live_snapshot)
         with self._build_lock:
             if self._parts is None:
                 chosen = self.config.language
@@ -140,6 +145,7 @@ class MemoRAG:
 
     @property
     def index(self) -> VectorIndex:
+        self._resume.run(self.load, _live_snapshot)
         if self._index is None:
             raise NoMemoryError("nothing is memorized: call memorize(context) or load(dir) first")
         return self._index
@@ -147,6 +153,7 @@ class MemoRAG:
     @property
     def corpus_size(self) -> int:
         """How many passages the engine's own index holds (0 before ``memorize``)."""
+        self._resume.run(self.load, _live_snapshot)
         return len(self._index) if self._index is not None else 0
 
     def _documents(self, context: ContextInput, start: int = 0) -> tuple[Parts, list[Any]]:
@@ -172,7 +179,7 @@ class MemoRAG:
             index.add(parts.chunker.split(docs), show_progress=print_stats)
             parts.memory.memorize(docs, show_progress=print_stats or None)
             self._index, self._snapshots = index, set()  # a new memory: in no snapshot yet
-            self._given_copy = None
+            self._given_copy, self._saved_as = None, None
         if save_dir is not None:
             self.save(save_dir, overwrite=overwrite)
         if print_stats:
@@ -181,6 +188,7 @@ class MemoRAG:
 
     def add(self, context: ContextInput, save_dir: str | Path | None = None) -> MemoRAG:
         """Read more documents on top of the memory and the index (nothing is re-read)."""
+        self._resume.run(self.load, _live_snapshot)
         with self._write_lock:
             if self._index is None:
                 return self.memorize(context, save_dir)
@@ -188,7 +196,7 @@ class MemoRAG:
             chunks = parts.chunker.split(docs)
             parts.memory.add(docs)
             self._index.add(chunks)
-            self._given_copy = None
+            self._given_copy, self._saved_as = None, None
         if save_dir is not None:
             self.save(save_dir)
         return self
@@ -341,6 +349,7 @@ class MemoRAG:
         k: int | None = None,
     ) -> str:
         """Upstream-style call: memorize ``context`` if given (or nothing is held), answer."""
+        self._resume.run(self.load, _live_snapshot)
         if context is not None and (reset_each_call or self._index is None):
             self.memorize(context)
         return self.answer(
@@ -373,6 +382,7 @@ class MemoRAG:
                 known=known,
             )
             self._snapshots.add(snapshot)
+            self._saved_as = (Path(save_dir).resolve(), snapshot)
 
     def load(self, save_dir: str | Path, print_stats: bool = False) -> MemoRAG:
         """Restore memory and index from ``save_dir``, refusing mismatched parts."""
@@ -390,6 +400,7 @@ class MemoRAG:
         with self._write_lock:
             parts.memory.read_files(folder, manifest["memory"])
             self._index, self._snapshots = index, {folder.name}
+            self._saved_as = (folder.parent.resolve(), folder.name)
         return self
 
     @classmethod
@@ -399,6 +410,36 @@ class MemoRAG:
         # Reliability: every saved setting is type-checked before it is used.
         settings = saved_settings(folder / "manifest.json", pipeline, kwargs)
         return cls(**settings).load(save_dir)
+
+    # -- pickling and copies (shared_core/engine_ref.py) ------------------------------------
+    def reference(self) -> EngineRef:
+        """What a pickle or copy of this engine holds: its settings and its save directory.
+
+        Raises ``NotPicklableError`` when no save holds this state (save it first) or the
+        engine was built around caller objects (``memory=``, ``embedder=``, ``generator=``).
+        """
+        given = self._injected
+        parts = {"memory": given.memory, "embedder": given.embedder, "generator": given.generator}
+        injected = [name for name, part in parts.items() if part is not None]
+        if injected:
+            raise refuse_injected(injected)
+        options = plain_options(self.config.as_options())
+        pending = self._resume.ref
+        if pending is not None:  # unpickled and not used yet: the same reference again
+            return EngineRef(pending.save_dir, pending.snapshot, options)
+        with self._write_lock:
+            if self._saved_as is not None:
+                return EngineRef(self._saved_as[0], self._saved_as[1], options)
+            if self._index is None:
+                return EngineRef(None, None, options)  # nothing memorized: settings only
+        raise refuse_unsaved()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.reference()))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MemoRAG:
+        """An independent engine on the same save (read again on first use)."""
+        return _restore(type(self), self.reference())
 
     # -- stats ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -414,6 +455,19 @@ class MemoRAG:
             f"retrieval corpus:  {self.corpus_size:,} chunks of <= "
             f"{self.config.retrieval_chunk_size} tokens"
         )
+
+
+def _live_snapshot(save_dir: Path) -> str | None:
+    live = SaveDir(save_dir).current()
+    return live.name if live is not None else None
+
+
+def _restore(cls: type[MemoRAG], ref: EngineRef) -> MemoRAG:
+    """Unpickle: the engine rebuilt from its settings (cheap); its save is read on first use."""
+    engine = cls(**ref.options)
+    if ref.save_dir is not None:
+        engine._resume = Resume(ref)
+    return engine
 
 
 __all__ = ["TASK_TYPES", "Answer", "MemoRAG", "read_save_info"]
