@@ -37,6 +37,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "MemoRAG": "shared_core.pipeline",
+    "MemoRAGLite": "shared_core.lite",
     "Memory": "shared_core.memory",
     "MemoryStats": "shared_core.memory",
     "CompressedKVMemory": "shared_core.memory",
@@ -65,6 +66,7 @@ __all__ = [
     "LimitError",
     "MemoRAG",
     "MemoRAGError",
+    "MemoRAGLite",
     "Memory",
     "MemoryStats",
     "NoMemoryError",

@@ -16,7 +16,7 @@ from shared_core.clues import CopySource
 from shared_core.clues.copying import CopySourceCache
 from shared_core.config import MemoRAGConfig
 from shared_core.engine_ref import EngineRef, Resume, plain_options, refuse_injected, refuse_unsaved
-from shared_core.errors import InputError, NoMemoryError
+from shared_core.errors import IncompatibleMemoryError, InputError, NoMemoryError
 from shared_core.heads.route import heads_section
 from shared_core.inputs import (
     ContextInput,
@@ -387,7 +387,13 @@ class MemoRAG:
     def load(self, save_dir: str | Path, print_stats: bool = False) -> MemoRAG:
         """Restore memory and index from ``save_dir``, refusing mismatched parts."""
         # Reliability: SaveDir.read starts again if a concurrent save replaces the snapshot.
-        SaveDir(save_dir).read(self._load_snapshot)
+        try:
+            SaveDir(save_dir).read(self._load_snapshot)
+        except IncompatibleMemoryError as exc:
+            raise type(exc)(
+                f"{exc}; or load it with MemoRAG.from_dir({str(save_dir)!r}), which builds the "
+                "pipeline with the models and settings the save names"
+            ) from None
         if print_stats:
             print(self.stats_text())
         return self
