@@ -8,6 +8,7 @@ known (``parts.py``), so constructing a pipeline is cheap. No model code lives h
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ class MemoRAG:
         # The save this exact state is in, (root, snapshot), if any: what a pickle refers to.
         self._saved_as: tuple[Path, str] | None = None
         self._resume = Resume()  # an unpickled engine's pending load of its save
+        self._loaded: tuple[str, float] | None = None  # (save dir, seconds) of the last load
 
     # -- parts ------------------------------------------------------------------------------
     def _built(self, language: str | None = None) -> Parts:
@@ -179,7 +181,7 @@ class MemoRAG:
             index.add(parts.chunker.split(docs), show_progress=print_stats)
             parts.memory.memorize(docs, show_progress=print_stats or None)
             self._index, self._snapshots = index, set()  # a new memory: in no snapshot yet
-            self._given_copy, self._saved_as = None, None
+            self._given_copy, self._saved_as, self._loaded = None, None, None
         if save_dir is not None:
             self.save(save_dir, overwrite=overwrite)
         if print_stats:
@@ -386,6 +388,7 @@ class MemoRAG:
 
     def load(self, save_dir: str | Path, print_stats: bool = False) -> MemoRAG:
         """Restore memory and index from ``save_dir``, refusing mismatched parts."""
+        started = time.perf_counter()
         # Reliability: SaveDir.read starts again if a concurrent save replaces the snapshot.
         try:
             SaveDir(save_dir).read(self._load_snapshot)
@@ -394,6 +397,7 @@ class MemoRAG:
                 f"{exc}; or load it with MemoRAG.from_dir({str(save_dir)!r}), which builds the "
                 "pipeline with the models and settings the save names"
             ) from None
+        self._loaded = (str(save_dir), time.perf_counter() - started)
         if print_stats:
             print(self.stats_text())
         return self
@@ -449,18 +453,25 @@ class MemoRAG:
 
     # -- stats ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
+        """The memory's figures (its ``seconds``: the memorize time, also after a load), the
+        corpus size, and ``load_seconds`` when this state was loaded from a save."""
         return {
             "memory": self.memory.stats().as_dict(),
             "chunks": self.corpus_size,
             "embedder": self._parts.embedder.name if self._parts else None,
+            "load_seconds": self._loaded[1] if self._loaded else None,
         }
 
     def stats_text(self) -> str:
-        return (
+        text = (
             f"{self.memory.stats().summary()}\n"
             f"retrieval corpus:  {self.corpus_size:,} chunks of <= "
             f"{self.config.retrieval_chunk_size} tokens"
         )
+        if self._loaded is not None:  # the memorize time above was measured when it was saved
+            where, seconds = self._loaded
+            text += f"\nloaded:            in {seconds:,.1f} s from {where} (memorized earlier)"
+        return text
 
 
 def _live_snapshot(save_dir: Path) -> str | None:

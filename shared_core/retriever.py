@@ -7,7 +7,6 @@ index and the search back-end for each call, so sync and async calls share every
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -18,6 +17,7 @@ from shared_core.clues.writers import CopyingClueWriter
 from shared_core.config import MemoRAGConfig
 from shared_core.heads.route import AttentionRoute, RoutePlan, query_similarity
 from shared_core.inputs import check_k
+from shared_core.notices import Notices
 from shared_core.parts import Parts
 from shared_core.retrieval.fusion import fuse
 from shared_core.retrieval.search import asearch_all, corpus_size, search_all
@@ -31,6 +31,7 @@ class Retriever:
 
     def __init__(self, config: MemoRAGConfig) -> None:
         self.config = config
+        self.notices = Notices()  # warnings once per cause for this pipeline
         self.route = AttentionRoute(
             config.retrieval,
             config.head_set,
@@ -56,7 +57,7 @@ class Retriever:
             clues = writer.write(standalone, parts.memory)
         clues = list(clues)[: self.config.max_clues]
         if clue_notes(clues, writer):
-            warnings.warn(NO_CLUES_NOTE, stacklevel=3)
+            self.notices.warn("no clues", NO_CLUES_NOTE, stacklevel=3)
         if standalone != query:
             clues.insert(0, Clue(text=standalone, kind="history", weight=self.config.query_weight))
         return clues
@@ -215,8 +216,11 @@ class Retriever:
         timings["fusion"] = time.perf_counter() - started
         held = corpus_size(backend)
         if held is not None and k > held:
-            warnings.warn(
-                f"k={k} is more than the {held} passages in the corpus; returning all", stacklevel=4
+            self.notices.warn(
+                ("k over corpus", held),
+                f"k={k} is more than the {held} passages in the corpus; returning all "
+                "(said once per corpus size)",
+                stacklevel=4,
             )
         notes = clue_notes(clues, parts.clue_writer) if clues is not None and plan.clues else ()
         return RetrievalResult(

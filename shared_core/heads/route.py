@@ -16,7 +16,6 @@ scores, floored at 0), or ``heads_weight`` itself (``"fixed"``). With no other w
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +28,12 @@ from shared_core.errors import InputError
 from shared_core.heads.head_set import HeadSet, find_head_set
 from shared_core.heads.ranker import AttentionList, AttentionRanker
 from shared_core.memory.attention_memory import AttentionMemory
+from shared_core.notices import Notices
 from shared_core.retrieval.vector_index import VectorIndex
 from shared_core.types import Hit
 
 #: Each list's depth under z-score fusion: enough hits for a meaningful mean and spread.
 ZSCORE_DEPTH = 50
-_warned: set[str] = set()
-_warn_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -79,6 +77,7 @@ class AttentionRoute:
         self.fusion = fusion
         self._ranker: tuple[int, AttentionRanker | None, str] | None = None
         self._lock = threading.Lock()
+        self.notices = Notices()  # "no heads: clue path" once per cause for this pipeline
 
     def _ranker_for(self, memory: Any) -> tuple[AttentionRanker | None, str]:
         with self._lock:
@@ -114,7 +113,7 @@ class AttentionRoute:
         return ranker.head_set if ranker is not None else None
 
     def plan(self, memory: Any, own_index: bool) -> RoutePlan:
-        """The route for the next query (warns once per model when heads are missing)."""
+        """The route for the next query (warns once per cause when heads are missing)."""
         clue_fusion = "interleave" if self.fusion == "auto" else self.fusion
         heads_fusion = "zscore" if self.fusion == "auto" else self.fusion
         if self.retrieval == "clues":
@@ -125,10 +124,7 @@ class AttentionRoute:
         if ranker is None:
             if self.retrieval in ("heads", "heads+clues"):
                 raise InputError(f"retrieval={self.retrieval!r} needs retrieval heads: {why}")
-            with _warn_lock:
-                if why not in _warned:
-                    _warned.add(why)
-                    warnings.warn(f"{why}; using the clue path", stacklevel=4)
+            self.notices.warn(why, f"{why}; using the clue path", stacklevel=4)
             return RoutePlan("clues", False, True, clue_fusion, (why + "; used the clue path",))
         both = self.retrieval == "heads+clues"
         return RoutePlan("heads+clues" if both else "heads", True, both, heads_fusion)

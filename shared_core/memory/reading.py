@@ -55,11 +55,15 @@ def text_digest(before: str | None, joined: str) -> str:
 
 
 def memorize_bar(tokens: int, windows: int, show: bool | None) -> Any:
-    """The ``memorize`` progress bar over ``tokens`` (``show=None``: shown from 8 windows on)."""
+    """The ``memorize`` progress bar over ``tokens`` (``show=None``: shown from 8 windows on).
+
+    Asked for (``show=True``, e.g. ``print_stats``), the finished bar stays on its own line, so
+    text printed after it starts on a new one; shown on its own it clears itself.
+    """
     return tqdm(
         total=tokens,
         unit="tok",
         desc="memorize",
         disable=not (show if show is not None else windows >= 8),
-        leave=False,
+        leave=show is True,
     )
