@@ -51,7 +51,9 @@ def test_memorag_lite_is_the_gist_memory_with_upstreams_arguments(tiny_llama_dir
     )
     assert lite.config.backend == "gist"
     lite.memorize(" ".join(TEXTS), save_dir=tmp_path / "lite")  # print_stats on, as upstream
-    assert "retrieval corpus" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "retrieval corpus" in shown.out
+    assert "memorize (gists)" in shown.err  # the gists' progress, asked for by print_stats
     assert lite.memory.backend == "gist"
     assert isinstance(lite(QUERY, max_new_tokens=4), str)
     again = MemoRAGLite.from_dir(tmp_path / "lite")
