@@ -73,6 +73,11 @@ class Resume:
         self._lock = threading.RLock()
         self._running = False
 
+    def cancel(self) -> None:
+        """Drop a pending load (the engine is about to memorize something else)."""
+        with self._lock:
+            self.ref = None
+
     def run(self, load: Callable[[Path], Any], current: Callable[[Path], str | None]) -> None:
         """Load ``ref.save_dir`` if still pending; ``current`` names its live snapshot."""
         if self.ref is None:

@@ -174,6 +174,7 @@ class MemoRAG:
         overwrite: bool = False,
     ) -> MemoRAG:
         """Read ``context`` (a text or documents) into the memory and the index."""
+        self._resume.cancel()  # an unpickled engine's save would be replaced unread
         parts, docs = self._documents(context)  # limits refused before any text is processed
         with self._write_lock:
             cfg = self.config

@@ -253,3 +253,11 @@ def test_llamaindex_constructors_refuse_unknown_keywords_by_name(scripted):
     with pytest.raises(InputError, match=r"temprature= \(did you mean temperature=\?\)"):
         li.MemoryLLM(engine=scripted, temprature=0.5)
     assert li.MemoryLLM(engine=scripted, num_output=5, system_prompt="Be brief.").num_output == 5
+
+
+def test_an_unpickled_engine_that_memorizes_first_never_reads_its_old_save(saved, monkeypatch):
+    engine, _ = saved
+    again = pickle.loads(pickle.dumps(engine))
+    monkeypatch.setattr(type(again), "load", lambda *a, **k: pytest.fail("read the old save"))
+    again.memorize(["Polonium is named after Poland."])
+    assert again.corpus_size == 1
