@@ -1,10 +1,14 @@
-"""Greedy loops with and without the decoder's loop stop, on the README's LlamaIndex snippet.
+"""Greedy loops with and without the decoder's loop stop, through a LlamaIndex query engine.
 
-The snippet's query engine at LlamaIndex's default 256 output tokens, on the embedded SmolLM2:
-each question is answered twice, with the loop stop (``shared_core.models.decoding.looping``)
-and with it turned off, recording the reply's tokens, finish reason and seconds.
+The README's LlamaIndex snippet (``--corpus readme``: its three documents, top 2) or the demo
+novel's opening (``--corpus book``: the first 12,000 characters of
+``examples/data/frankenstein.txt``, top 4), at LlamaIndex's default 256 output tokens on the
+embedded SmolLM2: each question is answered twice, with the loop stop
+(``shared_core.models.decoding.looping``) and with it turned off, recording the reply's tokens,
+finish reason and seconds.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.loop_check [--out benchmarks/results/loop_check]
+    OMP_NUM_THREADS=1 python -m benchmarks.loop_check --corpus readme
+    OMP_NUM_THREADS=1 python -m benchmarks.loop_check --corpus book --out .../loop_check_book
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 
 import torch
 
+BOOK = Path(__file__).resolve().parents[1] / "examples" / "data" / "frankenstein.txt"
+BOOK_QUESTIONS = ("Why does he travel north?", "Who is the narrator writing to?")
 QUESTIONS = (
     "Why does Walton sail north?",
     "Who does Walton write to?",
@@ -29,15 +35,19 @@ TEXTS = (
 )
 
 
-def run(max_tokens: int = 256) -> list[dict[str, Any]]:
+def run(corpus: str, max_tokens: int = 256) -> list[dict[str, Any]]:
     from llama_index.core import Document
     from llama_index.core.query_engine import RetrieverQueryEngine
 
     from llamaindex_memorag import MemoRAGRetriever, MemoryLLM
     from shared_core.models import decoding
 
+    if corpus == "book":
+        texts, top, questions = [BOOK.read_text(encoding="utf-8")[:12000]], 4, BOOK_QUESTIONS
+    else:
+        texts, top, questions = list(TEXTS), 2, QUESTIONS
     retriever = MemoRAGRetriever.from_defaults(
-        documents=[Document(text=t) for t in TEXTS], similarity_top_k=2
+        documents=[Document(text=t) for t in texts], similarity_top_k=top
     )
     engine = retriever.engine
     seen: list[Any] = []
@@ -53,7 +63,7 @@ def run(max_tokens: int = 256) -> list[dict[str, Any]]:
     query_engine = RetrieverQueryEngine.from_args(retriever, llm=llm)
     real = decoding.looping
     rows = []
-    for question in QUESTIONS:
+    for question in questions:
         for stop in (True, False):
             decoding.looping = real if stop else (lambda tokens: False)  # type: ignore[assignment]
             seen.clear()
@@ -76,11 +86,13 @@ def run(max_tokens: int = 256) -> list[dict[str, Any]]:
     return rows
 
 
-def render(rows: list[dict[str, Any]]) -> str:
+def render(rows: list[dict[str, Any]], corpus: str) -> str:
     lines = [
-        "# Loop stop on the README LlamaIndex snippet (SmolLM2-135M, greedy, 256 tokens)",
+        f"# Loop stop through a LlamaIndex query engine, corpus {corpus!r} (SmolLM2-135M, greedy,"
+        " 256 tokens)",
         "",
-        "`OMP_NUM_THREADS=1 python -m benchmarks.loop_check` (1 torch thread, shared 2-core CPU)",
+        f"`OMP_NUM_THREADS=1 python -m benchmarks.loop_check --corpus {corpus}` (1 torch thread, "
+        "shared 2-core CPU)",
         "",
         "| question | loop stop | reply tokens | finish | seconds |",
         "|---|---|---|---|---|",
@@ -97,12 +109,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="benchmarks/results/loop_check")
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--corpus", choices=("readme", "book"), default="readme")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = run(args.max_tokens)
+    rows = run(args.corpus, args.max_tokens)
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    out.with_suffix(".md").write_text(render(rows), encoding="utf-8")
+    out.with_suffix(".md").write_text(render(rows, args.corpus), encoding="utf-8")
 
 
 if __name__ == "__main__":
