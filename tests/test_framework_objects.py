@@ -261,3 +261,13 @@ def test_an_unpickled_engine_that_memorizes_first_never_reads_its_old_save(saved
     monkeypatch.setattr(type(again), "load", lambda *a, **k: pytest.fail("read the old save"))
     again.memorize(["Polonium is named after Poland."])
     assert again.corpus_size == 1
+
+
+def test_the_embeddings_adapters_embed_with_the_engines_own_model(scripted):
+    want = scripted.embedder.embed_queries(["Where was Curie born?"])[0].tolist()
+    lc_embeddings = lc.MemoRAGEmbeddings.from_engine(scripted)
+    assert lc_embeddings.embed_query("Where was Curie born?") == pytest.approx(want)
+    assert len(lc_embeddings.embed_documents(TEXTS)) == len(TEXTS)
+    li_embedding = li.MemoRAGEmbedding.from_engine(scripted)
+    assert li_embedding.get_query_embedding("Where was Curie born?") == pytest.approx(want)
+    assert li_embedding.model_name == scripted.embedder.name
