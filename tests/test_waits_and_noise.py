@@ -63,6 +63,7 @@ def test_a_degenerate_loop_stops_instead_of_running_to_the_cap():
 def test_looping_needs_back_to_back_repeats():
     assert looping([1, 2, 3, 4] * 4) and not looping([1, 2, 3, 4] * 3)
     assert looping(list(range(9)) * 3) and not looping(list(range(9)) * 2)
+    assert looping(list(range(20)) * 2) and not looping(list(range(20)) + list(range(19)))
     assert not looping([1, 2, 3] * 5)  # runs under 4 tokens ("ha ha") need more than that
     assert not looping([7, 8, 9, 10, 1, 7, 8, 9, 10, 2, 7, 8, 9, 10, 3, 7, 8, 9, 10])
 

@@ -63,18 +63,24 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
 PROGRESS_DELAY_S = 5.0
 
 
-#: A reply whose last tokens are one run of 4..64 tokens repeated back to back (4 times for
-#: runs under 8 tokens, else 3) is stuck in a loop: decoding stops there. Small models fall
-#: into such loops under greedy decoding and would otherwise write them to ``max_new_tokens``.
-_LOOP_RUNS = (4, 64)
+#: A reply whose last tokens are one run of 4..96 tokens repeated back to back is stuck in a
+#: loop: decoding stops there. A short run must come 4 times (under 8 tokens) or 3 (under 16),
+#: a sentence-long one twice. Small models fall into such loops under greedy decoding (the
+#: embedded SmolLM2 repeating a sentence of the book, ``benchmarks/results/loop_check_book.md``)
+#: and would otherwise write them to ``max_new_tokens``.
+_LOOP_RUNS = (4, 96)
+
+
+def _repeats_needed(run: int) -> int:
+    return 4 if run < 8 else 3 if run < 16 else 2
 
 
 def looping(tokens: Sequence[int]) -> bool:
     """Whether ``tokens`` end with one run repeated back to back (see ``_LOOP_RUNS``)."""
     n = len(tokens)
     shortest, longest = _LOOP_RUNS
-    for run in range(shortest, min(longest, n // 3) + 1):
-        repeats = 4 if run < 8 else 3
+    for run in range(shortest, min(longest, n // 2) + 1):
+        repeats = _repeats_needed(run)
         if n < run * repeats:
             continue
         tail = list(tokens[n - run :])
