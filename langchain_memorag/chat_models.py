@@ -36,6 +36,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
+from shared_core.engine_ref import shared_engine_memo
 from shared_core.errors import InputError, NoMemoryError
 from shared_core.models.options import chat_options
 from shared_core.models.streaming import TextStream
@@ -180,6 +181,10 @@ class MemoryLLM(BaseChatModel):
     #: ``True``: ``invoke`` runs through the stream, so callbacks see each new token
     #: (LangChain's ``BaseChatModel`` reads this field).
     streaming: bool = False
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> MemoryLLM:
+        """A copy around the same engine (its weights and memory are shared, not cloned)."""
+        return super().__deepcopy__(shared_engine_memo(memo, self.engine))
 
     @property
     def _llm_type(self) -> str:

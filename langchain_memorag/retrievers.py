@@ -28,8 +28,15 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from pydantic import ConfigDict, Field
 
 from langchain_memorag.chat_models import to_chat_turns
-from shared_core.errors import NoMemoryError
-from shared_core.retrieval.external import ExternalSearch, Ranked, located, passage_metadata
+from shared_core.engine_ref import shared_engine_memo
+from shared_core.errors import InputError, NoMemoryError
+from shared_core.keywords import check_engine_keywords, refuse_unknown
+from shared_core.retrieval.external import (
+    ExternalSearch,
+    Ranked,
+    located,
+    passage_metadata,
+)
 from shared_core.types import Passage, ScoredPassage
 
 if TYPE_CHECKING:
@@ -44,6 +51,48 @@ _NO_ENGINE = (
     "`engine = MemoRAG(); engine.memorize(texts)` then `MemoRAGRetriever(engine=engine)`, "
     "or use `MemoRAGRetriever.from_texts(texts)`."
 )
+
+
+#: Other retrievers' spellings, and what this one takes instead.
+_HINTS = {
+    "top_k": "k= is the number of documents returned",
+    "n": "k= is the number of documents returned",
+    "fetch_k": "search_k= is the depth of each search",
+    "search_type": "the memory always fuses its searches; pass "
+    "base_retriever=store.as_retriever(search_type=...) to search a store that way",
+    "vectorstore": "pass base_retriever=vectorstore.as_retriever()",
+    "retriever": "pass base_retriever=",
+    "llm": "only from_texts / from_documents take llm=",
+}
+#: ``invoke(query, **kwargs)``: what a call may change.
+_CALL_KEYWORDS = ("k", "history")
+
+
+def _fields(data: dict[str, Any], known: Sequence[str]) -> dict[str, Any]:
+    """Constructor keywords, checked: ``search_kwargs={"k": n}`` (a vector-store retriever's
+    spelling) means ``k=n``; any other key of it, and any unknown keyword, is refused."""
+    data = dict(data)
+    search_kwargs = data.pop("search_kwargs", None)
+    refuse_unknown("MemoRAGRetriever", data, known, _HINTS)
+    if search_kwargs is None:
+        return data
+    if not isinstance(search_kwargs, dict):
+        raise InputError(f"search_kwargs must be a dict such as {{'k': 4}}, got {search_kwargs!r}")
+    other = sorted(set(search_kwargs) - {"k"})
+    if other:
+        raise InputError(
+            f"search_kwargs key(s) {other} are not supported: only 'k' (the number of documents "
+            "returned); to search a vector store with filters or another search type, pass "
+            "base_retriever=store.as_retriever(search_kwargs=...)"
+        )
+    if "k" in search_kwargs:
+        if "k" in data and data["k"] != search_kwargs["k"]:
+            raise InputError(
+                f"k={data['k']!r} and search_kwargs={{'k': {search_kwargs['k']!r}}} disagree: "
+                "pass one of them"
+            )
+        data["k"] = search_kwargs["k"]
+    return data
 
 
 def _accepts_k(method: Any) -> bool:
@@ -186,6 +235,15 @@ class MemoRAGRetriever(BaseRetriever):
     query_metadata: bool = False
     score_threshold: float | None = None
 
+    def __init__(self, **data: Any) -> None:
+        """Unknown keywords are refused by name; ``search_kwargs={"k": n}`` is ``k=n``."""
+        known = [*type(self).model_fields, *(f.alias for f in type(self).model_fields.values())]
+        super().__init__(**_fields(data, [name for name in known if name]))
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> MemoRAGRetriever:
+        """A copy around the same engine (its weights and memory are shared, not cloned)."""
+        return super().__deepcopy__(shared_engine_memo(memo, self.engine))
+
     # -- construction ------------------------------------------------------------------------
 
     @classmethod
@@ -214,6 +272,7 @@ class MemoRAGRetriever(BaseRetriever):
         """
         from shared_core.types import Document as CoreDocument
 
+        check_engine_keywords("MemoRAGRetriever.from_texts", engine_kwargs, _HINTS)
         if metadatas is not None and len(metadatas) != len(texts):
             raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
         if ids is not None and len(ids) != len(texts):
@@ -242,6 +301,7 @@ class MemoRAGRetriever(BaseRetriever):
         """Like ``from_texts`` for LangChain ``Document``s (their ids become doc ids)."""
         from shared_core.types import Document as CoreDocument
 
+        check_engine_keywords("MemoRAGRetriever.from_documents", engine_kwargs, _HINTS)
         docs = [
             CoreDocument(text=d.page_content, doc_id=d.id, metadata=dict(d.metadata))
             for d in documents
@@ -277,6 +337,7 @@ class MemoRAGRetriever(BaseRetriever):
         """Load a memory saved with ``save`` (``engine_kwargs`` go to ``MemoRAG.from_dir``)."""
         from shared_core import MemoRAG
 
+        check_engine_keywords("MemoRAGRetriever.load", engine_kwargs, _HINTS)
         return cls(engine=MemoRAG.from_dir(save_dir, **engine_kwargs), k=k)
 
     # -- retrieval ---------------------------------------------------------------------------
@@ -311,8 +372,9 @@ class MemoRAGRetriever(BaseRetriever):
         """Retrieve ``k`` (default ``self.k``) documents.
 
         ``history`` (earlier chat messages) lets the memory resolve a follow-up such as
-        "Did he ...?" before writing clues. Other keyword arguments are ignored.
+        "Did he ...?" before writing clues. Other keyword arguments are refused by name.
         """
+        refuse_unknown("MemoRAGRetriever.invoke", kwargs, _CALL_KEYWORDS, _HINTS)
         engine = self._require_engine()
         result: RetrievalResult = engine.retrieve(
             query, self.k if k is None else k, **self._options(run_manager, history)
@@ -329,6 +391,7 @@ class MemoRAGRetriever(BaseRetriever):
         **kwargs: Any,
     ) -> list[Document]:
         """Async ``_get_relevant_documents``: awaits ``engine.aretrieve``."""
+        refuse_unknown("MemoRAGRetriever.ainvoke", kwargs, _CALL_KEYWORDS, _HINTS)
         engine = self._require_engine()
         result: RetrievalResult = await engine.aretrieve(
             query, self.k if k is None else k, **self._options(run_manager, history)

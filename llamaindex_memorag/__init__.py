@@ -3,6 +3,7 @@
 Imports only ``llama_index.core`` and ``shared_core``; models load only when an engine is built.
 """
 
+from llamaindex_memorag.embeddings import MemoRAGEmbedding
 from llamaindex_memorag.llms import MemoryLLM
 from llamaindex_memorag.query_engine import memorag_query_engine, memorag_query_engine_tool
 from llamaindex_memorag.query_transforms import MemoRAGQueryTransform
@@ -12,6 +13,7 @@ from shared_core import __version__
 
 __all__ = [
     "MEMORAG_METADATA_KEYS",
+    "MemoRAGEmbedding",
     "MemoRAGQueryTransform",
     "MemoRAGRetriever",
     "MemoryLLM",

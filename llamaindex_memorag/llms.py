@@ -28,7 +28,9 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import BaseTool
 
+from shared_core.engine_ref import check_picklable, shared_engine_memo
 from shared_core.errors import InputError
+from shared_core.keywords import refuse_unknown
 from shared_core.models.options import chat_options
 from shared_core.models.streaming import TextStream
 from shared_core.structured import StructuredReply, ToolSpec
@@ -51,6 +53,18 @@ def _calls_text(message: ChatMessage) -> str:
     calls = message.additional_kwargs.get("tool_calls") or []
     said = ", ".join(f"{c['name']}({c['arguments']})" for c in calls if isinstance(c, dict))
     return f"[called {said}]" if said else ""
+
+
+#: Other LLM classes' options, and what this one takes instead.
+_HINTS = {
+    "max_tokens": "num_output= (or max_tokens= per call)",
+    "model": "model_name=",
+    "timeout": "a local memory has no timeout",
+    "api_key": "a local memory has no API key",
+    "api_base": "a local memory has no endpoint",
+    "max_retries": "a local memory has no retries",
+    "top_k": "retrieval depth belongs to the retriever (similarity_top_k=)",
+}
 
 
 def to_chat_turns(messages: Sequence[ChatMessage]) -> list[ChatTurn]:
@@ -154,8 +168,28 @@ class MemoryLLM(FunctionCallingLLM):
     _engine: RetrievalEngine | None = PrivateAttr(default=None)
 
     def __init__(self, *, engine: RetrievalEngine | None = None, **kwargs: Any) -> None:
+        fields = type(self).model_fields
+        known = {*fields, *(f.alias for f in fields.values() if f.alias)}
+        refuse_unknown("MemoryLLM", kwargs, known, _HINTS)
         super().__init__(**kwargs)
         self._engine = engine
+
+    # -- pickling and copies: the engine is never dropped (shared_core/engine_ref.py) ---------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """LlamaIndex drops attributes that fail to pickle; the engine fails loudly instead
+        (a saved ``MemoRAG`` pickles as a reference to its save directory)."""
+        check_picklable(self._engine, "MemoryLLM")
+        return super().__getstate__()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # LlamaIndex re-runs __init__ on the fields alone
+        private = state.get("__pydantic_private__") or {}
+        self._engine = private.get("_engine")
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> MemoryLLM:
+        """A copy around the same engine (its weights and memory are shared, not cloned)."""
+        return super().__deepcopy__(shared_engine_memo(memo, self._engine))
 
     @classmethod
     def class_name(cls) -> str:

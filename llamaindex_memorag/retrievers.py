@@ -10,6 +10,7 @@ retriever passed as ``base_retriever`` (a ``VectorStoreIndex``'s, BM25, ...).
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,9 @@ from llama_index.core.schema import (
 )
 from llama_index.core.utils import print_text
 
+from shared_core.engine_ref import shared_engine_memo
 from shared_core.inputs import check_k
+from shared_core.keywords import check_engine_keywords, refuse_unknown
 from shared_core.retrieval.external import (
     IN_MEMORY_KEY,
     PROVENANCE_KEYS,
@@ -68,6 +71,30 @@ def _passage(nws: NodeWithScore) -> Passage:
         metadata=located(node.metadata, node.ref_doc_id, start, end),
         payload=nws,
     )
+
+
+#: Other retrievers' spellings, and what this one takes instead.
+_HINTS = {
+    "top_k": "similarity_top_k= is the number of nodes returned",
+    "k": "similarity_top_k= is the number of nodes returned",
+    "sparse_top_k": "search_top_k= is the depth of each search",
+    "embed_model": "the engine embeds with ret_model_name_or_path= (a sentence-transformers "
+    "model); or pass index= to search your own index",
+    "vector_store": "build a VectorStoreIndex on it and pass index= (or base_retriever=)",
+    "storage_context": "pass index= (an index over that storage) or base_retriever=",
+    "filters": "MemoRAG's own index has no metadata filters; pass base_retriever= a retriever "
+    "built with them",
+    "vector_store_query_mode": "pass base_retriever= a retriever built with that mode",
+    "node_postprocessors": "give them to the query engine, not to the retriever",
+}
+_RETRIEVER_KEYWORDS = (
+    "base_retriever",
+    "similarity_top_k",
+    "search_top_k",
+    "query_metadata",
+    "callback_manager",
+    "verbose",
+)
 
 
 def _ranked(nodes: Sequence[NodeWithScore]) -> list[Ranked]:
@@ -191,7 +218,9 @@ class MemoRAGRetriever(BaseRetriever):
         query_metadata: bool = False,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
+        **unknown: Any,
     ) -> None:
+        refuse_unknown("MemoRAGRetriever", unknown, _RETRIEVER_KEYWORDS, _HINTS)
         if engine is None:
             raise ValueError("MemoRAGRetriever needs an engine, e.g. MemoRAG().memorize(...)")
         check_k(similarity_top_k, name="similarity_top_k")
@@ -222,6 +251,14 @@ class MemoRAGRetriever(BaseRetriever):
             source = _RetrieverSource(base_retriever)
         self._search = ExternalSearch(source) if source is not None else None
         super().__init__(callback_manager=callback_manager, verbose=verbose)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MemoRAGRetriever:
+        """A copy around the same engine (its weights and memory are shared, not cloned)."""
+        memo = shared_engine_memo(memo, self._engine)
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
 
     @property
     def engine(self) -> RetrievalEngine:
@@ -268,6 +305,7 @@ class MemoRAGRetriever(BaseRetriever):
         ``engine`` has already memorized them, e.g. loaded with ``MemoRAG.from_dir``), so
         results keep the index's node ids and metadata.
         """
+        check_engine_keywords("MemoRAGRetriever.from_defaults", engine_kwargs, _HINTS)
         check_k(similarity_top_k, name="similarity_top_k")
         sources = {"nodes": nodes, "documents": documents, "index": index}
         given = [name for name, value in sources.items() if value is not None]
@@ -353,6 +391,7 @@ class MemoRAGRetriever(BaseRetriever):
     ) -> MemoRAGRetriever:
         """Load an engine saved by ``persist`` with ``MemoRAG.from_dir(path, **engine_kwargs)``
         (``base_retriever``: search it instead of the engine's own index)."""
+        check_engine_keywords("MemoRAGRetriever.from_persist_dir", engine_kwargs, _HINTS)
         check_k(similarity_top_k, name="similarity_top_k")
         from shared_core import MemoRAG
 

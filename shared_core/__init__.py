@@ -17,6 +17,7 @@ from shared_core.errors import (
     LimitError,
     MemoRAGError,
     NoMemoryError,
+    NotPicklableError,
     PersistenceError,
 )
 from shared_core.types import (
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "MemoRAG": "shared_core.pipeline",
+    "MemoRAGLite": "shared_core.lite",
     "Memory": "shared_core.memory",
     "MemoryStats": "shared_core.memory",
     "CompressedKVMemory": "shared_core.memory",
@@ -64,9 +66,11 @@ __all__ = [
     "LimitError",
     "MemoRAG",
     "MemoRAGError",
+    "MemoRAGLite",
     "Memory",
     "MemoryStats",
     "NoMemoryError",
+    "NotPicklableError",
     "Passage",
     "PersistenceError",
     "RetrievalResult",

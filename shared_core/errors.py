@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 
 class MemoRAGError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -29,6 +31,12 @@ class IncompatibleMemoryError(PersistenceError):
 
 class StaleSnapshotError(PersistenceError):
     """A save would replace a snapshot that this pipeline never saw (a lost update)."""
+
+
+class NotPicklableError(MemoRAGError, pickle.PicklingError):
+    """An engine (or an adapter around one) cannot be pickled or copied: its memory is in no
+    save directory, or it was built around objects a save does not hold. The message says what
+    to do (save first, or share the object)."""
 
 
 class GeneratorError(MemoRAGError, RuntimeError):

@@ -8,6 +8,7 @@ known (``parts.py``), so constructing a pipeline is cheap. No model code lives h
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,14 @@ from typing import Any
 from shared_core.clues import CopySource
 from shared_core.clues.copying import CopySourceCache
 from shared_core.config import MemoRAGConfig
-from shared_core.errors import InputError, MemoRAGError, NoMemoryError, PersistenceError
+from shared_core.engine_ref import EngineRef, Resume, plain_options, refuse_injected, refuse_unsaved
+from shared_core.errors import (
+    IncompatibleMemoryError,
+    InputError,
+    MemoRAGError,
+    NoMemoryError,
+    PersistenceError,
+)
 from shared_core.heads.route import heads_section
 from shared_core.inputs import (
     ContextInput,
@@ -108,10 +116,15 @@ class MemoRAG:
         self._build_lock = threading.Lock()
         # Re-entrant so add() on an empty pipeline can memorize() and save() under it.
         self._write_lock = threading.RLock()
+        # The save this exact state is in, (root, snapshot), if any: what a pickle refers to.
+        self._saved_as: tuple[Path, str] | None = None
+        self._resume = Resume()  # an unpickled engine's pending load of its save
+        self._loaded: tuple[str, float] | None = None  # (save dir, seconds) of the last load
 
     # -- parts ------------------------------------------------------------------------------
     def _built(self, language: str | None = None) -> Parts:
         """The parts, built once under one lock, in ``language`` when the config says auto."""
+        self._resume.run(self.load, _live_snapshot)
         with self._build_lock:
             if self._parts is None:
                 chosen = self.config.language
@@ -146,6 +159,7 @@ class MemoRAG:
 
     @property
     def index(self) -> VectorIndex:
+        self._resume.run(self.load, _live_snapshot)
         if self._index is None:
             raise NoMemoryError("nothing is memorized: call memorize(context) or load(dir) first")
         return self._index
@@ -153,6 +167,7 @@ class MemoRAG:
     @property
     def corpus_size(self) -> int:
         """How many passages the engine's own index holds (0 before ``memorize``)."""
+        self._resume.run(self.load, _live_snapshot)
         return len(self._index) if self._index is not None else 0
 
     def _documents(self, context: ContextInput, start: int = 0) -> tuple[Parts, list[Any]]:
@@ -171,6 +186,7 @@ class MemoRAG:
         overwrite: bool = False,
     ) -> MemoRAG:
         """Read ``context`` (a text or documents) into the memory and the index."""
+        self._resume.cancel()  # an unpickled engine's save would be replaced unread
         parts, docs = self._documents(context)  # limits refused before any text is processed
         with self._write_lock:
             cfg = self.config
@@ -180,7 +196,7 @@ class MemoRAG:
             self._index, self._snapshots = index, set()  # a new memory: in no snapshot yet
             self._unsaved.clear()
             self._unsaved.added(docs, 0)
-            self._given_copy = None
+            self._given_copy, self._saved_as, self._loaded = None, None, None
         if save_dir is not None:
             self._save_added(save_dir, overwrite=overwrite)
         if print_stats:
@@ -193,6 +209,7 @@ class MemoRAG:
         If the save fails (a full disk), the documents stay in memory, unsaved, and the error
         says so; the same ``add(context, save_dir)`` again then saves them.
         """
+        self._resume.run(self.load, _live_snapshot)
         with self._write_lock:
             if self._index is None:
                 return self.memorize(context, save_dir)
@@ -203,7 +220,7 @@ class MemoRAG:
                 held = len(parts.memory.documents)
                 parts.memory.add(docs)
                 self._index.add(chunks)
-                self._given_copy = None
+                self._given_copy, self._saved_as = None, None
                 self._unsaved.added(docs, held)
             if save_dir is not None:
                 self._save_added(save_dir)
@@ -400,6 +417,7 @@ class MemoRAG:
         k: int | None = None,
     ) -> str:
         """Upstream-style call: memorize ``context`` if given (or nothing is held), answer."""
+        self._resume.run(self.load, _live_snapshot)
         if context is not None and (reset_each_call or self._index is None):
             self.memorize(context)
         return self.answer(
@@ -433,11 +451,20 @@ class MemoRAG:
             )
             self._snapshots.add(snapshot)
             self._unsaved.clear()
+            self._saved_as = (Path(save_dir).resolve(), snapshot)
 
     def load(self, save_dir: str | Path, print_stats: bool = False) -> MemoRAG:
         """Restore memory and index from ``save_dir``, refusing mismatched parts."""
+        started = time.perf_counter()
         # Reliability: SaveDir.read starts again if a concurrent save replaces the snapshot.
-        SaveDir(save_dir).read(self._load_snapshot)
+        try:
+            SaveDir(save_dir).read(self._load_snapshot)
+        except IncompatibleMemoryError as exc:
+            raise type(exc)(
+                f"{exc}; or load it with MemoRAG.from_dir({str(save_dir)!r}), which builds the "
+                "pipeline with the models and settings the save names"
+            ) from None
+        self._loaded = (str(save_dir), time.perf_counter() - started)
         if print_stats:
             print(self.stats_text())
         return self
@@ -451,6 +478,7 @@ class MemoRAG:
             parts.memory.read_files(folder, manifest["memory"])
             self._index, self._snapshots = index, {folder.name}
             self._unsaved.clear()
+            self._saved_as = (folder.parent.resolve(), folder.name)
         return self
 
     @classmethod
@@ -461,20 +489,70 @@ class MemoRAG:
         settings = saved_settings(folder / "manifest.json", pipeline, kwargs)
         return cls(**settings).load(save_dir)
 
+    # -- pickling and copies (shared_core/engine_ref.py) ------------------------------------
+    def reference(self) -> EngineRef:
+        """What a pickle or copy of this engine holds: its settings and its save directory.
+
+        Raises ``NotPicklableError`` when no save holds this state (save it first) or the
+        engine was built around caller objects (``memory=``, ``embedder=``, ``generator=``).
+        """
+        given = self._injected
+        parts = {"memory": given.memory, "embedder": given.embedder, "generator": given.generator}
+        injected = [name for name, part in parts.items() if part is not None]
+        if injected:
+            raise refuse_injected(injected)
+        options = plain_options(self.config.as_options())
+        pending = self._resume.ref
+        if pending is not None:  # unpickled and not used yet: the same reference again
+            return EngineRef(pending.save_dir, pending.snapshot, options)
+        with self._write_lock:
+            if self._saved_as is not None:
+                return EngineRef(self._saved_as[0], self._saved_as[1], options)
+            if self._index is None:
+                return EngineRef(None, None, options)  # nothing memorized: settings only
+        raise refuse_unsaved()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.reference()))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MemoRAG:
+        """An independent engine on the same save (read again on first use)."""
+        return _restore(type(self), self.reference())
+
     # -- stats ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
+        """The memory's figures (its ``seconds``: the memorize time, also after a load), the
+        corpus size, and ``load_seconds`` when this state was loaded from a save."""
         return {
             "memory": self.memory.stats().as_dict(),
             "chunks": self.corpus_size,
             "embedder": self._parts.embedder.name if self._parts else None,
+            "load_seconds": self._loaded[1] if self._loaded else None,
         }
 
     def stats_text(self) -> str:
-        return (
+        text = (
             f"{self.memory.stats().summary()}\n"
             f"retrieval corpus:  {self.corpus_size:,} chunks of <= "
             f"{self.config.retrieval_chunk_size} tokens"
         )
+        if self._loaded is not None:  # the memorize time above was measured when it was saved
+            where, seconds = self._loaded
+            text += f"\nloaded:            in {seconds:,.1f} s from {where} (memorized earlier)"
+        return text
+
+
+def _live_snapshot(save_dir: Path) -> str | None:
+    live = SaveDir(save_dir).current()
+    return live.name if live is not None else None
+
+
+def _restore(cls: type[MemoRAG], ref: EngineRef) -> MemoRAG:
+    """Unpickle: the engine rebuilt from its settings (cheap); its save is read on first use."""
+    engine = cls(**ref.options)
+    if ref.save_dir is not None:
+        engine._resume = Resume(ref)
+    return engine
 
 
 __all__ = ["TASK_TYPES", "Answer", "MemoRAG", "read_save_info"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -24,6 +23,7 @@ from shared_core.config import MemoRAGConfig
 from shared_core.heads.candidates import MemoryTextCache
 from shared_core.heads.route import AttentionRoute, RoutePlan
 from shared_core.inputs import check_k
+from shared_core.notices import Notices
 from shared_core.parts import Parts
 from shared_core.retrieval.external import IN_MEMORY_KEY
 from shared_core.retrieval.fusion import fuse, relevance_scores
@@ -40,6 +40,7 @@ class Retriever:
 
     def __init__(self, config: MemoRAGConfig) -> None:
         self.config = config
+        self.notices = Notices()  # warnings once per cause for this pipeline
         self.route = AttentionRoute(
             config.retrieval,
             config.head_set,
@@ -68,7 +69,7 @@ class Retriever:
             clues = writer.write(standalone, parts.memory)
         clues = list(clues)[: self.config.max_clues]
         if clue_notes(clues, writer):
-            warnings.warn(NO_CLUES_NOTE, stacklevel=3)
+            self.notices.warn("no clues", NO_CLUES_NOTE, stacklevel=3)
         if standalone != query:
             clues.insert(0, Clue(text=standalone, kind="history", weight=self.config.query_weight))
         return clues
@@ -240,14 +241,17 @@ class Retriever:
         timings["fusion"] = time.perf_counter() - started
         held = corpus_size(backend)
         if held is not None and k > held:
-            warnings.warn(
-                f"k={k} is more than the {held} passages in the corpus; returning all", stacklevel=4
+            self.notices.warn(
+                ("k over corpus", held),
+                f"k={k} is more than the {held} passages in the corpus; returning all "
+                "(said once per corpus size)",
+                stacklevel=4,
             )
         notes = clue_notes(clues, parts.clue_writer) if clues is not None and plan.clues else ()
         if missing:
             candidates = len({h.passage.id for hits in lists for h in hits})
             note = _missing_note(len(missing), candidates)
-            warnings.warn(note, stacklevel=4)
+            self.notices.warn("candidates not in memory", note, stacklevel=4)
             notes = (*notes, note)
         return RetrievalResult(
             query=query,

@@ -248,12 +248,13 @@ def test_a_memory_that_writes_no_clue_says_so():
     with pytest.warns(UserWarning, match="wrote no clues"):
         result = pipe.retrieve("Where is the fox?", 2)
     assert NO_CLUES_NOTE in result.notes and result.passages
-    with pytest.warns(UserWarning, match="wrote no clues"):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="the memory wrote no clues")  # said once
         answer = pipe.answer("Where is the fox?", k=2)
     assert NO_CLUES_NOTE in answer.notes
     chosen, _, _ = scripted_pipe(clue_strategy="none")  # no clues asked for: nothing to say
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.filterwarnings("error", message="the memory wrote no clues")
         assert NO_CLUES_NOTE not in chosen.retrieve("Where is the fox?", 2).notes
 
 

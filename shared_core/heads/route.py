@@ -24,7 +24,6 @@ scores, floored at 0), or ``heads_weight`` itself (``"fixed"``). With no other w
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +37,9 @@ from shared_core.heads.candidates import MemoryText
 from shared_core.heads.head_set import HeadSet, find_head_set
 from shared_core.heads.ranker import AttentionList, AttentionRanker
 from shared_core.memory.attention_memory import AttentionMemory
+from shared_core.notices import Notices
 from shared_core.retrieval.vector_index import VectorIndex
 from shared_core.types import Hit, Passage
-
-_warned: set[str] = set()
-_warn_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -88,6 +85,7 @@ class AttentionRoute:
         self.candidate_k = candidate_k
         self._ranker: tuple[int, AttentionRanker | None, str] | None = None
         self._lock = threading.Lock()
+        self.notices = Notices()  # "no heads: clue path" once per cause for this pipeline
 
     def _ranker_for(self, memory: Any) -> tuple[AttentionRanker | None, str]:
         with self._lock:
@@ -133,10 +131,7 @@ class AttentionRoute:
         if ranker is None:
             if self.retrieval in ("heads", "heads+clues"):
                 raise InputError(f"retrieval={self.retrieval!r} needs retrieval heads: {why}")
-            with _warn_lock:
-                if why not in _warned:
-                    _warned.add(why)
-                    warnings.warn(f"{why}; using the clue path", stacklevel=4)
+            self.notices.warn(why, f"{why}; using the clue path", stacklevel=4)
             return RoutePlan("clues", False, True, clue_fusion, (why + "; used the clue path",))
         both = self.retrieval == "heads+clues"
         return RoutePlan("heads+clues" if both else "heads", True, both, heads_fusion)

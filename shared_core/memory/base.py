@@ -51,7 +51,7 @@ class MemoryStats:
             f"memory size:       {self.memory_bytes / mib:,.1f} MiB "
             f"(full KV would be {self.full_kv_bytes / mib:,.1f} MiB)",
             f"capacity:          {self.capacity_tokens:,} text tokens at these settings",
-            f"time:              {self.seconds:,.1f} s ({self.tokens_per_second:,.0f} tokens/s)",
+            f"memorize time:     {self.seconds:,.1f} s ({self.tokens_per_second:,.0f} tokens/s)",
         ]
         lines += [f"{k + ':':<19}{v}" for k, v in self.extra.items()]
         return "\n".join(lines)

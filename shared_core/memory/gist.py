@@ -16,7 +16,7 @@ from typing import Any
 from shared_core.errors import NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
-from shared_core.memory.reading import new_documents
+from shared_core.memory.reading import new_documents, wait_bar
 from shared_core.models.decoding import RunRequest
 from shared_core.models.generation import run_of
 from shared_core.persistence import read_json, write_json
@@ -80,19 +80,25 @@ class GistMemory(Memory):
     def gists(self) -> tuple[str, ...]:
         return self._gists
 
-    def _summarise(self, docs: Sequence[Any]) -> tuple[list[str], int, float]:
+    def _summarise(
+        self, docs: Sequence[Any], show: bool | None = None
+    ) -> tuple[list[str], int, float]:
         started = time.perf_counter()
         gists = []
-        for chunk in self.chunker.split(docs):
+        chunks = self.chunker.split(docs)
+        bar = wait_bar(len(chunks), "memorize (gists)", "chunk", show)
+        for chunk in chunks:
             prompt = self.prompts.gist.format(context=chunk.text)
             text = self.generator.generate(prompt, max_new_tokens=self.gist_tokens).text.strip()
             gists.append(" ".join(text.split()) or chunk.text[:200])
+            bar.update(1)
+        bar.close()
         tokens = sum(approx_token_count(d.text) for d in docs)
         return gists, tokens, time.perf_counter() - started
 
     def memorize(self, context: ContextInput, *, show_progress: bool | None = None) -> MemoryStats:
         docs = as_documents(context, max_documents=self.max_documents, max_chars=self.max_chars)
-        gists, tokens, seconds = self._summarise(docs)
+        gists, tokens, seconds = self._summarise(docs, show_progress)
         with self._lock:
             self._gists = tuple(gists)
             self._documents = tuple({"doc_id": d.doc_id, "chars": len(d.text)} for d in docs)
@@ -102,11 +108,11 @@ class GistMemory(Memory):
 
     def add(self, context: ContextInput, *, show_progress: bool | None = None) -> MemoryStats:
         if self.is_empty:
-            return self.memorize(context)
+            return self.memorize(context, show_progress=show_progress)
         docs = new_documents(
             context, self._documents, max_documents=self.max_documents, max_chars=self.max_chars
         )
-        gists, tokens, seconds = self._summarise(docs)
+        gists, tokens, seconds = self._summarise(docs, show_progress)
         with self._lock:
             self._gists += tuple(gists)
             self._documents += tuple({"doc_id": d.doc_id, "chars": len(d.text)} for d in docs)

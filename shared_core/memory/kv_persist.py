@@ -95,7 +95,13 @@ class KVPersistence:
         from shared_core.persistence import check_safetensors_header
 
         where = folder / "manifest.json"
-        check_identity(where, section, self.backend, self.identity(), _MATCHING)
+        # A memory that never compressed anything (every position kept) holds the same
+        # tensors under any ratio or compress mode: those settings were never used, so a
+        # pipeline with other ones (upstream's beacon_ratio=4, the default 32) may load it and
+        # applies its own to later add() calls.
+        unused = section.get("entries") == section.get("next_position") is not None
+        keys = tuple(k for k in _MATCHING if not (unused and k == "beacon_ratio"))
+        check_identity(where, section, self.backend, self.identity(), keys)
         if section.get("window") != self.window:
             # Reliability: later add() calls read with this memory's window; a save read with
             # another one would silently change how the rest of the text is read.
@@ -104,7 +110,7 @@ class KVPersistence:
                 f"{self.window} here; load it with window={short(section.get('window'))} (the "
                 "window later add() calls read with)"
             )
-        if section.get("compress", "always") != self.compress:
+        if section.get("compress", "always") != self.compress and not unused:
             raise IncompatibleMemoryError(
                 f"{where}: the memory was written with compress={section.get('compress')!r}, "
                 f"this one uses {self.compress!r}; pass compress= as saved"

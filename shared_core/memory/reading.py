@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from shared_core.errors import InputError
 from shared_core.inputs import ContextInput, as_documents
+from shared_core.models.decoding import PROGRESS_DELAY_S
 from shared_core.types import Document
 
 
@@ -55,11 +56,29 @@ def text_digest(before: str | None, joined: str) -> str:
 
 
 def memorize_bar(tokens: int, windows: int, show: bool | None) -> Any:
-    """The ``memorize`` progress bar over ``tokens`` (``show=None``: shown from 8 windows on)."""
+    """The ``memorize`` progress bar over ``tokens`` (``show=None``: shown from 8 windows on).
+
+    Asked for (``show=True``, e.g. ``print_stats``), the finished bar stays on its own line, so
+    text printed after it starts on a new one; shown on its own it clears itself.
+    """
     return tqdm(
         total=tokens,
         unit="tok",
         desc="memorize",
         disable=not (show if show is not None else windows >= 8),
-        leave=False,
+        leave=show is True,
+    )
+
+
+def wait_bar(total: int, desc: str, unit: str, show: bool | None) -> Any:
+    """A bar for a wait of ``total`` steps: asked for (``True``), shown at once and left on
+    its own line; ``None``, shown only once the wait passes ``PROGRESS_DELAY_S``; ``False``,
+    never."""
+    return tqdm(
+        total=total,
+        unit=unit,
+        desc=desc,
+        disable=show is False,
+        delay=0.0 if show else PROGRESS_DELAY_S,
+        leave=show is True,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from tqdm.auto import tqdm
 
 from shared_core.inputs import check_max_new_tokens, check_query
 from shared_core.types import ChatTurn, Generation, GenerationOptions, GenerationRun
@@ -57,8 +58,43 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+#: A reply still being written after this many seconds shows a progress bar (tokens so far, of
+#: the most allowed), the memorize bar's style; shorter replies show nothing.
+PROGRESS_DELAY_S = 5.0
+
+
+#: A reply whose last tokens are one run of 4..96 tokens repeated back to back is stuck in a
+#: loop: decoding stops there. A short run must come 4 times (under 8 tokens) or 3 (under 16),
+#: a sentence-long one twice. Small models fall into such loops under greedy decoding (the
+#: embedded SmolLM2 repeating a sentence of the book, ``benchmarks/results/loop_check_book.md``)
+#: and would otherwise write them to ``max_new_tokens``.
+_LOOP_RUNS = (4, 96)
+
+
+def _repeats_needed(run: int) -> int:
+    return 4 if run < 8 else 3 if run < 16 else 2
+
+
+def looping(tokens: Sequence[int]) -> bool:
+    """Whether ``tokens`` end with one run repeated back to back (see ``_LOOP_RUNS``)."""
+    n = len(tokens)
+    shortest, longest = _LOOP_RUNS
+    for run in range(shortest, min(longest, n // 2) + 1):
+        repeats = _repeats_needed(run)
+        if n < run * repeats:
+            continue
+        tail = list(tokens[n - run :])
+        if all(list(tokens[n - (i + 1) * run : n - i * run]) == tail for i in range(1, repeats)):
+            return True
+    return False
+
+
 class Decoder:
-    """One decoding run; iterate it for text pieces, then read ``generation``."""
+    """One decoding run; iterate it for text pieces, then read ``generation``.
+
+    ``show_progress=False`` hides the progress bar that a reply slower than
+    ``PROGRESS_DELAY_S`` shows (clue writing, summaries and answers on a CPU can take minutes).
+    """
 
     def __init__(
         self,
@@ -71,7 +107,9 @@ class Decoder:
         start_position: int,
         seed: int = 0,
         stop_ids: set[int] | None = None,
+        show_progress: bool | None = None,
     ) -> None:
+        self.show_progress = show_progress
         self.model = model
         self.tokenizer = tokenizer
         self.prompt_ids = list(prompt_ids)
@@ -127,6 +165,20 @@ class Decoder:
     def __iter__(self) -> Iterator[str]:
         if self.max_new_tokens <= 0:
             return
+        bar = tqdm(
+            total=self.max_new_tokens,
+            unit="tok",
+            desc="generate",
+            delay=PROGRESS_DELAY_S,
+            leave=False,
+            disable=self.show_progress is False,
+        )
+        try:
+            yield from self._decode(bar)
+        finally:
+            bar.close()
+
+    def _decode(self, bar: Any) -> Iterator[str]:
         emitted = 0
         with torch.inference_mode():
             logits = self._step(self.prompt_ids)
@@ -138,6 +190,7 @@ class Decoder:
                     self.finish_reason = "stop"
                     break
                 self.tokens.append(token)
+                bar.update(1)
                 full = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
                 cut = self._stop_at(full)
                 if cut is not None:
@@ -152,6 +205,9 @@ class Decoder:
                     yield full[emitted:safe]
                     emitted = safe
                 if len(self.tokens) >= self.max_new_tokens:
+                    break
+                if looping(self.tokens):
+                    self.finish_reason = "stop"  # a degenerate loop: more would only repeat
                     break
                 logits = self._step([token])
         if len(self.text) > emitted:
@@ -265,6 +321,8 @@ class ModelDecoding(ConstrainedGeneration):
     model: Any
     tokenizer: Any
     max_new_tokens_cap: int
+    #: ``False``: no progress bar even for slow replies (the memory back-ends' option).
+    show_progress: bool | None = None
 
     def _checked(self, request: RunRequest) -> int:
         """Check ``request``'s prompt and ``max_new_tokens`` (``1..max_new_tokens_cap``)."""
@@ -283,4 +341,5 @@ class ModelDecoding(ConstrainedGeneration):
             cache=cache,
             start_position=start_position,
             stop_ids=self._stop_ids,
+            show_progress=self.show_progress,
         )
