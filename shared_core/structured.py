@@ -31,8 +31,8 @@ from shared_core.models.json_grammar import (
 )
 from shared_core.types import ChatTurn, Generation
 
-#: ``tool_choice`` values: ``"auto"`` (the model decides), ``"required"`` (some tool),
-#: ``"none"`` (no tool) or a tool's name.
+#: ``tool_choice`` values: ``"auto"`` (the model decides), ``"required"`` / ``"any"`` (some
+#: tool), ``"none"`` (no tool) or a tool's name.
 ToolChoice = Literal["auto", "required", "none"] | str
 _NO_TOOL = "none"
 #: Characters a description line may take in the prompt.
@@ -209,6 +209,7 @@ def chat_tools(
         raise InputError("messages is empty")
     if not tools or tool_choice == "none" or (tool_choice == "auto" and after_tool_result):
         return None
+    tool_choice = "required" if tool_choice == "any" else tool_choice
     chosen = _chosen(tools, tool_choice)
     if tool_choice == "auto":
         picked = wants_tool(memory, messages, chosen)

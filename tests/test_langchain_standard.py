@@ -145,6 +145,11 @@ class TestMemoryLLMIntegration(ChatModelIntegrationTests):
         return True
 
     @property
+    def supports_json_mode(self) -> bool:
+        # ``method="json_mode"`` (like every method) decodes under the schema's grammar
+        return True
+
+    @property
     def supports_model_override(self) -> bool:
         # One engine holds one model; ``model`` is a label, so a per-call override can't
         # switch what answers.

@@ -71,7 +71,12 @@ def _structured(out, recipe):
     assert out["error"] is None and set(out["parsed"]) == {"founder", "year"}
 
 
+def _langgraph(out, recipe):
+    assert all(set(c) == {"start", "end"} for c in out["tool_calls"]) and "answer" in out
+
+
 CHECKS = {
+    "langgraph_agent": _langgraph,
     "condense_chat": _condense,
     "multi_query": _multi_query,
     "chain_filter": _chain_filter,
