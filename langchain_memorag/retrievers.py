@@ -63,6 +63,7 @@ _HINTS = {
     "vectorstore": "pass base_retriever=vectorstore.as_retriever()",
     "retriever": "pass base_retriever=",
     "llm": "only from_texts / from_documents take llm=",
+    "search_kwargs": "pass k=; MemoRAGRetriever(search_kwargs={'k': n}) means k=n",
 }
 #: ``invoke(query, **kwargs)``: what a call may change.
 _CALL_KEYWORDS = ("k", "history")
