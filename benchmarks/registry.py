@@ -44,6 +44,7 @@ MODULES = (
     "benchmarks.gpu_check",
     "benchmarks.answers",
     "benchmarks.stores",
+    "benchmarks.generation",
 )
 
 

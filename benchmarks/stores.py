@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.datasets import BenchQuestion, load_set
-from benchmarks.metrics import evidence_hits, mrr, recall_at_k
-from benchmarks.report import _header, environment, write_outputs
+from benchmarks.metrics import environment, evidence_hits, mrr, recall_at_k, write_outputs
+from benchmarks.metrics import header as _header
+from benchmarks.registry import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path(__file__).resolve().parent / "results" / "stores"
 K = 10
 STORES = ("own", "dense", "lc_memory", "lc_qdrant", "li_vector", "li_bm25")

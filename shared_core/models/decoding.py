@@ -66,7 +66,7 @@ PROGRESS_DELAY_S = 5.0
 #: A reply whose last tokens are one run of 4..96 tokens repeated back to back is stuck in a
 #: loop: decoding stops there. A short run must come 4 times (under 8 tokens) or 3 (under 16),
 #: a sentence-long one twice. Small models fall into such loops under greedy decoding (the
-#: embedded SmolLM2 repeating a sentence of the book, ``benchmarks/results/loop_check_book.md``)
+#: embedded SmolLM2 repeating a sentence of the book: benchmark experiment ``loop-check-book``)
 #: and would otherwise write them to ``max_new_tokens``.
 _LOOP_RUNS = (4, 96)
 

@@ -1,15 +1,23 @@
-"""Valid JSON and valid tool calls from the memory model, with and without constrained decoding.
+"""Generation behaviour of the embedded model: structured output and greedy loops.
 
-Five schemas (four objects and one two-tool call) x five prompts over a small memorized text.
-Free: the memory answers the same schema prompt (``structured.schema_prompt`` /
-``tools_prompt``) with ordinary decoding and the first JSON value in the reply is checked.
-Constrained: ``MemoRAG.chat_json`` / ``chat_tools``. A reply counts as valid when it parses,
-has exactly the schema's fields with the right types (and, for a tool call, names a bound tool
-with valid arguments). ``--recipes`` also runs every ``examples/recipes`` script.
+``structured``: valid JSON and valid tool calls from the memory model, with and without
+constrained decoding. Five schemas (four objects and one two-tool call) x five prompts over a
+small memorized text. Free: the memory answers the same schema prompt
+(``structured.schema_prompt`` / ``tools_prompt``) with ordinary decoding and the first JSON value
+in the reply is checked. Constrained: ``MemoRAG.chat_json`` / ``chat_tools``. A reply counts as
+valid when it parses, has exactly the schema's fields with the right types (and, for a tool
+call, names a bound tool with valid arguments). ``--recipes`` also runs every
+``examples/recipes`` script::
 
-    OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.structured --out benchmarks/results/structured
+    OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks reproduce structured
 
-Writes ``structured.json`` and ``structured.md`` (and ``recipes.json`` / ``recipes.md``).
+``loop-check``: greedy loops with and without the decoder's loop stop, through a LlamaIndex
+query engine, on the README's LlamaIndex documents (``--corpus readme``, top 2) or the demo
+novel's opening (``--corpus book``: its first 12,000 characters, top 4), at LlamaIndex's default
+256 output tokens: each question is answered with the loop stop
+(``shared_core.models.decoding.looping``) and with it turned off::
+
+    OMP_NUM_THREADS=1 python -m benchmarks reproduce loop-check-book   # or loop-check-readme
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from benchmarks.registry import REPO, Experiment, Number, Step, command, experiment
 
 TEXTS = [
     "Ada Lovelace, born in London in 1815, wrote the first published algorithm.",
@@ -255,7 +265,24 @@ def recipes_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Valid replies and mean seconds per mode, over all schemas and for tool calls."""
+    out: dict[str, Any] = {}
+    for mode in ("free", "constrained"):
+        some = [r for r in rows if r["mode"] == mode]
+        calls = [r for r in some if r["schema"] == "tool_call"]
+        out[mode] = {
+            "valid": sum(r["valid"] for r in some),
+            "replies": len(some),
+            "valid_tool_calls": sum(r["valid"] for r in calls),
+            "tool_calls": len(calls),
+            "seconds_per_reply": sum(r["seconds"] for r in some) / max(len(some), 1),
+        }
+    return out
+
+
+@command("structured", "valid JSON / tool calls with and without constrained decoding")
+def structured_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/structured"))
     parser.add_argument("--recipes", action="store_true", help="also run examples/recipes")
@@ -272,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine.memorize(TEXTS)
         rows = measure(engine)
         (args.out / "structured.json").write_text(json.dumps(rows, indent=1), "utf-8")
+        summary = json.dumps(summarize(rows), indent=1)
+        (args.out / "structured_summary.json").write_text(summary, "utf-8")
         (args.out / "structured.md").write_text(table(rows) + "\n", "utf-8")
         print(table(rows))
     if args.recipes:
@@ -283,5 +312,139 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+BOOK = REPO / "examples" / "data" / "frankenstein.txt"
+BOOK_QUESTIONS = ("Why does he travel north?", "Who is the narrator writing to?")
+QUESTIONS = (
+    "Why does Walton sail north?",
+    "Who does Walton write to?",
+    "What does Walton do at Archangel?",
+)
+TEXTS = (
+    "Walton writes to his sister Margaret from St. Petersburgh.",
+    "He sails north to find a passage near the pole and the secret of the magnet.",
+    "He hires a ship at Archangel and gathers a crew of sailors.",
+)
+
+
+def run_loops(corpus: str, max_tokens: int = 256) -> list[dict[str, Any]]:
+    from llama_index.core import Document
+    from llama_index.core.query_engine import RetrieverQueryEngine
+
+    from llamaindex_memorag import MemoRAGRetriever, MemoryLLM
+    from shared_core.models import decoding
+
+    if corpus == "book":
+        texts, top, questions = [BOOK.read_text(encoding="utf-8")[:12000]], 4, BOOK_QUESTIONS
+    else:
+        texts, top, questions = list(TEXTS), 2, QUESTIONS
+    retriever = MemoRAGRetriever.from_defaults(
+        documents=[Document(text=t) for t in texts], similarity_top_k=top
+    )
+    engine = retriever.engine
+    seen: list[Any] = []
+    chat = engine.chat
+
+    def recording_chat(messages: Any, **options: Any) -> Any:
+        generation = chat(messages, **options)
+        seen.append(generation)
+        return generation
+
+    engine.chat = recording_chat  # type: ignore[method-assign]
+    llm = MemoryLLM(engine=engine, num_output=max_tokens)
+    query_engine = RetrieverQueryEngine.from_args(retriever, llm=llm)
+    real = decoding.looping
+    rows = []
+    for question in questions:
+        for stop in (True, False):
+            decoding.looping = real if stop else (lambda tokens: False)  # type: ignore[assignment]
+            seen.clear()
+            started = time.perf_counter()
+            text = str(query_engine.query(question))
+            seconds = time.perf_counter() - started
+            gen = seen[-1]
+            rows.append(
+                {
+                    "question": question,
+                    "loop_stop": stop,
+                    "completion_tokens": gen.completion_tokens,
+                    "finish_reason": gen.finish_reason,
+                    "seconds": round(seconds, 2),
+                    "reply": text,
+                }
+            )
+            print(json.dumps(rows[-1])[:300], flush=True)
+    decoding.looping = real  # type: ignore[assignment]
+    return rows
+
+
+def loops_table(rows: list[dict[str, Any]], corpus: str) -> str:
+    lines = [
+        f"# Loop stop through a LlamaIndex query engine, corpus {corpus!r} (SmolLM2-135M, greedy,"
+        " 256 tokens)",
+        "",
+        f"`OMP_NUM_THREADS=1 python -m benchmarks loop-check --corpus {corpus}` (1 torch thread, "
+        "shared 2-core CPU)",
+        "",
+        "| question | loop stop | reply tokens | finish | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['question']} | {'on' if r['loop_stop'] else 'off'} | "
+            f"{r['completion_tokens']} | {r['finish_reason']} | {r['seconds']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@command("loop-check", "greedy loops with and without the decoder's loop stop")
+def loop_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="greedy loops with and without the loop stop")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/loop-check-book"))
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--corpus", choices=("readme", "book"), default="book")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    rows = run_loops(args.corpus, args.max_tokens)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"loop_check_{args.corpus}"
+    (args.out / f"{stem}.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    (args.out / f"{stem}.md").write_text(loops_table(rows, args.corpus), encoding="utf-8")
+    return 0
+
+
+experiment(
+    Experiment(
+        id="structured",
+        about="valid JSON / tool calls from the embedded model, free vs constrained decoding",
+        steps=(Step("structured --recipes --out {out}"),),
+        result="structured_summary.json",
+        files=("structured.json", "structured.md", "recipes.json", "recipes.md"),
+        numbers=(
+            Number("free: valid replies", "free.valid", "{}"),
+            Number("constrained: valid replies", "constrained.valid", "{}"),
+            Number("free: valid tool calls", "free.valid_tool_calls", "{}"),
+            Number("constrained: valid tool calls", "constrained.valid_tool_calls", "{}"),
+            Number("free: s/reply", "free.seconds_per_reply", "{:.1f}"),
+            Number("constrained: s/reply", "constrained.seconds_per_reply", "{:.1f}"),
+        ),
+        minutes=25,
+    )
+)
+for _corpus in ("book", "readme"):
+    experiment(
+        Experiment(
+            id=f"loop-check-{_corpus}",
+            about=f"greedy loops with and without the loop stop ({_corpus} corpus)",
+            steps=(Step(f"loop-check --corpus {_corpus} --out {{out}}"),),
+            result=f"loop_check_{_corpus}.json",
+            numbers=(
+                Number("loop stop on: reply tokens", "0.completion_tokens", "{}"),
+                Number("loop stop on: seconds", "0.seconds", "{:.1f}"),
+                Number("loop stop off: reply tokens", "1.completion_tokens", "{}"),
+                Number("loop stop off: seconds", "1.seconds", "{:.1f}"),
+            ),
+            minutes=8 if _corpus == "book" else 4,
+        )
+    )
