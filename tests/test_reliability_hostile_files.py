@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from crash_worker import corpus, make_pipeline, shared_embedder
 
 import shared_core.memory.kv_persist as kv_persist
@@ -374,3 +376,91 @@ def test_a_corrupt_qdrant_folder_is_our_error_naming_it(golden, tmp_path, damage
         path.write_bytes(b"garbage, not a database" * 100)
     with pytest.raises(PersistenceError, match=str(store)):
         QdrantIndex.load(live(golden), shared_embedder(), path=store)
+
+
+# -- 6. an add writes what it added ---------------------------------------------------------------
+
+
+def kv_files(snap: Path) -> dict[str, os.stat_result]:
+    names = [
+        p for p in snap.iterdir() if p.name == "memory.safetensors" or p.name.startswith("kv-")
+    ]
+    return {p.name: p.stat() for p in names}
+
+
+def same_state(a: Any, b: Any) -> bool:
+    return all(
+        torch.equal(x, y)
+        for field in ("keys", "values", "positions", "origins")
+        for x, y in zip(getattr(a, field), getattr(b, field), strict=True)
+    )
+
+
+def test_a_small_add_writes_what_it_added_not_the_whole_memory(tmp_path, llama):
+    pipe = make_pipeline(llama)
+    pipe.memorize(corpus(12))
+    root = tmp_path / "mem"
+    pipe.save(root)
+    first = kv_files(live(root))
+    memory_bytes = sum(s.st_size for s in first.values())
+    for n, doc in enumerate([NEW, Document("The crane sleeps on one leg.", doc_id="crane")]):
+        before = {s.st_ino for s in kv_files(live(root)).values()}
+        pipe.add([doc], save_dir=root)
+        after = kv_files(live(root))
+        written = sum(s.st_size for s in after.values() if s.st_ino not in before)
+        shared = sum(s.st_size for s in after.values() if s.st_ino in before)
+        # the earlier entries are hard links to the old snapshot's files, not written again
+        assert written < 0.25 * memory_bytes, (n, written, memory_bytes)
+        assert shared >= 0.75 * memory_bytes, (n, shared, memory_bytes)
+    loaded = make_pipeline(llama).load(root)
+    assert same_state(loaded.memory._state, pipe.memory._state)
+    # after a reload the cut points come from the save: the next add is small too
+    before = {s.st_ino for s in kv_files(live(root)).values()}
+    loaded.add([Document("The stork nests on the chimney.", doc_id="stork")], save_dir=root)
+    after = kv_files(live(root))
+    assert sum(s.st_size for s in after.values() if s.st_ino not in before) < 0.25 * memory_bytes
+    assert len(after) <= 4  # segments merge: O(log adds) files, not one per add
+
+
+def test_a_save_from_before_segments_still_loads(root, llama):
+    """The one-file layout (every entry in memory.safetensors, no ``segments``) of older saves."""
+    from safetensors.torch import save_file
+
+    from shared_core.memory.kv_files import state_metadata
+
+    pipe = make_pipeline(llama).load(root)
+    state = pipe.memory._state
+    snap = live(root)
+    manifest = json.loads((snap / "manifest.json").read_text())
+    section = manifest["memory"]
+    del section["segments"]
+    tensors = {}
+    for i in range(len(state.keys)):
+        tensors[f"k.{i}"] = state.keys[i].contiguous()
+        tensors[f"v.{i}"] = state.values[i].contiguous()
+        tensors[f"p.{i}"] = state.positions[i].contiguous()
+        tensors[f"o.{i}"] = state.origins[i].contiguous()
+    tensors.update(state.token_map.tensors())
+    metadata = json.loads(state_metadata(section)["memorag_state"])
+    del metadata["segments"]
+    for name in list(manifest["files"]):
+        if name.startswith("kv-"):
+            (snap / name).unlink()
+            del manifest["files"][name]
+    (snap / "memory.safetensors").unlink()
+    save_file(
+        tensors,
+        str(snap / "memory.safetensors"),
+        metadata={"memorag_state": json.dumps(metadata, sort_keys=True)},
+    )
+    data = (snap / "memory.safetensors").read_bytes()
+    manifest["files"]["memory.safetensors"] = {
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    (snap / "memory.safetensors").chmod(0o644)
+    (snap / "manifest.json").write_text(json.dumps(manifest))
+    old = make_pipeline(llama).load(root)
+    assert same_state(old.memory._state, state)
+    old.add([NEW], save_dir=root)  # and it is added to in the new layout
+    assert saved_ids(root, llama)[-1] == "heron"

@@ -39,6 +39,7 @@ from shared_core.persistence.manifest import MANIFEST, read_manifest, verify_fil
 
 _POINTER = "CURRENT"
 _SNAPSHOT = re.compile(r"^snap-[0-9a-f]{32}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 _MAX_POINTER_BYTES = 256
 #: How often a load starts again when a concurrent save replaced the snapshot it was reading.
 _READ_ATTEMPTS = 3
@@ -262,6 +263,29 @@ class SaveDir:
             orphan = _SNAPSHOT.match(item.name) and (live is None or item != live)
             if item.is_dir() and (stale_stage or orphan):
                 shutil.rmtree(item, ignore_errors=True)
+
+
+def link_from_live(staging: Path, name: str) -> bool:
+    """Hard-link ``name`` from the live snapshot of the save directory ``staging`` is in (its
+    parent), if that snapshot holds it as a regular file: a content-addressed file a new
+    snapshot shares with the old one is then not written again. ``False`` when there is none
+    (or the file system has no hard links): the caller writes it."""
+    if not staging.name.startswith(".staging-snap-") or not _FILE_NAME.match(name):
+        return False
+    try:
+        live = SaveDir(staging.parent).current()
+    except PersistenceError:
+        return False
+    if live is None:
+        return False
+    source = live / name
+    try:
+        if not stat.S_ISREG(os.lstat(source).st_mode):
+            return False
+        os.link(source, staging / name, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
 
 
 def check_not_inside_save(root: Path) -> None:
