@@ -332,7 +332,7 @@ def test_a_file_size_limit_ends_the_cli_with_our_error_and_the_old_save_intact(r
     note = root.parent / "note.txt"
     note.write_text("The heron waits by the pond at noon. " * 20)
     limit = 16 * 1024  # under the tensor file, over every file read
-    assert (live(root) / "memory.safetensors").stat().st_size > 4 * limit
+    assert (live(root) / "memory.safetensors").stat().st_size > limit  # rewritten by every add
     code = _ULIMIT_CHILD.format(
         tests=str(TESTS), root=str(ROOT), limit=limit, note=str(note), save=str(root)
     )
