@@ -464,3 +464,20 @@ def test_a_save_from_before_segments_still_loads(root, llama):
     assert same_state(old.memory._state, state)
     old.add([NEW], save_dir=root)  # and it is added to in the new layout
     assert saved_ids(root, llama)[-1] == "heron"
+
+
+def test_links_the_user_chose_still_work(golden, tmp_path, llama):
+    """A text file or a save directory the user names through a link is theirs to name: read
+    and written as before (only links planted inside a save are refused)."""
+    from shared_core.cli_inputs import read_text_file
+
+    text = tmp_path / "real.txt"
+    text.write_text("The owl hunts at night.")
+    (tmp_path / "link.txt").symlink_to(text)
+    assert read_text_file(tmp_path / "link.txt") == "The owl hunts at night."
+    real = tmp_path / "real-save"
+    shutil.copytree(golden, real)
+    (tmp_path / "save-link").symlink_to(real)
+    pipe = make_pipeline(llama).load(tmp_path / "save-link")
+    pipe.add([NEW], save_dir=tmp_path / "save-link")
+    assert saved_ids(real, llama)[-1] == "heron"
