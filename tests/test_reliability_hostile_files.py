@@ -481,3 +481,20 @@ def test_links_the_user_chose_still_work(golden, tmp_path, llama):
     pipe = make_pipeline(llama).load(tmp_path / "save-link")
     pipe.add([NEW], save_dir=tmp_path / "save-link")
     assert saved_ids(real, llama)[-1] == "heron"
+
+
+def test_a_segment_replaced_in_the_live_snapshot_is_written_again_not_linked(tmp_path, llama):
+    """Only files this process wrote or verified (unchanged since) are shared by hard links: a
+    segment swapped in the live snapshot after the load is not copied into the next save."""
+    pipe = make_pipeline(llama)
+    pipe.memorize(corpus(6))
+    root = tmp_path / "mem"
+    pipe.save(root)
+    segment = next(p for p in live(root).iterdir() if p.name.startswith("kv-"))
+    data = segment.read_bytes()
+    segment.unlink()
+    segment.write_bytes(data[:-8] + b"tampered")  # a new inode with other bytes
+    pipe.add([NEW], save_dir=root)
+    again = live(root) / segment.name
+    assert again.read_bytes() == data
+    assert saved_ids(root, llama)[-1] == "heron"

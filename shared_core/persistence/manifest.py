@@ -36,6 +36,15 @@ def _remember(key: tuple[int, int, int, int], digest: str) -> None:
     _KNOWN[key] = digest
 
 
+def is_known(path: Path) -> bool:
+    """Whether this process wrote and hashed ``path``, or verified it against a manifest, and
+    it has not changed since (same inode, size and mtime)."""
+    try:
+        return _key(path) in _KNOWN
+    except OSError:
+        return False
+
+
 def file_record(path: Path) -> dict[str, Any]:
     key = _key(path)
     digest = _KNOWN.get(key)

@@ -35,7 +35,7 @@ from shared_core.persistence.files import (
     read_json,
     write_new,
 )
-from shared_core.persistence.manifest import MANIFEST, read_manifest, verify_files
+from shared_core.persistence.manifest import MANIFEST, is_known, read_manifest, verify_files
 
 _POINTER = "CURRENT"
 _SNAPSHOT = re.compile(r"^snap-[0-9a-f]{32}$")
@@ -267,9 +267,10 @@ class SaveDir:
 
 def link_from_live(staging: Path, name: str) -> bool:
     """Hard-link ``name`` from the live snapshot of the save directory ``staging`` is in (its
-    parent), if that snapshot holds it as a regular file: a content-addressed file a new
-    snapshot shares with the old one is then not written again. ``False`` when there is none
-    (or the file system has no hard links): the caller writes it."""
+    parent), if that snapshot holds it as a regular file this process wrote or verified and
+    that has not changed since: a content-addressed file a new snapshot shares with the old one
+    is then not written again. ``False`` when there is none (or the file system has no hard
+    links): the caller writes it."""
     if not staging.name.startswith(".staging-snap-") or not _FILE_NAME.match(name):
         return False
     try:
@@ -280,7 +281,7 @@ def link_from_live(staging: Path, name: str) -> bool:
         return False
     source = live / name
     try:
-        if not stat.S_ISREG(os.lstat(source).st_mode):
+        if not stat.S_ISREG(os.lstat(source).st_mode) or not is_known(source):
             return False
         os.link(source, staging / name, follow_symlinks=False)
     except OSError:
