@@ -25,6 +25,7 @@ import torch
 from crash_worker import corpus, make_pipeline, shared_embedder
 
 import shared_core.memory.kv_persist as kv_persist
+import shared_core.persistence.manifest as manifest_module
 from shared_core import cli
 from shared_core.errors import InputError, MemoRAGError, PersistenceError
 from shared_core.heads.head_set import HeadSet
@@ -412,6 +413,7 @@ def test_a_small_add_writes_what_it_added_not_the_whole_memory(tmp_path, llama):
         # the earlier entries are hard links to the old snapshot's files, not written again
         assert written < 0.25 * memory_bytes, (n, written, memory_bytes)
         assert shared >= 0.75 * memory_bytes, (n, shared, memory_bytes)
+    manifest_module._KNOWN.clear()  # as in a new process (the CLI): only the load verified them
     loaded = make_pipeline(llama).load(root)
     assert same_state(loaded.memory._state, pipe.memory._state)
     # after a reload the cut points come from the save: the next add is small too
