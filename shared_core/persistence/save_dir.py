@@ -9,7 +9,9 @@ and checked before anything is loaded from it.
 Reading never trusts the directory: every size is checked against the file before anything
 is allocated, JSON is parsed with a size cap and without NaN/Infinity, symbolic links and
 names that climb out of the snapshot are refused, and a snapshot may hold no file that its
-manifest does not list. Nothing is ever written while reading. See ``docs/reliability.md``.
+manifest does not list. Nothing is ever written while reading. Writing never follows a link:
+every file is a new name (``O_EXCL | O_NOFOLLOW``), ``CURRENT`` is replaced by a rename, the
+lock is opened without following a link or blocking. See ``docs/reliability.md``.
 """
 
 from __future__ import annotations
