@@ -34,7 +34,7 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
         raise InputError(f"{path} is a directory, not a text file")
     # Reliability: a FIFO or device (/dev/zero) is refused and a file over the cap is refused
     # from its size, before it is read.
-    data = read_capped(path, MAX_TEXT_BYTES, error=InputError)
+    data = read_capped(path, MAX_TEXT_BYTES, error=InputError, follow=True)
     utf8 = codecs.lookup(encoding).name == "utf-8"
     try:
         text = data.decode("utf-8-sig" if utf8 else encoding)
@@ -75,7 +75,9 @@ def read_turns(history_file: str | None, turns: Sequence[str]) -> list[ChatTurn]
     history: list[ChatTurn] = []
     if history_file is not None:
         path = Path(history_file)
-        data = read_capped(path, _MAX_HISTORY_BYTES, error=InputError, label="--history ")
+        data = read_capped(
+            path, _MAX_HISTORY_BYTES, error=InputError, label="--history ", follow=True
+        )
         try:
             items = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -416,7 +416,7 @@ CASES: list[tuple[str, Tamper | str, type[Exception], str]] = [
         "entries huge",
         set_("memory.entries", 2**39),
         P,
-        r"memory\.safetensors: tensor k\.0 has shape .* not 2 heads x 549,?755,?813,?888",
+        r"memory\.safetensors: tensor k\.0 has shape .* not 2 heads x .*549,?755,?813,?888",
     ),
     (
         "entries beyond 2**40",
@@ -523,9 +523,9 @@ CASES: list[tuple[str, Tamper | str, type[Exception], str]] = [
     ),
     (
         "k with 4 heads",
-        k0(lambda t: t.reshape(1, 4, 226, 8)),
+        k0(lambda t: t.reshape(1, 4, t.shape[2], 8)),
         P,
-        r"memory\.safetensors: tensor v\.0 has shape \[1, 2, 226, 16\], not 4 heads",
+        r"memory\.safetensors: tensor v\.0 has shape \[1, 2, \d+, 16\], not 4 heads",
     ),
     (
         "all layers with 1 head",
@@ -534,7 +534,7 @@ CASES: list[tuple[str, Tamper | str, type[Exception], str]] = [
                 t.__setitem__(
                     k,
                     (
-                        v.reshape(1, 1, 452, 16) if k[0] not in "po" else v.reshape(1, 452)
+                        v.reshape(1, 1, -1, 16) if k[0] not in "po" else v.reshape(1, -1)
                     ).contiguous(),
                 )
                 for k, v in list(t.items())
@@ -542,7 +542,7 @@ CASES: list[tuple[str, Tamper | str, type[Exception], str]] = [
             ]
         ),
         P,
-        r"memory\.safetensors: tensor k\.0 has shape \[1, 1, 452, 16\], not 1 heads x 226",
+        r"memory\.safetensors: tensor k\.0 has shape \[1, 1, \d+, 16\], not 1 heads x \d+",
     ),
     (
         "positions as float",

@@ -140,7 +140,7 @@ def test_a_stream_trickling_a_chunk_every_half_second_ends_at_the_timeout(hostil
     gen = generator(hostile, "slow-stream")
     started = time.monotonic()
     pieces: list[str] = []
-    with pytest.raises(GeneratorError, match=r"slow-stream/v1.*within timeout=1.5 s"):
+    with pytest.raises(GeneratorError, match=r"slow-stream/v1.*did not answer within 1\.5 s"):
         for piece in gen.stream("hi", max_new_tokens=1000):
             pieces.append(piece)
     assert time.monotonic() - started < TIMEOUT + SLACK
@@ -154,7 +154,7 @@ def test_a_stream_stops_at_max_new_tokens_whatever_the_server_sends(hostile):
 
 def test_a_body_trickled_byte_by_byte_ends_at_the_timeout(hostile):
     started = time.monotonic()
-    with pytest.raises(GeneratorError, match=r"slow-body/v1.*within timeout=1.5 s"):
+    with pytest.raises(GeneratorError, match=r"slow-body/v1.*did not answer within 1\.5 s"):
         generator(hostile, "slow-body").generate("hi", max_new_tokens=8)
     assert time.monotonic() - started < TIMEOUT + SLACK
 

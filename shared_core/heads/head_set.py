@@ -128,7 +128,7 @@ class HeadSet:
     def load(cls, path: str | Path) -> HeadSet:
         """Read a head set file: a link, FIFO or device is refused, and at most
         ``MAX_FILE_BYTES`` are read."""
-        raw = read_capped(Path(path), MAX_FILE_BYTES, label="head set ")
+        raw = read_capped(Path(path), MAX_FILE_BYTES, label="head set ", follow=True)
         return cls.from_json(parse_json(raw, path), where=str(path))
 
 

@@ -20,16 +20,18 @@ def check_kv_layout(
     layers: int,
     entries: int,
     kv_heads: int | None = None,
+    token_map: bool = True,
+    note: str = "",
 ) -> None:
     """Check a KV-memory header holds ``k.i``/``v.i`` ``[1, heads, entries, dim]`` (float) and
     ``p.i`` ``[heads, entries]`` (int64) for each of ``layers`` layers, optionally the entry
     origins ``o.i`` (int64, like ``p.i``) with the token map ``t.doc``/``t.char`` (int32,
-    checked on read), and nothing else."""
+    checked on read; not in a segment file: ``token_map=False``), and nothing else."""
     names = set(header) - {"__metadata__"}
     with_origins = "o.0" in names
     kinds = "kvpo" if with_origins else "kvp"
     expected = {f"{t}.{i}" for i in range(layers) for t in kinds}
-    if with_origins:
+    if with_origins and token_map:
         expected |= {"t.doc", "t.char"}
     if names != expected:
         extra = sorted(names - expected)[:3]
@@ -48,7 +50,7 @@ def check_kv_layout(
             if shape[1] != heads or shape[2] != entries:
                 raise PersistenceError(
                     f"{path}: tensor {name} has shape {shape}, not {heads} heads x {entries} "
-                    "entries as the manifest says"
+                    f"entries as the manifest says{note}"
                 )
         if p["dtype"] != "I64" or p["shape"] != [heads, entries]:
             raise PersistenceError(
@@ -78,6 +80,7 @@ STATE_FIELDS = (
     "entries",
     "text_sha256",
     "documents_sha256",
+    "segments",
 )
 
 
@@ -88,7 +91,7 @@ def documents_digest(documents: Sequence[Mapping[str, Any]]) -> str:
 
 def state_metadata(section: Mapping[str, Any]) -> dict[str, str]:
     """The safetensors ``__metadata__`` of a KV memory: its state fields, as one JSON string."""
-    fields = {k: section[k] for k in STATE_FIELDS if k != "documents_sha256"}
+    fields = {k: section.get(k) for k in STATE_FIELDS if k != "documents_sha256"}
     fields["documents_sha256"] = documents_digest(section["documents"])
     return {STATE_KEY: json.dumps(fields, sort_keys=True)}
 

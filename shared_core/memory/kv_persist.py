@@ -16,6 +16,7 @@ from shared_core.errors import (
 )
 from shared_core.memory.entry_map import TokenMap
 from shared_core.memory.kv_files import state_metadata
+from shared_core.memory.kv_segments import check_segments, entry_slice, plan_ends, write_segments
 from shared_core.memory.kv_state import KVState
 from shared_core.models.loading import layer_devices
 from shared_core.persistence.files import short
@@ -36,6 +37,12 @@ _MATCHING = (
 )
 
 
+def _layout(header: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What every tensor file of one memory shares: the key dtype, heads and head size."""
+    shape = header["k.0"]["shape"]
+    return (header["k.0"]["dtype"], shape[1], shape[3])
+
+
 class KVPersistence:
     """The saving half of ``CompressedKVMemory``: its tensors as safetensors, its state as a
     manifest section checked against them on load."""
@@ -51,19 +58,23 @@ class KVPersistence:
     _state: Any
     _lineage: str
     _write_lock: Any
+    #: Where the last save or load cut the memory's entries into segments (kv_segments.py).
+    _segment_ends: tuple[int, ...] = ()
 
     def write_files(self, folder: Path) -> dict[str, Any]:
         state = self._state
         if state is None:
             raise NoMemoryError("nothing to save: this memory is empty")
-        tensors: dict[str, torch.Tensor] = {}
-        for i, (k, v, p) in enumerate(zip(state.keys, state.values, state.positions, strict=True)):
-            tensors[f"k.{i}"] = k.detach().cpu().contiguous()
-            tensors[f"v.{i}"] = v.detach().cpu().contiguous()
-            tensors[f"p.{i}"] = p.detach().cpu().contiguous()
+        # Reliability (issue 25): the entries every later add keeps go into content-addressed
+        # segments shared with the live snapshot (hard links), so an add writes what it added.
+        body_end = max(state.entries - len(self.suffix_ids), 0)
+        ends = plan_ends(self._segment_ends, body_end)
+        segments = write_segments(
+            folder, state, ends, lambda path, tensors: write_tensors(path, tensors)
+        )
+        self._segment_ends = tuple(ends)
+        tensors = entry_slice(state, body_end, state.entries)
         if state.origins is not None and state.token_map is not None:
-            for i, o in enumerate(state.origins):
-                tensors[f"o.{i}"] = o.contiguous()
             tensors.update(state.token_map.tensors())
         section = {
             "backend": self.backend,
@@ -81,6 +92,7 @@ class KVPersistence:
             "seconds": state.seconds,
             "dtype": str(state.keys[0].dtype).removeprefix("torch."),
             "lineage": self._lineage,
+            "segments": segments,
         }
         # Reliability: the state fields also go into the tensor file (covered by its sha256),
         # so a manifest edited alone (window, next_position, documents ...) is refused.
@@ -136,27 +148,52 @@ class KVPersistence:
         n_layers = int(cfg.num_hidden_layers)
         entries = numbers["entries"]
         kv_heads = getattr(cfg, "num_key_value_heads", None)
+        segments = check_segments(where, section)
+        in_segments = sum(count for _, count in segments)
         check_kv_layout(
             path,
             header,
             layers=n_layers,
-            entries=entries,
+            entries=entries - in_segments,
             kv_heads=kv_heads if isinstance(kv_heads, int) else None,
+            note=f" (its {entries:,} entries minus {in_segments:,} in segments)"
+            if in_segments
+            else "",
         )
         check_kv_state(
             where, path, section, header, frame=(len(self.prefix_ids), len(self.suffix_ids))
         )
-        devices = layer_devices(self.model)
-        keys, values, positions, origins = [], [], [], []
         has_origins = "o.0" in header
+        parts: list[tuple[Path, int]] = [(folder / name, count) for name, count in segments]
+        for part, count in parts:
+            part_header = check_safetensors_header(part)
+            check_kv_layout(
+                part,
+                part_header,
+                layers=n_layers,
+                entries=count,
+                kv_heads=kv_heads if isinstance(kv_heads, int) else None,
+                token_map=False,
+            )
+            if ("o.0" in part_header) != has_origins or _layout(part_header) != _layout(header):
+                raise PersistenceError(
+                    f"{part}: its dtype, heads, head size or origins differ from {path.name}'s"
+                )
+        devices = layer_devices(self.model)
+        layer_parts: list[list[list[torch.Tensor]]] = [[[], [], [], []] for _ in range(n_layers)]
         token_map = None
+        for part, _ in [*parts, (path, 0)]:
+            with safe_open(str(part), framework="pt") as f:
+                for i in range(n_layers):
+                    names = ("k", "v", "p", "o") if has_origins else ("k", "v", "p")
+                    for slot, kind in enumerate(names):
+                        layer_parts[i][slot].append(f.get_tensor(f"{kind}.{i}"))
+        keys = [torch.cat(lp[0], dim=-2).to(devices[i]) for i, lp in enumerate(layer_parts)]
+        values = [torch.cat(lp[1], dim=-2).to(devices[i]) for i, lp in enumerate(layer_parts)]
+        positions = [torch.cat(lp[2], dim=-1) for lp in layer_parts]
+        origins = [torch.cat(lp[3], dim=-1) for lp in layer_parts] if has_origins else []
+        del layer_parts
         with safe_open(str(path), framework="pt") as f:
-            for i in range(n_layers):
-                keys.append(f.get_tensor(f"k.{i}").to(devices[i]))
-                values.append(f.get_tensor(f"v.{i}").to(devices[i]))
-                positions.append(f.get_tensor(f"p.{i}"))
-                if has_origins:
-                    origins.append(f.get_tensor(f"o.{i}"))
             if has_origins:
                 token_map = TokenMap.from_tensors(
                     f.get_tensor("t.doc"),
@@ -189,3 +226,8 @@ class KVPersistence:
         with self._write_lock:
             self._state = state
             self._lineage = str(section.get("lineage") or uuid.uuid4().hex)
+            ends, total = [], 0
+            for _, count in segments:
+                total += count
+                ends.append(total)
+            self._segment_ends = tuple(ends)

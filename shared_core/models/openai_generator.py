@@ -129,7 +129,10 @@ class OpenAIGenerator(ClientChatGenerator):
         openai = self._openai
         cause = exc.__cause__ if isinstance(exc.__cause__, ReplyTooLarge) else exc
         if isinstance(exc, DeadlinePassed):
-            what = f"did not finish its answer within timeout={self.timeout:g} s"
+            what = (
+                f"did not answer within {self.timeout:g} s (timeout= bounds the whole call, "
+                "a slow stream or a trickled body included)"
+            )
         elif isinstance(cause, ReplyTooLarge):
             what = f"sent a reply over max_reply_bytes={self.max_reply_bytes:,}"
         elif isinstance(exc, openai.APITimeoutError):

@@ -24,11 +24,14 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def open_regular(path: Path, *, error: type[Exception] = PersistenceError, label: str = "") -> int:
-    """A read-only descriptor of ``path`` if it is a regular file (not a link, FIFO, device or
-    folder): opened without following a link and without blocking, then checked."""
+def open_regular(
+    path: Path, *, error: type[Exception] = PersistenceError, label: str = "", follow: bool = False
+) -> int:
+    """A read-only descriptor of ``path`` if it is a regular file (not a FIFO, device, folder
+    or, unless ``follow`` (a file the user named), a link): opened without blocking, then
+    checked."""
     try:
-        fd = os.open(path, _READ_FLAGS)
+        fd = os.open(path, _READ_FLAGS & ~os.O_NOFOLLOW if follow else _READ_FLAGS)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise error(f"{label}{path} is a symbolic link: refused") from None
@@ -51,7 +54,7 @@ def sha256_file(path: Path) -> str:
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -138,13 +141,18 @@ def read_json(path: Path, *, max_bytes: int = _MAX_JSON_BYTES) -> Any:
 
 
 def read_capped(
-    path: Path, max_bytes: int, *, error: type[Exception] = PersistenceError, label: str = ""
+    path: Path,
+    max_bytes: int,
+    *,
+    error: type[Exception] = PersistenceError,
+    label: str = "",
+    follow: bool = False,
 ) -> bytes:
     """The bytes of ``path``, read no further than the cap; a file that cannot be read or is
     over ``max_bytes`` raises ``error`` naming it (after ``label``, e.g. a CLI option). A link,
     FIFO or device (``/dev/zero``) is refused before a byte is read; a file over the cap is
     refused from its size, and never more than ``max_bytes + 1`` bytes are read."""
-    fd = open_regular(path, error=error, label=label)
+    fd = open_regular(path, error=error, label=label, follow=follow)
     with os.fdopen(fd, "rb") as f:
         size = os.fstat(fd).st_size
         if size > max_bytes:

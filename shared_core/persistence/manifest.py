@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,8 +18,40 @@ _FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")  # no leading do
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+#: sha256 of files this process wrote or verified, by (device, inode, size, mtime): a file
+#: hard-linked into a new snapshot is not read again to be listed. Only used to *write* a
+#: manifest; every load still hashes every file.
+_KNOWN: dict[tuple[int, int, int, int], str] = {}
+_MAX_KNOWN = 4096
+
+
+def _key(path: Path) -> tuple[int, int, int, int]:
+    info = os.lstat(path)
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _remember(key: tuple[int, int, int, int], digest: str) -> None:
+    if len(_KNOWN) >= _MAX_KNOWN:
+        _KNOWN.clear()
+    _KNOWN[key] = digest
+
+
+def is_known(path: Path) -> bool:
+    """Whether this process wrote and hashed ``path``, or verified it against a manifest, and
+    it has not changed since (same inode, size and mtime)."""
+    try:
+        return _key(path) in _KNOWN
+    except OSError:
+        return False
+
+
 def file_record(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    key = _key(path)
+    digest = _KNOWN.get(key)
+    if digest is None:
+        digest = sha256_file(path)
+        _remember(key, digest)
+    return {"bytes": key[2], "sha256": digest}
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
@@ -91,5 +124,7 @@ def verify_files(folder: Path, manifest: Mapping[str, Any]) -> None:
             raise PersistenceError(
                 f"{path} is {size:,} bytes, the manifest says {rec['bytes']:,} (truncated?)"
             )
+        key = _key(path)
         if sha256_file(path) != rec["sha256"]:
             raise PersistenceError(f"{path} does not match its sha256 in the manifest")
+        _remember(key, rec["sha256"])

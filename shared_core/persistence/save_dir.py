@@ -9,7 +9,9 @@ and checked before anything is loaded from it.
 Reading never trusts the directory: every size is checked against the file before anything
 is allocated, JSON is parsed with a size cap and without NaN/Infinity, symbolic links and
 names that climb out of the snapshot are refused, and a snapshot may hold no file that its
-manifest does not list. Nothing is ever written while reading. See ``docs/reliability.md``.
+manifest does not list. Nothing is ever written while reading. Writing never follows a link:
+every file is a new name (``O_EXCL | O_NOFOLLOW``), ``CURRENT`` is replaced by a rename, the
+lock is opened without following a link or blocking. See ``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ from shared_core.persistence.files import (
     read_json,
     write_new,
 )
-from shared_core.persistence.manifest import MANIFEST, read_manifest, verify_files
+from shared_core.persistence.manifest import MANIFEST, is_known, read_manifest, verify_files
 
 _POINTER = "CURRENT"
 _SNAPSHOT = re.compile(r"^snap-[0-9a-f]{32}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 _MAX_POINTER_BYTES = 256
 #: How often a load starts again when a concurrent save replaced the snapshot it was reading.
 _READ_ATTEMPTS = 3
@@ -262,6 +265,30 @@ class SaveDir:
             orphan = _SNAPSHOT.match(item.name) and (live is None or item != live)
             if item.is_dir() and (stale_stage or orphan):
                 shutil.rmtree(item, ignore_errors=True)
+
+
+def link_from_live(staging: Path, name: str) -> bool:
+    """Hard-link ``name`` from the live snapshot of the save directory ``staging`` is in (its
+    parent), if that snapshot holds it as a regular file this process wrote or verified and
+    that has not changed since: a content-addressed file a new snapshot shares with the old one
+    is then not written again. ``False`` when there is none (or the file system has no hard
+    links): the caller writes it."""
+    if not staging.name.startswith(".staging-snap-") or not _FILE_NAME.match(name):
+        return False
+    try:
+        live = SaveDir(staging.parent).current()
+    except PersistenceError:
+        return False
+    if live is None:
+        return False
+    source = live / name
+    try:
+        if not stat.S_ISREG(os.lstat(source).st_mode) or not is_known(source):
+            return False
+        os.link(source, staging / name, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
 
 
 def check_not_inside_save(root: Path) -> None:
