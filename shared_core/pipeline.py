@@ -394,10 +394,15 @@ class MemoRAG:
 
     @classmethod
     def from_dir(cls, save_dir: str | Path, **kwargs: Any) -> MemoRAG:
-        """Build a pipeline with the models and settings a save names, then load it."""
-        folder, pipeline = saved_pipeline(save_dir)
-        # Reliability: every saved setting is type-checked before it is used.
-        settings = saved_settings(folder / "manifest.json", pipeline, kwargs)
+        """Build a pipeline with the models and settings a save names, then load it.
+
+        ``kwargs`` are ``MemoRAG`` arguments: a runtime setting given here wins over the save;
+        one the saved memory depends on (``window``, ``beacon_ratio``, chunking, ...) must
+        agree with it (``saved_settings``)."""
+        folder, pipeline, memory = saved_pipeline(save_dir)
+        # Reliability: every saved setting goes through MemoRAGConfig's checks before use;
+        # which of a save and an explicit argument wins: saved_settings' docstring.
+        settings = saved_settings(folder / "manifest.json", pipeline, kwargs, memory)
         return cls(**settings).load(save_dir)
 
     # -- stats ------------------------------------------------------------------------------
