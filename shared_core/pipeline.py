@@ -206,7 +206,7 @@ class MemoRAG:
         tokenizer, index = self.memory.tokenizer, self._index
         if tokenizer is None or index is None or len(index) == 0:
             return None
-        return self._copies.get((id(index), len(index)), index.chunks, tokenizer)
+        return self._copies.get(index, tokenizer)
 
     def retrieve(
         self,
