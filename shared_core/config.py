@@ -521,14 +521,17 @@ def _check_head_set(head_set: object) -> None:
 
 
 def _check_index(index: object, search_mode: object, options: Mapping[str, Any]) -> None:
-    from shared_core.retrieval.index_choice import INDEXES, check_index_choice
+    from shared_core.retrieval.index_choice import check_index_choice
 
-    _one_of("index", index, INDEXES)
     try:
         check_index_choice(index, search_mode, options)  # type: ignore[arg-type]
     except Exception as exc:
-        name = "search_mode" if "search_mode" in str(exc) else "index_options"
-        raise ConfigError(name, str(exc)) from None
+        text = str(exc)
+        name = next(
+            (n for n in ("index ", "search_mode") if text.startswith(f"unknown {n}")),
+            "index_options",
+        ).strip()
+        raise ConfigError(name, text) from None
     timeout = options.get("timeout")
     if timeout is not None and not (_number(timeout) and timeout > 0):
         raise ConfigError("index_options", f"index_options timeout must be > 0, got {timeout!r}")

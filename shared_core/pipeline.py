@@ -184,10 +184,22 @@ class MemoRAG:
         with self._write_lock:
             if self._index is None:
                 return self.memorize(context, save_dir)
-            parts, docs = self._documents(context, start=len(self.memory.documents))
+            held = self.memory.documents
+            parts, docs = self._documents(context, start=len(held))
+            known = {d["doc_id"] for d in held}
+            for doc in docs:  # refused before anything changes (the memory would refuse it)
+                if doc.doc_id in known:
+                    raise InputError(f"document {doc.doc_id!r} is already in the memory")
             chunks = parts.chunker.split(docs)
-            parts.memory.add(docs)
-            self._index.add(chunks)
+            # As memorize: the index first, then the memory; if the memory refuses, the index
+            # is put back as it was (each step changes nothing when it fails itself).
+            index, size = self._index, len(self._index)
+            index.add(chunks)
+            try:
+                parts.memory.add(docs)
+            except BaseException:
+                index.truncate(size)
+                raise
             self._given_copy = None
         if save_dir is not None:
             self.save(save_dir)
