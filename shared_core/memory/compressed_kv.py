@@ -43,7 +43,7 @@ from shared_core.memory.attention_probe import (
 )
 from shared_core.memory.base import Memory, MemoryStats
 from shared_core.memory.kv_persist import KVPersistence
-from shared_core.memory.kv_prefill import MIN_WINDOW, KVPrefill
+from shared_core.memory.kv_prefill import KVPrefill, PrefillInputs
 from shared_core.memory.kv_state import KVState, cache_of
 from shared_core.memory.positions import rope_inv_freq
 from shared_core.memory.probe_forward import Prior, direct_masses, supports_direct
@@ -60,8 +60,9 @@ from shared_core.models.loading import (
 )
 
 
-class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
-    """A global memory kept as a compressed KV cache of one causal LM."""
+class CompressedKVMemory(KVPersistence, ModelDecoding, Memory):
+    """A global memory kept as a compressed KV cache of one causal LM; reading is its
+    ``KVPrefill`` part, built from what it needs (``PrefillInputs``)."""
 
     backend = "compressed_kv"
 
@@ -118,6 +119,20 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
         cfg = model.config
         n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self._group = int(cfg.num_attention_heads) // int(n_kv)
+        self._prefill = KVPrefill(
+            PrefillInputs(
+                model=model,
+                tokenizer=tokenizer,
+                encode=self.format.encode,
+                name=self.name,
+                options=options,
+                scorer=self.scorer,
+                max_positions=self.max_positions,
+                prefix_ids=tuple(self.prefix_ids),
+                suffix_ids=tuple(self.suffix_ids),
+                inv_freq=self._inv_freq,
+            )
+        )
 
     @classmethod
     def from_pretrained(
@@ -145,14 +160,10 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
     # -- capacity ---------------------------------------------------------------------------
     def capacity_tokens(self) -> int:
         """About how many text tokens fit at the current settings (compact if allowed)."""
-        n_max, frame = self.max_positions, len(self.prefix_ids) + len(self.suffix_ids)
-        absolute = max(0, n_max - frame - self.reserve_tokens)
-        if self.position_mode == "absolute" or self._inv_freq is None:
-            return absolute
-        window = min(MIN_WINDOW, self.window)
-        by_window = (n_max - len(self.prefix_ids) - window) * self.beacon_ratio + window
-        by_end = (n_max - frame - self.reserve_tokens) * self.beacon_ratio
-        return max(absolute, min(by_window, by_end))
+        return self._prefill.capacity_tokens()
+
+    def _read(self, base: KVState | None, docs: Sequence[Any], show: bool | None) -> KVState:
+        return self._prefill.read(base, docs, show)
 
     # -- reading ----------------------------------------------------------------------------
     @property
