@@ -1,4 +1,4 @@
-"""``MemoRAGRetriever``: MemoRAG clue-driven retrieval as a LlamaIndex ``BaseRetriever``.
+"""``MemoRAGRetriever``: MemoRAG memory-guided retrieval as a LlamaIndex ``BaseRetriever``.
 
 The memory writes clues for the query, every clue (and the query, and any
 ``QueryBundle.custom_embedding_strs``) is searched, and the engine fuses the hit lists into

@@ -21,7 +21,7 @@ from shared_core.inputs import check_k
 from shared_core.parts import Parts
 from shared_core.retrieval.fusion import fuse
 from shared_core.retrieval.search import asearch_all, corpus_size, search_all
-from shared_core.types import ChatTurn, Clue, Hit, RetrievalResult
+from shared_core.types import ChatTurn, Clue, Hit, KeyKind, RetrievalResult
 
 Lists = list[list[Hit]]
 
@@ -58,7 +58,9 @@ class Retriever:
         if clue_notes(clues, writer):
             warnings.warn(NO_CLUES_NOTE, stacklevel=3)
         if standalone != query:
-            clues.insert(0, Clue(text=standalone, kind="history", weight=self.config.query_weight))
+            clues.insert(
+                0, Clue(text=standalone, kind=KeyKind.HISTORY, weight=self.config.query_weight)
+            )
         return clues
 
     def _standalone(self, parts: Parts, query: str, history: Sequence[ChatTurn]) -> str:
@@ -80,7 +82,7 @@ class Retriever:
         standalone = self._standalone(parts, query, history)
         if standalone == query:
             return plan, []
-        return plan, [Clue(text=standalone, kind="history", weight=self.config.query_weight)]
+        return plan, [Clue(text=standalone, kind=KeyKind.HISTORY, weight=self.config.query_weight)]
 
     def keys(self, query: str, clues: Sequence[Clue], extra: Sequence[str] = ()) -> list[Clue]:
         return retrieval_keys(
@@ -161,11 +163,11 @@ class Retriever:
         if not plan.heads:
             return
         started = time.perf_counter()
-        heads_query = next((c.text for c in keys if c.kind == "history"), query)
+        heads_query = next((c.text for c in keys if c.kind == KeyKind.HISTORY), query)
         alone = not any(c.weight > 0 for c in keys)
         hits, weight = self.route.attention_hits(parts.memory, index, heads_query, depth, alone)
         lists.append(hits)
-        keys.append(Clue(text=heads_query, kind="attention", weight=weight))
+        keys.append(Clue(text=heads_query, kind=KeyKind.ATTENTION, weight=weight))
         timings["heads"] = time.perf_counter() - started
 
     def with_clues(
@@ -179,7 +181,7 @@ class Retriever:
         """Caller-written ``clues`` searched as given (never anchored), beside the query."""
         weight = self.config.query_weight if query_weight is None else query_weight
         keys = retrieval_keys(query, clues, query_weight=weight, anchor=False)
-        keys = [replace(c, weight=weight) if c.kind == "query" else c for c in keys]
+        keys = [replace(c, weight=weight) if c.kind == KeyKind.QUERY else c for c in keys]
         keys = [c for c in keys if c.weight > 0] or keys
         started = time.perf_counter()
         lists = search_all(index, [c.text for c in keys], self.depth(k, None, None, len(index)))
@@ -208,8 +210,8 @@ class Retriever:
         size = cfg.ret_hit if method == "union" else k
         similarity = None
         if plan is not None and plan.heads:  # the relevance of passages only the heads found
-            found = {h.passage.id for c, hs in pairs if c.kind == "attention" for h in hs}
-            found -= {h.passage.id for c, hs in pairs if c.kind != "attention" for h in hs}
+            found = {h.passage.id for c, hs in pairs if c.kind == KeyKind.ATTENTION for h in hs}
+            found -= {h.passage.id for c, hs in pairs if c.kind != KeyKind.ATTENTION for h in hs}
             similarity = query_similarity(index, query, found)
         fused = fuse(pairs, size, method=method, rrf_k=cfg.rrf_k, similarity=similarity)
         timings["fusion"] = time.perf_counter() - started

@@ -39,6 +39,10 @@ __all__ = ["CONFIG_FORMAT", "legacy_options", "model_ref", "saved_settings"]
 CONFIG_FORMAT = 2
 _FIELDS = {f.name: f for f in fields(MemoRAGConfig)}
 _BOUND = tuple(name for name, f in _FIELDS.items() if f.metadata["role"].bound)
+#: The fields a save holds by value (the head set is held by content, under its own key).
+_BY_VALUE = tuple(
+    name for name, f in _FIELDS.items() if f.metadata["role"].saved not in ("content", "never")
+)
 #: What ``memory=`` replaces: the settings the memory is built from.
 _MEMORY_FIELDS = (
     "mem_model_name_or_path",
@@ -106,7 +110,7 @@ def _saved_options(
             f"{where}: pipeline.config_format {short(fmt)} is not one this version reads "
             f"({CONFIG_FORMAT}); update the package"
         )
-    return {k: section[k] for k in _FIELDS if k in section}
+    return {k: section[k] for k in _BY_VALUE if k in section}
 
 
 def _unnamed_objects(where: Path, saved: dict[str, Any], given: Mapping[str, Any]) -> None:

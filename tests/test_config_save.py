@@ -92,6 +92,7 @@ def _round_trip(config: MemoRAGConfig, embedder, generator: str = "model") -> di
     memory = ScriptedMemory()
     memory.memorize(CORPUS)
     section = pipeline_section(config, memory, embedder, config.language, generator)
+    section["head_set"] = SAMPLES["head_set"].to_json()  # as MemoRAG.save adds it
     text = json.dumps(section)  # what a manifest holds: JSON only
     assert "hf_secret_token" not in text and "k-secret" not in text
     with warnings.catch_warnings():

@@ -60,3 +60,12 @@ def test_the_prefill_part_reads_from_its_inputs_alone(llama, tokenizer):
     added = part.read(alone, [Document("The ferry leaves at dawn.", doc_id="d2")], False)
     assert added.documents[-1]["doc_id"] == "d2" and alone.entries < added.entries
     assert part.capacity_tokens() == memory.capacity_tokens()
+
+
+def test_the_key_kinds_are_the_clue_kinds():
+    from typing import get_args
+
+    from shared_core.types import ClueKind, KeyKind
+
+    named = {v for k, v in vars(KeyKind).items() if k.isupper()}
+    assert named == set(get_args(ClueKind))
