@@ -147,7 +147,14 @@ class KVOptions:
     @classmethod
     def from_settings(cls, backend: str = "compressed_kv", **settings: Any) -> KVOptions:
         """The options ``MemoRAG(memory_backend=backend, **settings)`` would build (the same
-        defaults and checks)."""
+        defaults and checks); ``settings`` are ``KVOptions`` fields only."""
+        unknown = sorted(set(settings) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(
+                unknown[0],
+                f"unknown option {unknown[0]!r} for a KV memory; it takes "
+                f"{sorted(f.name for f in fields(cls))}",
+            )
         return MemoRAGConfig.from_options({"memory_backend": backend, **settings}).kv_options()
 
 

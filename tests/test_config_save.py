@@ -275,3 +275,9 @@ def test_a_memory_built_directly_has_the_pipelines_defaults(llama, tokenizer):
     assert caught.value.field == "window"
     with pytest.raises(ConfigError, match="reserve_tokens"):
         CompressedKVMemory(llama, tokenizer, reserve_tokens=-(10**6))
+
+
+def test_a_kv_memory_refuses_settings_it_does_not_take(llama, tokenizer):
+    with pytest.raises(ConfigError, match="ret_hit") as caught:
+        CompressedKVMemory(llama, tokenizer, ret_hit=3)
+    assert caught.value.field == "ret_hit"

@@ -104,6 +104,7 @@ def _built_or_refused(options: dict[str, Any]) -> MemoRAGConfig | None:
         return None
     # a config that builds also saves (JSON) and rebuilds through the same checks
     section = {"config_format": CONFIG_FORMAT, **config.saved_options()}
+    section["generator"] = "model" if config.gen_model_name_or_path else "memory"  # as saved
     rebuilt = MemoRAGConfig.from_options(saved_settings(WHERE, json.loads(json.dumps(section)), {}))
     assert rebuilt.saved_options() == config.saved_options()
     return config
