@@ -91,10 +91,11 @@ def _flag(v: Any) -> bool:
     return v is None or isinstance(v, bool)
 
 
-#: Options each back-end takes beyond the fields, with a check of each value and its default.
+#: Options each back-end takes beyond the fields (``BACKEND_OPTIONS``): each one's default
+#: (the back-ends' signatures use these) and its check.
 _RESERVE, _CAP = _int(0), _int(1)
 _CHARS, _DOCS = _int(1, none=True), _int(1, none=True)
-_OPTION_DEFAULTS: dict[str, Any] = {
+OPTION_DEFAULTS: dict[str, Any] = {
     "reserve_tokens": 512,
     "max_chars": 4_000_000,
     "max_documents": 10_000,
@@ -325,7 +326,7 @@ class MemoRAGConfig:
 
     def option(self, name: str) -> Any:
         """A back-end option's value: the one given in ``memory_options``, else its default."""
-        return self.memory_options.get(name, _OPTION_DEFAULTS[name])
+        return self.memory_options.get(name, OPTION_DEFAULTS[name])
 
     def kv_options(self) -> KVOptions:
         """The windowed KV memories' options, every default filled in (one place)."""
@@ -343,11 +344,11 @@ class MemoRAGConfig:
         )
 
     def memory_kwargs(self) -> dict[str, Any]:
-        """The back-end's keyword arguments (model loading aside): for the KV back-ends every
-        ``kv_options()`` field, for the others the options given."""
+        """The back-end's keyword arguments (model loading aside), every default filled in:
+        for the KV back-ends the ``kv_options()`` fields, for the others their options."""
         if self.backend in KV_BACKENDS:
             return asdict(self.kv_options())
-        kwargs: dict[str, Any] = dict(self.memory_options)
+        kwargs = {name: self.option(name) for name in BACKEND_OPTIONS[self.backend]}
         if self.backend == "beacon":
             kwargs.update(beacon_ratio=self.beacon_ratio)
         return kwargs
@@ -554,6 +555,7 @@ __all__ = [
     "DEVICE_MAPS",
     "FUSIONS",
     "KV_BACKENDS",
+    "OPTION_DEFAULTS",
     "ROUTES",
     "FieldRole",
     "KVOptions",
