@@ -1,4 +1,4 @@
-"""MemoRAG for LangChain: a clue-driven retriever, a memory-backed chat model and an agent tool.
+"""MemoRAG for LangChain: a memory-guided retriever, a memory-backed chat model and an agent tool.
 
 Only ``langchain_core`` is imported; models load when an engine is built, never on import.
 """

@@ -1,4 +1,4 @@
-"""MemoRAG for LlamaIndex: a clue-driven retriever, a memory-backed LLM and a query transform.
+"""MemoRAG for LlamaIndex: a memory-guided retriever, a memory-backed LLM and a query transform.
 
 Imports only ``llama_index.core`` and ``shared_core``; models load only when an engine is built.
 """

@@ -45,3 +45,11 @@ class GeneratorError(MemoRAGError, RuntimeError):
     The message names the endpoint (or the framework model) and what went wrong; nothing the
     failed call would have written (gists, an index, a save) is kept.
     """
+
+
+class ConfigError(InputError):
+    """A setting is unknown, of the wrong type or out of range; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

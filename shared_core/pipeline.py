@@ -213,15 +213,27 @@ class MemoRAG:
         with self._write_lock:
             if self._index is None:
                 return self.memorize(context, save_dir)
-            parts, docs = self._documents(context, start=len(self.memory.documents))
+            held = self.memory.documents
+            count = len(held)
+            parts, docs = self._documents(context, start=count)
             retry = save_dir is not None and self._is_retry(context, docs)
             if not retry:
+                known = {d["doc_id"] for d in held}
+                for doc in docs:  # refused before anything changes (the memory would refuse it)
+                    if doc.doc_id in known:
+                        raise InputError(f"document {doc.doc_id!r} is already in the memory")
                 chunks = parts.chunker.split(docs)
-                held = len(parts.memory.documents)
-                parts.memory.add(docs)
-                self._index.add(chunks)
+                # As memorize: the index first, then the memory; if the memory refuses, the
+                # index is put back as it was (each step changes nothing when it fails itself).
+                index, size = self._index, len(self._index)
+                index.add(chunks)
+                try:
+                    parts.memory.add(docs)
+                except BaseException:
+                    index.truncate(size)
+                    raise
                 self._given_copy, self._saved_as = None, None
-                self._unsaved.added(docs, held)
+                self._unsaved.added(docs, count)
             if save_dir is not None:
                 self._save_added(save_dir)
         return self
@@ -255,7 +267,7 @@ class MemoRAG:
         tokenizer, index = self.memory.tokenizer, self._index
         if tokenizer is None or index is None or len(index) == 0:
             return None
-        return self._copies.get((id(index), len(index)), index.chunks, tokenizer)
+        return self._copies.get(index, tokenizer)
 
     def retrieve(
         self,
@@ -483,10 +495,15 @@ class MemoRAG:
 
     @classmethod
     def from_dir(cls, save_dir: str | Path, **kwargs: Any) -> MemoRAG:
-        """Build a pipeline with the models and settings a save names, then load it."""
-        folder, pipeline = saved_pipeline(save_dir)
-        # Reliability: every saved setting is type-checked before it is used.
-        settings = saved_settings(folder / "manifest.json", pipeline, kwargs)
+        """Build a pipeline with the models and settings a save names, then load it.
+
+        ``kwargs`` are ``MemoRAG`` arguments: a runtime setting given here wins over the save;
+        one the saved memory depends on (``window``, ``beacon_ratio``, chunking, ...) must
+        agree with it (``saved_settings``)."""
+        folder, pipeline, memory = saved_pipeline(save_dir)
+        # Reliability: every saved setting goes through MemoRAGConfig's checks before use;
+        # which of a save and an explicit argument wins: saved_settings' docstring.
+        settings = saved_settings(folder / "manifest.json", pipeline, kwargs, memory)
         return cls(**settings).load(save_dir)
 
     # -- pickling and copies (shared_core/engine_ref.py) ------------------------------------

@@ -30,7 +30,7 @@ from shared_core.retrieval.fusion import fuse, relevance_scores
 from shared_core.retrieval.hybrid import HybridIndex
 from shared_core.retrieval.relevance import Relevance
 from shared_core.retrieval.search import asearch_all, corpus_size, search_all
-from shared_core.types import ChatTurn, Clue, Hit, Passage, RetrievalResult, ScoredPassage
+from shared_core.types import ChatTurn, Clue, Hit, KeyKind, Passage, RetrievalResult, ScoredPassage
 
 Lists = list[list[Hit]]
 
@@ -71,7 +71,9 @@ class Retriever:
         if clue_notes(clues, writer):
             self.notices.warn("no clues", NO_CLUES_NOTE, stacklevel=3)
         if standalone != query:
-            clues.insert(0, Clue(text=standalone, kind="history", weight=self.config.query_weight))
+            clues.insert(
+                0, Clue(text=standalone, kind=KeyKind.HISTORY, weight=self.config.query_weight)
+            )
         return clues
 
     def _standalone(self, parts: Parts, query: str, history: Sequence[ChatTurn]) -> str:
@@ -92,7 +94,7 @@ class Retriever:
         standalone = self._standalone(parts, query, history)
         if standalone == query:
             return plan, []
-        return plan, [Clue(text=standalone, kind="history", weight=self.config.query_weight)]
+        return plan, [Clue(text=standalone, kind=KeyKind.HISTORY, weight=self.config.query_weight)]
 
     def keys(self, query: str, clues: Sequence[Clue], extra: Sequence[str] = ()) -> list[Clue]:
         return retrieval_keys(
@@ -186,7 +188,7 @@ class Retriever:
             memory, text, heads_query, candidates, alone
         )
         lists.append(hits)
-        keys.append(Clue(text=heads_query, kind="attention", weight=weight))
+        keys.append(Clue(text=heads_query, kind=KeyKind.ATTENTION, weight=weight))
         timings["heads"] = time.perf_counter() - started
         return set(missing)
 
@@ -201,7 +203,7 @@ class Retriever:
         """Caller-written ``clues`` searched as given (never anchored), beside the query."""
         weight = self.config.query_weight if query_weight is None else query_weight
         keys = retrieval_keys(query, clues, query_weight=weight, anchor=False)
-        keys = [replace(c, weight=weight) if c.kind == "query" else c for c in keys]
+        keys = [replace(c, weight=weight) if c.kind == KeyKind.QUERY else c for c in keys]
         keys = [c for c in keys if c.weight > 0] or keys
         started = time.perf_counter()
         lists = search_all(index, [c.text for c in keys], self.depth(k, None, None, len(index)))
@@ -304,7 +306,7 @@ class Retriever:
             return {
                 h.passage.id: h.score
                 for clue, hits in pairs
-                if clue.text == query and clue.kind in ("query", "history")
+                if clue.text == query and clue.kind in (KeyKind.QUERY, KeyKind.HISTORY)
                 for h in hits
                 if math.isfinite(h.score)
             }
@@ -334,7 +336,7 @@ class Retriever:
 
 def _relevance_query(query: str, keys: Sequence[Clue]) -> str:
     """What relevance is measured against: a follow-up's standalone rewrite, else the query."""
-    return next((c.text for c in keys if c.kind == "history"), query)
+    return next((c.text for c in keys if c.kind == KeyKind.HISTORY), query)
 
 
 def _span_of(passage: Passage) -> tuple[str, Any, Any]:

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from shared_core.config import MemoRAGConfig
+from shared_core.config import UNSAVED_INDEX_OPTIONS, MemoRAGConfig
 from shared_core.errors import PersistenceError
 from shared_core.memory.base import Memory, check_memory_fields
 from shared_core.persistence import SaveDir, write_manifest
@@ -14,7 +14,7 @@ from shared_core.retrieval.embeddings import Embedder
 from shared_core.retrieval.index_choice import load_index
 from shared_core.retrieval.saved_chunking import check_chunking, chunking_record
 from shared_core.retrieval.vector_index import VectorIndex
-from shared_core.saved_settings import model_ref
+from shared_core.saved_settings import CONFIG_FORMAT
 
 KIND = "memorag"
 
@@ -22,35 +22,26 @@ KIND = "memorag"
 def pipeline_section(
     config: MemoRAGConfig, memory: Memory, embedder: Embedder, language: str, generator: str
 ) -> dict[str, Any]:
-    """The settings a later ``from_dir`` rebuilds and serves the pipeline from (local model
-    folders as absolute paths; ``generator`` is the answer generator's kind)."""
-    options = {
-        k: v
-        for k, v in config.memory_kwargs().items()
-        if isinstance(v, (str, int, float, bool, type(None)))
+    """The settings a later ``from_dir`` rebuilds and serves the pipeline from: the whole
+    config (``MemoRAGConfig.saved_options``: local model folders as absolute paths, no
+    secrets), the prompt ``language`` in force, and what the pipeline was built with
+    (``generator``: the answer generator's kind)."""
+    section: dict[str, Any] = {
+        "config_format": CONFIG_FORMAT,
+        **config.saved_options(language=language),
     }
-    return {
-        "mem_model_name_or_path": model_ref(config.mem_model_name_or_path),
-        "ret_model_name_or_path": model_ref(config.ret_model_name_or_path),
-        "embedder": embedder.name,
-        "memory_options": options,
-        "memory_backend": memory.backend,
-        "retrieval_chunk_size": config.retrieval_chunk_size,
-        "chunk_overlap": config.chunk_overlap,
-        "language": language,
-        "documents": [d["doc_id"] for d in memory.documents],
-        "ret_hit": config.ret_hit,
-        "fusion": config.fusion,
-        "retrieval": config.retrieval,
-        "heads_weight": config.heads_weight,
-        "heads_weighting": config.heads_weighting,
-        "rrf_k": config.rrf_k,
-        "query_weight": config.query_weight,
-        "anchor_clues": config.anchor_clues,
-        "clue_strategy": config.clue_strategy if isinstance(config.clue_strategy, str) else None,
-        "gen_model_name_or_path": model_ref(config.gen_model_name_or_path),
-        "generator": generator,
-    }
+    for name in ("clue_strategy", "scorer"):
+        if name not in section:
+            section[name] = None  # an object: from_dir warns that it must be passed again
+    unsaved = sorted(set(config.index_options) & set(UNSAVED_INDEX_OPTIONS))
+    if unsaved:
+        section["index_options_unsaved"] = unsaved
+    section.update(
+        embedder=embedder.name,
+        documents=[d["doc_id"] for d in memory.documents],
+        generator=generator,
+    )
+    return section
 
 
 def write_save(
@@ -82,13 +73,14 @@ def write_save(
     return str(target.committed)
 
 
-def saved_pipeline(save_dir: str | Path) -> tuple[Path, Mapping[str, Any]]:
-    """The snapshot folder and ``pipeline`` section of a save (for ``from_dir``)."""
+def saved_pipeline(save_dir: str | Path) -> tuple[Path, Mapping[str, Any], Mapping[str, Any]]:
+    """The snapshot folder, ``pipeline`` and ``memory`` sections of a save (for
+    ``from_dir``)."""
     folder, manifest = SaveDir(save_dir).require()
-    pipeline = manifest.get("pipeline")
+    pipeline, memory = manifest.get("pipeline"), manifest.get("memory")
     if not isinstance(pipeline, dict):
         raise PersistenceError(f"{folder / 'manifest.json'} is not a MemoRAG save")
-    return folder, pipeline
+    return folder, pipeline, memory if isinstance(memory, dict) else {}
 
 
 def saved_language(manifest: Mapping[str, Any]) -> str | None:

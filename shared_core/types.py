@@ -9,12 +9,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from shared_core.errors import InputError, LimitError
 
 Role = Literal["system", "user", "assistant"]
 ClueKind = Literal["query", "span", "surrogate", "answer", "history", "custom", "attention"]
+
+
+class KeyKind:
+    """What each search key is (``Clue.kind``), by name; plain strings, the values of
+    ``ClueKind``, so saved and printed kinds read the same. Keys that are not the memory's
+    clues: ``QUERY`` (the query itself), ``HISTORY`` (a follow-up's standalone rewrite),
+    ``CUSTOM`` (a caller's extra query) and ``ATTENTION`` (the retrieval heads' ranking);
+    the memory's clues: ``SPAN``, ``SURROGATE``, ``ANSWER``."""
+
+    QUERY: Final = "query"
+    HISTORY: Final = "history"
+    CUSTOM: Final = "custom"
+    ATTENTION: Final = "attention"
+    SPAN: Final = "span"
+    SURROGATE: Final = "surrogate"
+    ANSWER: Final = "answer"
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def make_memory(model: Any = None, **kw: Any) -> CompressedKVMemory:
         model if model is not None else tiny_model("llama"),
         tiny_tokenizer(),
         show_progress=False,
-        **kw,
+        **{"compress": "always", "scorer": "key_norm", **kw},
     )
 
 

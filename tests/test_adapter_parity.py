@@ -59,7 +59,14 @@ def scripted_engine():
 @pytest.fixture(scope="module")
 def tiny_engine(llama, tokenizer):
     memory = CompressedKVMemory(
-        llama, tokenizer, beacon_ratio=4, window=128, reserve_tokens=64, show_progress=False
+        llama,
+        tokenizer,
+        beacon_ratio=4,
+        window=128,
+        reserve_tokens=64,
+        show_progress=False,
+        compress="always",
+        scorer="key_norm",
     )
     pipe = MemoRAG(
         memory=memory,

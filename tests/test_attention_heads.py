@@ -37,7 +37,9 @@ HEADS = ((0, 1), (1, 3))
 def make(model, tokenizer, **kw) -> CompressedKVMemory:
     kw.setdefault("window", 64)
     kw.setdefault("reserve_tokens", 64)
-    return CompressedKVMemory(model, tokenizer, show_progress=False, **kw)
+    return CompressedKVMemory(
+        model, tokenizer, show_progress=False, **{"compress": "always", "scorer": "key_norm", **kw}
+    )
 
 
 def head_set_for(mem: CompressedKVMemory, heads=HEADS) -> HeadSet:

@@ -289,8 +289,9 @@ def test_create_memory_loads_a_memorag_folder_natively(tok, tmp_path):
     tok.save_pretrained(folder)
     memory = create_memory(str(folder), device="cpu", beacon_ratio=8)
     assert isinstance(memory, NativeBeaconMemory) and memory.beacon_ratio == 8
-    # Compressed-KV settings are refused for the beacon memory, never dropped silently.
-    for option in ({"window": 2048}, {"scorer": "key_norm"}, {"reserve_tokens": 64}):
+    # Compressed-KV settings other than their defaults are refused for the beacon memory,
+    # never dropped silently.
+    for option in ({"window": 1024}, {"scorer": "key_norm"}, {"reserve_tokens": 64}):
         with pytest.raises(InputError, match=next(iter(option))):
             create_memory(str(folder), device="cpu", **option)
     assert memory.config.capacity_tokens() == (512 - 16) * 8 + 16

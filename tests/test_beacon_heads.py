@@ -350,7 +350,14 @@ def test_head_sets_for_other_models_are_refused(tok, llama):
 
     mem = load(tok)
     mem.memorize(DOCS)
-    kv = CompressedKVMemory(llama, tiny_tokenizer(), window=64, show_progress=False)
+    kv = CompressedKVMemory(
+        llama,
+        tiny_tokenizer(),
+        window=64,
+        show_progress=False,
+        compress="always",
+        scorer="key_norm",
+    )
     for foreign in (HeadSet("x", "0" * 16, HEADS), head_set_for(kv)):
         with pytest.raises(IncompatibleMemoryError, match="calibrated on"):
             AttentionRanker(mem, foreign)

@@ -350,6 +350,8 @@ def test_round_trip_on_a_tiny_memory_model(
             window=64,
             reserve_tokens=64,
             show_progress=False,
+            compress="always",
+            scorer="key_norm",
         )
         made.append(memory)
         kw = {

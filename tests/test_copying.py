@@ -100,7 +100,9 @@ def tiny():
 
 
 def test_a_memory_model_decodes_only_corpus_spans(tiny) -> None:
-    memory = CompressedKVMemory(tiny, TOKENIZER, window=128, reserve_tokens=64)
+    memory = CompressedKVMemory(
+        tiny, TOKENIZER, window=128, reserve_tokens=64, compress="always", scorer="key_norm"
+    )
     memory.memorize("\n\n".join(TEXTS))
     source = CopySource.from_texts(TEXTS, TOKENIZER)
     writer = SpanClues(copy_from_text=True, copy_spans=3, copy_min_tokens=4, min_words=1)
@@ -148,7 +150,9 @@ def test_copy_is_a_named_strategy() -> None:
 
 
 def test_the_pipeline_copies_from_its_own_index(tiny) -> None:
-    memory = CompressedKVMemory(tiny, TOKENIZER, window=128, reserve_tokens=64)
+    memory = CompressedKVMemory(
+        tiny, TOKENIZER, window=128, reserve_tokens=64, compress="always", scorer="key_norm"
+    )
     pipe = MemoRAG(memory=memory, embedder=shared_embedder(), clue_strategy="copy")
     pipe.memorize([{"text": t, "doc_id": f"d{i}"} for i, t in enumerate(TEXTS)])
     clues = pipe.clues("Who designed the engine?")

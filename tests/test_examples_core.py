@@ -50,6 +50,8 @@ def tiny(monkeypatch, big_llama, tokenizer):
             window=256,
             reserve_tokens=128,
             show_progress=False,
+            compress="always",
+            scorer="key_norm",
         )
 
     parts = {"embedder": shared_embedder(), "retrieval_chunk_size": 48, "chunk_overlap": 0}
@@ -143,7 +145,14 @@ def test_summarize_memorizes_letters_or_loads_a_save(tiny, tmp_path, capsys, big
     assert "--letters must be between 1 and 4" in capsys.readouterr().err
 
     memory = CompressedKVMemory(
-        big_llama, tokenizer, beacon_ratio=8, window=256, reserve_tokens=128, show_progress=False
+        big_llama,
+        tokenizer,
+        beacon_ratio=8,
+        window=256,
+        reserve_tokens=128,
+        show_progress=False,
+        compress="always",
+        scorer="key_norm",
     )
     pipe = MemoRAG(
         memory=memory, embedder=shared_embedder(), retrieval_chunk_size=48, chunk_overlap=0

@@ -150,7 +150,14 @@ def test_text_stream_hands_over_the_runs_generation() -> None:
 
 def test_streamed_chat_counts_the_decoders_tokens(llama, tokenizer) -> None:
     memory = CompressedKVMemory(
-        llama, tokenizer, beacon_ratio=2, window=64, reserve_tokens=32, show_progress=False
+        llama,
+        tokenizer,
+        beacon_ratio=2,
+        window=64,
+        reserve_tokens=32,
+        show_progress=False,
+        compress="always",
+        scorer="key_norm",
     )
     engine = MemoRAG(memory=memory, embedder=WordHashEmbedder(), generator=ScriptedGenerator())
     engine.memorize(["The keeper's log records a great storm in the winter of 1862."])

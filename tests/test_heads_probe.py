@@ -25,7 +25,14 @@ QUERIES = ["Which line is about owls?", "ferns", "Gamma: rivers, line 7?"]
 def _memory(kind: str, ratio: int, max_positions: int, tokenizer) -> CompressedKVMemory:
     model = tiny_model(kind, max_positions=max_positions)
     mem = CompressedKVMemory(
-        model, tokenizer, beacon_ratio=ratio, window=64, reserve_tokens=64, show_progress=False
+        model,
+        tokenizer,
+        beacon_ratio=ratio,
+        window=64,
+        reserve_tokens=64,
+        show_progress=False,
+        compress="always",
+        scorer="key_norm",
     )
     mem.memorize(DOCS)
     return mem
@@ -63,7 +70,15 @@ def test_direct_pass_equals_the_hook_pass(kind, ratio, max_positions, tokenizer,
 
 
 def test_entry_mass_keeps_its_signature_on_both_paths(llama, tokenizer, monkeypatch):
-    mem = CompressedKVMemory(llama, tokenizer, window=64, reserve_tokens=64, show_progress=False)
+    mem = CompressedKVMemory(
+        llama,
+        tokenizer,
+        window=64,
+        reserve_tokens=64,
+        show_progress=False,
+        compress="always",
+        scorer="key_norm",
+    )
     mem.memorize(DOCS[:2])
     state = mem._state
     ids = mem.format.continuation(mem.intro, mem.ack, (), QUERIES[0])
@@ -79,7 +94,15 @@ def test_entry_mass_keeps_its_signature_on_both_paths(llama, tokenizer, monkeypa
 
 
 def test_a_new_memory_state_drops_the_cached_frame(llama, tokenizer):
-    mem = CompressedKVMemory(llama, tokenizer, window=64, reserve_tokens=64, show_progress=False)
+    mem = CompressedKVMemory(
+        llama,
+        tokenizer,
+        window=64,
+        reserve_tokens=64,
+        show_progress=False,
+        compress="always",
+        scorer="key_norm",
+    )
     mem.memorize(DOCS[:1])
     mem.entry_attention(QUERIES[0], ((0, 1),))
     first = mem._null_mass[((0, 1),)]

@@ -53,7 +53,12 @@ def test_wrong_options_are_refused_at_construction_with_their_name(options, name
 
 def test_options_that_a_backend_takes_are_kept() -> None:
     config = MemoRAG(memory_backend="gist", chunk_tokens=256).config
-    assert config.memory_kwargs() == {"chunk_tokens": 256}
+    assert config.memory_kwargs() == {
+        "chunk_tokens": 256,
+        "gist_tokens": 96,
+        "max_chars": 4_000_000,
+        "max_documents": 10_000,
+    }
     kv = MemoRAGConfig(window=512, memory_options={"reserve_tokens": 64})
     assert kv.memory_kwargs()["window"] == 512 and kv.memory_kwargs()["reserve_tokens"] == 64
     assert MemoRAGConfig(memory_backend="full_kv").ratio == 1

@@ -31,7 +31,9 @@ TEXT = " ".join(
 def make(model, tokenizer, **kw) -> CompressedKVMemory:
     kw.setdefault("window", 128)
     kw.setdefault("reserve_tokens", 64)
-    return CompressedKVMemory(model, tokenizer, show_progress=False, **kw)
+    return CompressedKVMemory(
+        model, tokenizer, show_progress=False, **{"compress": "always", "scorer": "key_norm", **kw}
+    )
 
 
 def plain_logits(mem: CompressedKVMemory, text: str, prompt: str) -> torch.Tensor:
@@ -199,7 +201,9 @@ def test_text_over_the_limit_is_refused_with_advice(tokenizer):
         mem.memorize(TEXT * 3)
     assert mem.is_empty
     with pytest.raises(LimitError, match="max_chars"):
-        CompressedKVMemory(mem.model, tokenizer, max_chars=100).memorize(TEXT)
+        CompressedKVMemory(
+            mem.model, tokenizer, max_chars=100, compress="always", scorer="key_norm"
+        ).memorize(TEXT)
 
 
 def test_prompt_without_memory_and_overlong_prompt(llama, tokenizer):

@@ -528,7 +528,14 @@ def test_from_dir_of_a_missing_or_empty_dir_is_a_clear_error(embedder, tmp_path)
 
 def _tiny_memory(model, tokenizer) -> CompressedKVMemory:
     return CompressedKVMemory(
-        model, tokenizer, beacon_ratio=4, window=128, reserve_tokens=64, show_progress=False
+        model,
+        tokenizer,
+        beacon_ratio=4,
+        window=128,
+        reserve_tokens=64,
+        show_progress=False,
+        compress="always",
+        scorer="key_norm",
     )
 
 

@@ -39,7 +39,15 @@ def smollm():
 
 def test_ratio_one_memory_matches_a_plain_prefill(smollm):
     model, tokenizer = smollm
-    mem = CompressedKVMemory(model, tokenizer, beacon_ratio=1, window=128, show_progress=False)
+    mem = CompressedKVMemory(
+        model,
+        tokenizer,
+        beacon_ratio=1,
+        window=128,
+        show_progress=False,
+        compress="always",
+        scorer="key_norm",
+    )
     mem.memorize(TEXT)
     assert mem.stats().windows > 2
     prompt = "Who did Walton write to?"
@@ -58,11 +66,17 @@ def test_ratio_one_memory_matches_a_plain_prefill(smollm):
 
 def test_capacity_arithmetic_of_the_default_model(smollm):
     model, tokenizer = smollm
-    ratio4 = CompressedKVMemory(model, tokenizer, beacon_ratio=4)
-    ratio16 = CompressedKVMemory(model, tokenizer, beacon_ratio=16)
+    ratio4 = CompressedKVMemory(
+        model, tokenizer, beacon_ratio=4, compress="always", scorer="key_norm"
+    )
+    ratio16 = CompressedKVMemory(
+        model, tokenizer, beacon_ratio=16, compress="always", scorer="key_norm"
+    )
     assert ratio4.max_positions == 8192
     assert 28_000 <= ratio4.capacity_tokens() <= 32_768  # ~30k tokens at ratio 4
     assert 110_000 <= ratio16.capacity_tokens() <= 131_072  # ~120k at ratio 16
     too_long = "word " * 40_000
     with pytest.raises(LimitError, match="beacon_ratio"):
-        CompressedKVMemory(model, tokenizer, beacon_ratio=2, max_chars=None).memorize(too_long)
+        CompressedKVMemory(
+            model, tokenizer, beacon_ratio=2, max_chars=None, compress="always", scorer="key_norm"
+        ).memorize(too_long)

@@ -651,14 +651,17 @@ def test_a_missing_directory_is_refused(tmp_path, holder):
 # -- from_dir: the settings a save names are checked too ------------------------------------
 
 SETTINGS_CASES = [
-    ("retrieval_chunk_size", "big", r"pipeline\.retrieval_chunk_size must be a positive int"),
-    ("chunk_overlap", -3, r"pipeline\.chunk_overlap must be a non-negative int"),
+    ("retrieval_chunk_size", "big", r"pipeline\.retrieval_chunk_size must be an int >= 8"),
+    ("chunk_overlap", -3, r"pipeline\.chunk_overlap must be an int >= 0"),
     ("memory_backend", "evil", r"pipeline\.memory_backend must be one of"),
-    ("mem_model_name_or_path", 42, r"pipeline\.mem_model_name_or_path must be a model name"),
-    ("ret_model_name_or_path", ["x"], r"pipeline\.ret_model_name_or_path must be a model name"),
-    ("memory_options", "fast", r"pipeline\.memory_options must be an object"),
-    ("memory_options", {"window": -5}, r"pipeline\.memory_options\.window must be an int"),
-    ("memory_options", {"beacon_ratio": True}, r"memory_options\.beacon_ratio must be a posi"),
+    ("mem_model_name_or_path", 42, r"pipeline\.mem_model_name_or_path must be a model id"),
+    ("ret_model_name_or_path", ["x"], r"pipeline\.ret_model_name_or_path must be a model id"),
+    ("memory_options", "fast", r"pipeline\.memory_options must be a mapping"),
+    ("memory_options", {"reserve_tokens": -5}, r"pipeline\.reserve_tokens must be an int"),
+    ("window", -5, r"pipeline\.window must be an int >= 16"),
+    ("beacon_ratio", True, r"pipeline\.beacon_ratio must be an int >= 1"),
+    ("search_mode", "fuzzy", r"pipeline\.search_mode"),
+    ("config_format", 99, r"pipeline\.config_format 99"),
 ]
 
 

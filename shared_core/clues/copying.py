@@ -15,7 +15,7 @@ the constraint only guarantees the clue is real text, which is what dense retrie
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,15 +154,26 @@ class SpanCopier:
 
 
 class CopySourceCache:
-    """One ``CopySource`` per corpus version (``key``), rebuilt only when the corpus changes."""
+    """One ``CopySource`` for the corpus an index holds, rebuilt when the index, its size or
+    the tokenizer changes. The entry holds the index and tokenizer it was built from (compared
+    by identity), so a later object at the same address can never match it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entry: tuple[Hashable, CopySource] | None = None
+        self._entry: tuple[object, int, object, CopySource] | None = None
 
-    def get(self, key: Hashable, chunks: Sequence[Any], tokenizer: Any) -> CopySource:
+    def get(self, index: Any, tokenizer: Any) -> CopySource:
+        """The copy source of ``index.chunks`` in ``tokenizer``'s ids (indexes only grow, so
+        the same index at the same size holds the same chunks)."""
         with self._lock:
-            if self._entry is None or self._entry[0] != key:
-                texts = [chunk.text for chunk in chunks]
-                self._entry = (key, CopySource.from_texts(texts, tokenizer))
-            return self._entry[1]
+            entry, size = self._entry, len(index)
+            if (
+                entry is None
+                or entry[0] is not index
+                or entry[1] != size
+                or entry[2] is not tokenizer
+            ):
+                texts = [chunk.text for chunk in index.chunks]
+                entry = (index, size, tokenizer, CopySource.from_texts(texts, tokenizer))
+                self._entry = entry
+            return entry[3]

@@ -1,4 +1,5 @@
-"""Retrieval keys: the query, the caller's extra queries and the memory's clues, once each."""
+"""Search keys: the query, the caller's extra queries and the memory's clues, once each
+(``types.KeyKind`` names what each key is)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 
 from shared_core.clues.anchoring import anchor_clues
 from shared_core.clues.writers import NoClues
-from shared_core.types import Clue
+from shared_core.types import Clue, KeyKind
 
 
 def retrieval_keys(
@@ -20,10 +21,10 @@ def retrieval_keys(
     """The query first (``query_weight``), then ``extra``, then ``clues``; with ``anchor`` each
     memory clue is searched as the query (or the standalone follow-up) plus its new words."""
     if anchor:
-        base = next((c.text for c in clues if c.kind == "history"), query)
+        base = next((c.text for c in clues if c.kind == KeyKind.HISTORY), query)
         clues = anchor_clues(clues, base)
-    keys = [Clue(text=query, kind="query", weight=query_weight)]
-    keys += [Clue(text=e, kind="custom") for e in extra if isinstance(e, str) and e.strip()]
+    keys = [Clue(text=query, kind=KeyKind.QUERY, weight=query_weight)]
+    keys += [Clue(text=e, kind=KeyKind.CUSTOM) for e in extra if isinstance(e, str) and e.strip()]
     keys += clues
     seen: set[str] = set()
     unique = []
@@ -41,5 +42,5 @@ NO_CLUES_NOTE = "the memory wrote no clues for this query: only the query itself
 
 def clue_notes(clues: Sequence[Clue], writer: object) -> tuple[str, ...]:
     """``(NO_CLUES_NOTE,)`` when ``writer`` (not the "none" strategy) wrote nothing."""
-    written = [c for c in clues if c.kind != "history"]  # a follow-up's rewrite is not a clue
+    written = [c for c in clues if c.kind != KeyKind.HISTORY]  # a follow-up's rewrite is not a clue
     return (NO_CLUES_NOTE,) if not written and not isinstance(writer, NoClues) else ()

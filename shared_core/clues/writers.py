@@ -26,7 +26,7 @@ from shared_core.clues.parsing import (
 from shared_core.errors import InputError
 from shared_core.models.decoding import CopyingGenerator
 from shared_core.prompts import PromptSet, get_prompts
-from shared_core.types import ChatTurn, Clue, ClueKind, Generation, TextGenerator
+from shared_core.types import ChatTurn, Clue, ClueKind, Generation, KeyKind, TextGenerator
 
 
 @runtime_checkable
@@ -90,7 +90,7 @@ class _PromptedClues:
     max_chars: int = 300
     stop: tuple[str, ...] = _LIST_STOPS
 
-    kind: ClueKind = field(default="custom", init=False)
+    kind: ClueKind = field(default=KeyKind.CUSTOM, init=False)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -153,7 +153,7 @@ class SpanClues(_PromptedClues):
     copy_spans: int = 2
     copy_min_tokens: int = 8
     copy_max_tokens: int = 32
-    kind: ClueKind = field(default="span", init=False)
+    kind: ClueKind = field(default=KeyKind.SPAN, init=False)
 
     @property
     def uses_source(self) -> bool:
@@ -203,7 +203,7 @@ class SurrogateClues(_PromptedClues):
     """Sharper, self-contained search questions (``prompts.surrogate``), one per line."""
 
     max_clues: int = 3
-    kind: ClueKind = field(default="surrogate", init=False)
+    kind: ClueKind = field(default=KeyKind.SURROGATE, init=False)
 
     def _template(self) -> str:
         return self.prompts.surrogate
@@ -222,7 +222,7 @@ class DraftAnswerClues(_PromptedClues):
     max_clues: int = 1
     stop: tuple[str, ...] = _ANSWER_STOPS
     pair_short_with_query: bool = True
-    kind: ClueKind = field(default="answer", init=False)
+    kind: ClueKind = field(default=KeyKind.ANSWER, init=False)
 
     def _template(self) -> str:
         return self.prompts.draft_answer

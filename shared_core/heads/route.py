@@ -83,14 +83,16 @@ class AttentionRoute:
         self.weighting = weighting
         self.fusion = fusion
         self.candidate_k = candidate_k
-        self._ranker: tuple[int, AttentionRanker | None, str] | None = None
+        # (the memory it was built for, held so no later object can take its place; ranker;
+        # why there is none)
+        self._ranker: tuple[Any, AttentionRanker | None, str] | None = None
         self._lock = threading.Lock()
         self.notices = Notices()  # "no heads: clue path" once per cause for this pipeline
 
     def _ranker_for(self, memory: Any) -> tuple[AttentionRanker | None, str]:
         with self._lock:
-            if self._ranker is None or self._ranker[0] != id(memory):
-                self._ranker = (id(memory), *self._build(memory))
+            if self._ranker is None or self._ranker[0] is not memory:
+                self._ranker = (memory, *self._build(memory))
             return self._ranker[1], self._ranker[2]
 
     def _build(self, memory: Any) -> tuple[AttentionRanker | None, str]:

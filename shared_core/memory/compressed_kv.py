@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from shared_core.config import KVOptions
 from shared_core.errors import (
     IncompatibleMemoryError,
     InputError,
@@ -42,12 +43,12 @@ from shared_core.memory.attention_probe import (
 )
 from shared_core.memory.base import Memory, MemoryStats
 from shared_core.memory.kv_persist import KVPersistence
-from shared_core.memory.kv_prefill import MIN_WINDOW, KVPrefill
+from shared_core.memory.kv_prefill import KVPrefill, PrefillInputs
 from shared_core.memory.kv_state import KVState, cache_of
 from shared_core.memory.positions import rope_inv_freq
 from shared_core.memory.probe_forward import Prior, direct_masses, supports_direct
 from shared_core.memory.reading import new_documents
-from shared_core.memory.scorers import Scorer, get_scorer
+from shared_core.memory.scorers import get_scorer
 from shared_core.models.chat_format import ChatFormat, frame_texts
 from shared_core.models.decoding import Decoder, ModelDecoding, RunRequest, eos_ids
 from shared_core.models.generation import LocalGenerator
@@ -59,8 +60,9 @@ from shared_core.models.loading import (
 )
 
 
-class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
-    """A global memory kept as a compressed KV cache of one causal LM."""
+class CompressedKVMemory(KVPersistence, ModelDecoding, Memory):
+    """A global memory kept as a compressed KV cache of one causal LM; reading is its
+    ``KVPrefill`` part, built from what it needs (``PrefillInputs``)."""
 
     backend = "compressed_kv"
 
@@ -71,45 +73,37 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
         *,
         name: str | None = None,
         revision: str = "local",
-        beacon_ratio: int = 4,
-        window: int = 2048,
-        scorer: str | Scorer = "key_norm",
-        position_mode: str = "auto",
         intro: str | None = None,
         ack: str | None = None,
-        reserve_tokens: int = 512,
-        max_chars: int | None = 4_000_000,
-        max_documents: int | None = 10_000,
-        max_new_tokens_cap: int = 4096,
-        show_progress: bool | None = None,
-        compress: str = "always",
+        options: KVOptions | None = None,
+        **settings: Any,
     ) -> None:
-        if compress not in ("always", "when_needed"):
-            raise InputError(f"compress must be 'always' or 'when_needed', got {compress!r}")
-        if isinstance(beacon_ratio, bool) or not isinstance(beacon_ratio, int) or beacon_ratio < 1:
-            raise InputError(f"beacon_ratio must be an int >= 1, got {beacon_ratio!r}")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 16:
-            raise InputError(f"window must be an int >= 16, got {window!r}")
-        if position_mode not in ("auto", "absolute", "compact"):
-            raise InputError(f"position_mode must be auto, absolute or compact: {position_mode!r}")
+        """``options``: built from a ``MemoRAGConfig`` (``config.kv_options()``); or
+        ``settings``: the same names as ``MemoRAG(...)`` takes (``beacon_ratio``, ``window``,
+        ``scorer``, ``compress``, ``reserve_tokens``, ...), with the same defaults and checks."""
+        if options is None:
+            options = KVOptions.from_settings(self.backend, **settings)
+        elif settings:
+            raise InputError(f"pass options= or settings, not both: {sorted(settings)}")
+        self.options = options
         self.model = model
         self.tokenizer = tokenizer
         self.name = name or str(getattr(model.config, "name_or_path", "") or "model")
         self.revision = revision
-        self.beacon_ratio = beacon_ratio
+        self.beacon_ratio = options.beacon_ratio
         # "when_needed": keep every entry while the text fits the model's positions (absolute
         # mode); past that, compress new text at the smallest ratio up to beacon_ratio that
         # fits the positions left (docs/heads.md: the retrieval heads lose much of their signal
         # under key-norm compression, so compress only as much as the positions require).
-        self.compress = compress
-        self.window = window
-        self.scorer = get_scorer(scorer)
-        self.position_mode = position_mode
-        self.reserve_tokens = reserve_tokens
-        self.max_chars = max_chars
-        self.max_documents = max_documents
-        self.max_new_tokens_cap = max_new_tokens_cap
-        self.show_progress = show_progress
+        self.compress = options.compress
+        self.window = options.window
+        self.scorer = get_scorer(options.scorer)
+        self.position_mode = options.position_mode
+        self.reserve_tokens = options.reserve_tokens
+        self.max_chars = options.max_chars
+        self.max_documents = options.max_documents
+        self.max_new_tokens_cap = options.max_new_tokens_cap
+        self.show_progress = options.show_progress
         intro, ack = frame_texts(intro, ack)
         self.intro, self.ack = intro, ack
         self.format = ChatFormat(tokenizer)
@@ -125,6 +119,20 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
         cfg = model.config
         n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self._group = int(cfg.num_attention_heads) // int(n_kv)
+        self._prefill = KVPrefill(
+            PrefillInputs(
+                model=model,
+                tokenizer=tokenizer,
+                encode=self.format.encode,
+                name=self.name,
+                options=options,
+                scorer=self.scorer,
+                max_positions=self.max_positions,
+                prefix_ids=tuple(self.prefix_ids),
+                suffix_ids=tuple(self.suffix_ids),
+                inv_freq=self._inv_freq,
+            )
+        )
 
     @classmethod
     def from_pretrained(
@@ -152,14 +160,10 @@ class CompressedKVMemory(KVPrefill, KVPersistence, ModelDecoding, Memory):
     # -- capacity ---------------------------------------------------------------------------
     def capacity_tokens(self) -> int:
         """About how many text tokens fit at the current settings (compact if allowed)."""
-        n_max, frame = self.max_positions, len(self.prefix_ids) + len(self.suffix_ids)
-        absolute = max(0, n_max - frame - self.reserve_tokens)
-        if self.position_mode == "absolute" or self._inv_freq is None:
-            return absolute
-        window = min(MIN_WINDOW, self.window)
-        by_window = (n_max - len(self.prefix_ids) - window) * self.beacon_ratio + window
-        by_end = (n_max - frame - self.reserve_tokens) * self.beacon_ratio
-        return max(absolute, min(by_window, by_end))
+        return self._prefill.capacity_tokens()
+
+    def _read(self, base: KVState | None, docs: Sequence[Any], show: bool | None) -> KVState:
+        return self._prefill.read(base, docs, show)
 
     # -- reading ----------------------------------------------------------------------------
     @property

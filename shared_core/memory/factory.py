@@ -42,7 +42,7 @@ def build_memory(config: MemoRAGConfig, prompts: PromptSet) -> Memory:
         lm.tokenizer,
         name=lm.name,
         revision=lm.revision,
-        **config.memory_kwargs(),
+        options=config.kv_options(),
         **frame,
     )
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared_core.config import OPTION_DEFAULTS
 from shared_core.errors import NoMemoryError, PersistenceError
 from shared_core.inputs import ContextInput, as_documents, check_query
 from shared_core.memory.base import Memory, MemoryStats
@@ -38,11 +39,11 @@ class GistMemory(Memory):
         prompts: Any = None,
         intro: str | None = None,
         ack: str | None = None,
-        chunk_tokens: int = 1024,
-        gist_tokens: int = 96,
+        chunk_tokens: int = OPTION_DEFAULTS["chunk_tokens"],
+        gist_tokens: int = OPTION_DEFAULTS["gist_tokens"],
         name: str | None = None,
-        max_chars: int | None = 4_000_000,
-        max_documents: int | None = 10_000,
+        max_chars: int | None = OPTION_DEFAULTS["max_chars"],
+        max_documents: int | None = OPTION_DEFAULTS["max_documents"],
     ) -> None:
         if prompts is None:
             from shared_core.prompts import get_prompts

@@ -1,16 +1,21 @@
-"""Reading text into a compressed KV memory: windowed prefill, per-window selection, positions."""
+"""Reading text into a compressed KV memory: windowed prefill, per-window selection, positions.
+
+``KVPrefill`` is a part of ``CompressedKVMemory``, not a mixin: it is built from a small frozen
+``PrefillInputs`` (the model, its frame, the options) and reads nothing else of its host.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
+from shared_core.config import KVOptions
 from shared_core.errors import (
     InputError,
     LimitError,
@@ -18,8 +23,14 @@ from shared_core.errors import (
 from shared_core.memory.entry_map import build_token_map
 from shared_core.memory.kv_state import KVState, cache_of, joined_map, open_origins
 from shared_core.memory.positions import PositionMode, rerotate
-from shared_core.memory.reading import document_records, joined_text, memorize_bar, text_digest
-from shared_core.memory.scorers import select
+from shared_core.memory.reading import (
+    document_records,
+    document_spans,
+    joined_text,
+    memorize_bar,
+    text_digest,
+)
+from shared_core.memory.scorers import Scorer, select
 
 #: The smallest window compact positions fall back to.
 MIN_WINDOW = 256
@@ -36,23 +47,48 @@ class _Reading:
     origins: list[torch.Tensor] | None = None
 
 
-class KVPrefill:
-    """The reading half of ``CompressedKVMemory``: prefill window by window, keep what the
-    scorer selects, renumber positions when the text outgrows the model."""
+@dataclass(frozen=True)
+class PrefillInputs:
+    """Everything reading needs: the model and tokenizer, how text is encoded (``encode``: the
+    chat format's), the frame's token ids, the options and the scorer they name."""
 
     model: Any
     tokenizer: Any
-    window: int
-    beacon_ratio: int
-    scorer: Any
-    position_mode: str
-    compress: str
-    reserve_tokens: int
+    encode: Callable[[str], list[int]]
+    name: str
+    options: KVOptions
+    scorer: Scorer
     max_positions: int
-    prefix_ids: list[int]
-    suffix_ids: list[int]
-    show_progress: bool | None
-    _inv_freq: Any
+    prefix_ids: tuple[int, ...]
+    suffix_ids: tuple[int, ...]
+    inv_freq: Any  # RoPE inverse frequencies, or None (no compact positions)
+
+
+class KVPrefill:
+    """The reading part of ``CompressedKVMemory``: prefill window by window, keep what the
+    scorer selects, renumber positions when the text outgrows the model."""
+
+    def __init__(self, inputs: PrefillInputs) -> None:
+        self.inputs = inputs
+        options = inputs.options
+        self.model, self.tokenizer, self.name = inputs.model, inputs.tokenizer, inputs.name
+        self.window, self.beacon_ratio = options.window, options.beacon_ratio
+        self.position_mode, self.compress = options.position_mode, options.compress
+        self.reserve_tokens, self.show_progress = options.reserve_tokens, options.show_progress
+        self.scorer, self.max_positions = inputs.scorer, inputs.max_positions
+        self.prefix_ids, self.suffix_ids = list(inputs.prefix_ids), list(inputs.suffix_ids)
+        self._inv_freq = inputs.inv_freq
+
+    def capacity_tokens(self) -> int:
+        """About how many text tokens fit at these settings (compact if allowed)."""
+        n_max, frame = self.max_positions, len(self.prefix_ids) + len(self.suffix_ids)
+        absolute = max(0, n_max - frame - self.reserve_tokens)
+        if self.position_mode == "absolute" or self._inv_freq is None:
+            return absolute
+        window = min(MIN_WINDOW, self.window)
+        by_window = (n_max - len(self.prefix_ids) - window) * self.beacon_ratio + window
+        by_end = (n_max - frame - self.reserve_tokens) * self.beacon_ratio
+        return max(absolute, min(by_window, by_end))
 
     def _compact_peak(
         self, kept_before: int, tokens: int, window: int, ratio: int
@@ -120,21 +156,20 @@ class KVPrefill:
             "or split the text into several memories"
         )
 
-    def _read(self, base: KVState | None, docs: Sequence[Any], show: bool | None) -> KVState:
+    def read(self, base: KVState | None, docs: Sequence[Any], show: bool | None) -> KVState:
+        """The state after reading ``docs`` on top of ``base`` (``None``: a new memory);
+        ``base`` itself is never changed."""
         started = time.perf_counter()
         joined = joined_text(docs, continuing=base is not None)
-        ids = self.format.encode(joined)
-        doc_spans, at = [], 2 if base is not None else 0
-        for d in docs:
-            doc_spans.append((at, at + len(d.text)))
-            at += len(d.text) + 2
+        ids = self.inputs.encode(joined)
+        doc_spans = document_spans(docs, continuing=base is not None)
         first_doc = len(base.documents) if base is not None else 0
         new_map = build_token_map(self.tokenizer, joined, ids, doc_spans, first_doc)
         if not ids:
             raise InputError("the text encodes to no tokens")
         mode, window, ratio = self._plan(base, len(ids))
         if base is not None and base.mode == "absolute" and mode == "compact":
-            base = self._to_compact(base)
+            base = self.to_compact(base)
         work = self._open(base)
         work.origins = open_origins(base, work.positions, len(self.suffix_ids))
         text_start = base.text_tokens if base else 0
@@ -251,7 +286,7 @@ class KVPrefill:
                 origins[i] = torch.cat([origins[i], index + text_start], dim=-1)
         work.next_pos = next_pos + (keep if mode == "compact" else n)
 
-    def _to_compact(self, state: KVState) -> KVState:
+    def to_compact(self, state: KVState) -> KVState:
         """Renumber an absolute-position memory densely (used when ``add`` outgrows it)."""
         if self._inv_freq is None:
             raise LimitError("compact positions need a RoPE model")
@@ -267,5 +302,3 @@ class KVPrefill:
             mode="compact",
             next_position=state.entries,
         )
-
-    # -- prompting --------------------------------------------------------------------------

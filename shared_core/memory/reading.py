@@ -34,10 +34,24 @@ def new_documents(
     return docs
 
 
+#: What a memory's text holds between two documents (and before an add's first one).
+DOC_SEPARATOR = "\n\n"
+
+
 def joined_text(docs: Sequence[Document], *, continuing: bool) -> str:
-    """The documents' text as one string, after a blank line when it continues a text."""
-    joined = "\n\n".join(d.text for d in docs)
-    return "\n\n" + joined if continuing else joined
+    """The documents' text as one string, after a separator when it continues a text."""
+    joined = DOC_SEPARATOR.join(d.text for d in docs)
+    return DOC_SEPARATOR + joined if continuing else joined
+
+
+def document_spans(docs: Sequence[Document], *, continuing: bool) -> list[tuple[int, int]]:
+    """Where each document lies in ``joined_text(docs, continuing=...)``: ``(start, end)``
+    character offsets."""
+    spans, at = [], len(DOC_SEPARATOR) if continuing else 0
+    for doc in docs:
+        spans.append((at, at + len(doc.text)))
+        at += len(doc.text) + len(DOC_SEPARATOR)
+    return spans
 
 
 def document_records(docs: Sequence[Document]) -> tuple[dict[str, Any], ...]:

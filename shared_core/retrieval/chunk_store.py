@@ -98,6 +98,23 @@ class ChunkStore(ABC):
     def _append(self, items: list[Chunk], vectors: np.ndarray) -> None:
         """Store ``vectors`` (one row per item) and record the items, under ``_lock``."""
 
+    def truncate(self, size: int) -> None:
+        """Keep only the first ``size`` chunks: undo the adds after them (the pipeline's
+        rollback when the memory refuses what the index already took)."""
+        with self._lock:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise InputError(f"size must be an int >= 0, got {size!r}")
+            if size >= len(self._chunks):
+                return
+            self._drop_vectors(size)
+            for chunk in self._chunks[size:]:
+                del self._positions[chunk.chunk_id]
+            del self._chunks[size:]
+
+    @abstractmethod
+    def _drop_vectors(self, size: int) -> None:
+        """Keep only the first ``size`` stored vectors, under ``_lock``."""
+
     def search(self, query: str, k: int) -> list[Hit]:
         """The ``min(k, len(self))`` chunks most similar to ``query``, best first."""
         return self.search_many([query], k)[0]

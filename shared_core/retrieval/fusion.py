@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from shared_core.errors import InputError
 from shared_core.inputs import check_k
-from shared_core.types import Clue, Hit, Passage, ScoredPassage
+from shared_core.types import Clue, Hit, KeyKind, Passage, ScoredPassage
 
 Results = Sequence[tuple[Clue, Sequence[Hit]]]
 FusionMethod = Literal["rrf", "interleave", "union", "zscore"]
@@ -204,7 +204,7 @@ def relevance_scores(
     """Replace fused scores by relevance (see the module docstring), in the given order."""
     best: dict[str, float] = {}
     for clue, hits in results:
-        if clue.kind == "attention":
+        if clue.kind == KeyKind.ATTENTION:
             continue
         for hit in hits:
             pid = hit.passage.id

@@ -123,6 +123,9 @@ class HybridIndex:
     def add(self, chunks: Sequence[Chunk], *, show_progress: bool = False) -> None:
         self.inner.add(chunks, show_progress=show_progress)
 
+    def truncate(self, size: int) -> None:
+        self.inner.truncate(size)  # the keyword index is rebuilt when the size changes
+
     def save(
         self, directory: str | Path, *, chunking: Mapping[str, int] | None = None
     ) -> dict[str, Any]:

@@ -67,6 +67,10 @@ class DenseIndex(ChunkStore):
                 self._positions[item.chunk_id] = len(self._chunks)
                 self._chunks.append(item)
 
+    def _drop_vectors(self, size: int) -> None:
+        if self._index is not None:
+            self._index.remove_ids(np.arange(size, self._index.ntotal, dtype=np.int64))
+
     def vectors(self) -> np.ndarray:
         """A copy of the stored vectors, shape ``(len(self), dim)``."""
         with self._lock:

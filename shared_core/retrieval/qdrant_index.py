@@ -167,6 +167,11 @@ class QdrantIndex(ChunkStore):
                 self._positions[item.chunk_id] = len(self._chunks)
                 self._chunks.append(item)
 
+    def _drop_vectors(self, size: int) -> None:
+        models = _qdrant().models
+        gone = list(range(size, len(self._chunks)))
+        self.client.delete(self.collection, points_selector=models.PointIdsList(points=gone))
+
     def vectors(self) -> np.ndarray:
         """A copy of the stored vectors, shape ``(len(self), dim)``, read back from Qdrant."""
         with self._lock:

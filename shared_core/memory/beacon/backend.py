@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared_core.config import OPTION_DEFAULTS
 from shared_core.errors import IncompatibleMemoryError, InputError, LimitError, NoMemoryError
 from shared_core.inputs import ContextInput, as_documents
 from shared_core.memory.attention_probe import EntryAttention
@@ -77,10 +78,10 @@ class NativeBeaconMemory(ConstrainedGeneration, Memory):
         beacon_ratio: int | None = None,
         intro: str | None = None,
         ack: str | None = None,
-        max_chars: int | None = 4_000_000,
-        max_documents: int | None = 10_000,
-        max_new_tokens_cap: int = 4096,
-        show_progress: bool | None = None,
+        max_chars: int | None = OPTION_DEFAULTS["max_chars"],
+        max_documents: int | None = OPTION_DEFAULTS["max_documents"],
+        max_new_tokens_cap: int = OPTION_DEFAULTS["max_new_tokens_cap"],
+        show_progress: bool | None = OPTION_DEFAULTS["show_progress"],
     ) -> None:
         if not isinstance(model, BeaconForCausalLM):
             raise InputError(
