@@ -93,8 +93,6 @@ def _flag(v: Any) -> bool:
 
 #: Options each back-end takes beyond the fields (``BACKEND_OPTIONS``): each one's default
 #: (the back-ends' signatures use these) and its check.
-_RESERVE, _CAP = _int(0), _int(1)
-_CHARS, _DOCS = _int(1, none=True), _int(1, none=True)
 OPTION_DEFAULTS: dict[str, Any] = {
     "reserve_tokens": 512,
     "max_chars": 4_000_000,
@@ -105,10 +103,10 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "gist_tokens": 96,
 }
 _OPTION_CHECKS: dict[str, tuple[Any, str]] = {
-    "reserve_tokens": _RESERVE,
-    "max_chars": _CHARS,
-    "max_documents": _DOCS,
-    "max_new_tokens_cap": _CAP,
+    "reserve_tokens": _int(0),
+    "max_chars": _int(1, none=True),
+    "max_documents": _int(1, none=True),
+    "max_new_tokens_cap": _int(1),
     "show_progress": (_flag, "a bool or None"),
     "chunk_tokens": _int(8),
     "gist_tokens": _int(1),
