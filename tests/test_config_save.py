@@ -73,6 +73,7 @@ SAMPLES: dict[str, Any] = {
     "head_set": HeadSet("org/tiny-mem", "0" * 16, ((0, 1),)),
     "heads_weight": 0.5,
     "heads_weighting": "fixed",
+    "candidate_k": 20,
     "language": "zh",
 }
 #: What comes back where it is not the value itself (FieldRole.saved says why).
