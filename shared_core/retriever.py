@@ -178,7 +178,11 @@ class Retriever:
         started = time.perf_counter()
         heads_query = _relevance_query(query, keys)
         alone = not any(c.weight > 0 for c in keys)
-        candidates = list({h.passage.id: h.passage for hits in lists for h in hits}.values())
+        first: dict[str, Passage] = {}
+        for hits in lists:
+            for hit in hits:
+                first.setdefault(hit.passage.id, hit.passage)
+        candidates = list(first.values())
         memory = parts.memory
         text = self.memory_text.get(index, memory.documents)
         hits, weight, missing = self.route.attention_hits(
