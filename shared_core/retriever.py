@@ -23,6 +23,7 @@ from shared_core.config import MemoRAGConfig
 from shared_core.heads.candidates import MemoryTextCache
 from shared_core.heads.route import AttentionRoute, RoutePlan
 from shared_core.inputs import check_k
+from shared_core.memory.attention_memory import AttentionMemory
 from shared_core.notices import Notices
 from shared_core.parts import Parts
 from shared_core.retrieval.external import IN_MEMORY_KEY
@@ -181,7 +182,11 @@ class Retriever:
         started = time.perf_counter()
         heads_query = _relevance_query(query, keys)
         alone = not any(c.weight > 0 for c in keys)
-        candidates = list({h.passage.id: h.passage for hits in lists for h in hits}.values())
+        first: dict[str, Passage] = {}
+        for hits in lists:
+            for hit in hits:
+                first.setdefault(hit.passage.id, hit.passage)
+        candidates = list(first.values())
         memory = parts.memory
         text = self.memory_text.get(index, memory.documents)
         hits, weight, missing = self.route.attention_hits(
@@ -318,7 +323,9 @@ class Retriever:
         """Cosines of ``passages`` that are chunks of the own dense index (located in the
         memory), from one search of it."""
         dense = index.inner if isinstance(index, HybridIndex) else index
-        if parts is None or not passages or not len(dense):
+        if parts is None or not isinstance(parts.memory, AttentionMemory):
+            return {}  # only a memory that records its documents locates a store's passage
+        if not passages or not len(dense):
             return {}
         depth = min(len(dense), max(self.config.candidate_k, len(passages)))
         own = {_span_of(h.passage): h.score for h in dense.search(query, depth)}

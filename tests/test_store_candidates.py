@@ -169,6 +169,15 @@ def test_langchain_in_memory_vector_store(engine, own, embedder) -> None:
     langchain_checks(recording, retriever, store.as_retriever(search_kwargs={"k": K}), own)
     doc = retriever.invoke(QUERIES[0])[0]
     assert doc.id == "penn" and doc.metadata == {}  # the store's own document, as it was
+    # a score threshold keeps the relevant passages and drops an off-topic query's
+    cut = MemoRAGRetriever.from_engine(
+        engine, base_retriever=store.as_retriever(), k=K, score_threshold=0.3
+    )
+    assert [d.id for d in cut.invoke(QUERIES[0])][:1] == ["penn"] and not cut.invoke(OFF_TOPIC)
+    scored = MemoRAGRetriever.from_engine(
+        engine, base_retriever=store.as_retriever(), k=K, query_metadata=True
+    ).invoke(QUERIES[0])
+    assert scored[0].metadata["relevance_score"] > 0.5
 
 
 def test_langchain_qdrant_local_mode(engine, own, embedder, tmp_path: Path) -> None:
@@ -260,6 +269,11 @@ def test_llamaindex_vector_store_index_persisted_and_reloaded(
         recording, base_retriever=index.as_retriever(similarity_top_k=6), similarity_top_k=K
     )
     llamaindex_checks(recording, retriever, store_retriever, own)
+    from llama_index.core.postprocessor import SimilarityPostprocessor
+
+    cutoff = SimilarityPostprocessor(similarity_cutoff=0.3)
+    assert cutoff.postprocess_nodes(retriever.retrieve(OFF_TOPIC)) == []
+    assert len(cutoff.postprocess_nodes(retriever.retrieve(QUERIES[0]))) >= 1
     node = retriever.retrieve(QUERIES[0])[0].node
     assert node.ref_doc_id == "penn"  # the user's document, located by its id and offsets
     assert node.metadata == index.docstore.get_node(node.node_id).metadata

@@ -69,6 +69,10 @@ class MemoryText:
     def __init__(self, documents: Sequence[Mapping[str, Any]], chunks: Sequence[Chunk]) -> None:
         self.order = {str(d["doc_id"]): i for i, d in enumerate(documents)}
         self.chars = [int(d.get("chars", 0)) for d in documents]
+        for chunk in chunks:  # a record without its length: the chunks' extent
+            i = self.order.get(chunk.doc_id)
+            if i is not None:
+                self.chars[i] = max(self.chars[i], chunk.end)
         buffers = [[" "] * n for n in self.chars]
         self.has_text = [False] * len(documents)
         for chunk in chunks:
