@@ -41,7 +41,7 @@ from typing import Any
 from benchmarks.datasets import BenchQuestion, load_set
 from benchmarks.metrics import environment, evidence_hits, mrr, recall_at_k, write_outputs
 from benchmarks.metrics import header as _header
-from benchmarks.registry import DATA
+from benchmarks.registry import DATA, Experiment, Number, Step, command, experiment
 
 OUT = Path(__file__).resolve().parent / "results" / "stores"
 K = 10
@@ -272,6 +272,9 @@ def markdown(summary: dict[str, Any], stores: Sequence[str], header: str) -> str
     return "\n".join(lines)
 
 
+@command(
+    "stores", "the heads over the user's stores (LangChain, LlamaIndex, Qdrant) vs the own index"
+)
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", required=True)
@@ -292,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     env = environment()
-    command = "python -m benchmarks.stores " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks stores " + " ".join(argv if argv is not None else sys.argv[1:])
     bench = load_set(DATA / args.set)
     questions = bench.questions[args.start : args.start + args.limit]
     stores = [*args.stores, *(f"own_c{c}" for c in args.candidate_k)]
@@ -341,6 +344,41 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         write_outputs(args.out, args.name, payload, markdown(summary, stores, header))
 
+
+_RUNS = (
+    ("hotpotqa-context", "--set hotpotqa --limit 25", 25, ("lc_qdrant",)),
+    ("musique-context", "--set musique --limit 20", 20, ("lc_qdrant",)),
+    (
+        "hotpotqa-pooled",
+        "--set hotpotqa --limit 10 --setting pooled --stores own dense lc_memory li_vector "
+        "li_bm25 --candidate-k 20 100 200",
+        30,
+        (),
+    ),
+)
+for _name, _args, _minutes, _extra in _RUNS:
+    _stem = "stores_" + _name.replace("-", "_")
+    experiment(
+        Experiment(
+            id=f"stores-{_name}",
+            about=f"the heads route over each user store vs the own index ({_name})",
+            steps=(Step(f"stores {_args} --name {_stem} --out {{out}}"),),
+            result=f"{_stem}.json",
+            numbers=(
+                *(
+                    Number(f"{store} {metric}", f"summary.{store}.{metric}")
+                    for store in ("own", "dense", "lc_memory", *_extra, "li_vector", "li_bm25")
+                    for metric in ("r@5", "mrr")
+                ),
+                Number("own: retrieve s (median)", "summary.own.seconds_median", "{:.2f}"),
+                Number("own: heads s (median)", "summary.own.heads_median", "{:.2f}"),
+                Number("lc_memory: retrieve s", "summary.lc_memory.seconds_median", "{:.2f}"),
+                Number("lc_memory: search s", "summary.lc_memory.search_median", "{:.2f}"),
+            ),
+            sets=(_name.split("-")[0],),
+            minutes=_minutes,
+        )
+    )
 
 if __name__ == "__main__":
     main()
