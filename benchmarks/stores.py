@@ -41,7 +41,7 @@ from typing import Any
 from benchmarks.datasets import BenchQuestion, load_set
 from benchmarks.metrics import environment, evidence_hits, mrr, recall_at_k, write_outputs
 from benchmarks.metrics import header as _header
-from benchmarks.registry import DATA, Experiment, Number, Step, command, experiment
+from benchmarks.registry import CACHE, DATA, Experiment, Number, Step, command, experiment
 
 OUT = Path(__file__).resolve().parent / "results" / "stores"
 K = 10
