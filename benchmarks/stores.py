@@ -43,7 +43,7 @@ from benchmarks.metrics import environment, evidence_hits, mrr, recall_at_k, wri
 from benchmarks.metrics import header as _header
 from benchmarks.registry import CACHE, DATA, Experiment, Number, Step, command, experiment
 
-OUT = Path(__file__).resolve().parent / "results" / "stores"
+OUT = CACHE / "stores"  # a rerun's scratch folder; recorded results: benchmarks/results/ID/
 K = 10
 STORES = ("own", "dense", "lc_memory", "lc_qdrant", "li_vector", "li_bm25")
 PARTS = ("search", "heads", "fusion")
