@@ -11,6 +11,7 @@ from tiny_models import tiny_tokenizer
 
 import shared_core.heads.route as route_module
 import shared_core.pipeline as pipeline_module
+from shared_core.heads.candidates import MemoryTextCache
 from shared_core.heads.head_set import HeadSet
 from shared_core.heads.route import AttentionRoute
 from shared_core.memory.compressed_kv import CompressedKVMemory
@@ -67,7 +68,10 @@ def test_the_heads_ranker_is_built_for_the_memory_asked_about(llama, tokenizer, 
     ranker, why = route._ranker_for(kv)  # another memory, at the "same address"
     assert ranker is not None and ranker.memory is kv and why == ""
     assert route._ranker_for(kv)[0] is ranker  # cached for that memory
-    hits = route.attention_hits(kv, _index_of(kv), "Which keeper?", 2)[0]
+    index = _index_of(kv)
+    text = MemoryTextCache().get(index, kv.documents)
+    candidates = [hit.passage for hit in index.search("Which keeper?", 2)]
+    hits = route.attention_hits(kv, text, "Which keeper?", candidates)[0]
     assert len(hits) == 2
 
 
