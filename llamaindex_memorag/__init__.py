@@ -4,13 +4,18 @@ Imports only ``llama_index.core`` and ``shared_core``; models load only when an 
 """
 
 from llamaindex_memorag.llms import MemoryLLM
-from llamaindex_memorag.query_engine import memorag_query_engine, memorag_query_engine_tool
+from llamaindex_memorag.query_engine import (
+    MemoRAGQueryEngine,
+    memorag_query_engine,
+    memorag_query_engine_tool,
+)
 from llamaindex_memorag.query_transforms import MemoRAGQueryTransform
 from llamaindex_memorag.retrievers import MEMORAG_METADATA_KEYS, MemoRAGRetriever
 from shared_core import __version__
 
 __all__ = [
     "MEMORAG_METADATA_KEYS",
+    "MemoRAGQueryEngine",
     "MemoRAGQueryTransform",
     "MemoRAGRetriever",
     "MemoryLLM",

@@ -29,6 +29,10 @@ DEFAULT_SCORER = "stride"
 #: Placements accelerate computes from the visible GPUs (``from_pretrained(device_map=...)``).
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 LANGUAGES = ("auto", "en", "zh")
+#: How ``memorag`` / ``qa`` answers are written (docs/answers.md): ``short`` copies a phrase of
+#: the passages (yes/no for yes/no questions) and cites it; ``free`` lets the generator write;
+#: ``auto`` is short with a local generator, free for long-form requests or a foreign one.
+ANSWER_STYLES = ("auto", "short", "free")
 
 #: Options each back-end takes beyond the common ones, with a check of each value.
 _INT = (int, "an int")
@@ -114,6 +118,8 @@ class MemoRAGConfig:
     heads_weight: float = 2.0  # the most the heads list counts, vs query_weight 2 (docs/heads.md)
     heads_weighting: str = "agreement"  # heads_weight x the heads' agreement, or "fixed"
     language: str = "auto"
+    # -- answers -----------------------------------------------------------------------------
+    answer_style: str = "auto"  # "short" (a cited phrase of the passages), "free" or "auto"
 
     def __post_init__(self) -> None:
         for name in ("mem_model_name_or_path", "ret_model_name_or_path", "gen_model_name_or_path"):
@@ -130,6 +136,7 @@ class MemoRAGConfig:
         _one_of("language", self.language, LANGUAGES)
         _one_of("retrieval", self.retrieval, ROUTES)
         _one_of("heads_weighting", self.heads_weighting, HEADS_WEIGHTINGS)
+        _one_of("answer_style", self.answer_style, ANSWER_STYLES)
         if self.compress is not None:
             _one_of("compress", self.compress, ("always", "when_needed"))
         if self.beacon_ratio is not None:
@@ -273,6 +280,7 @@ def _int(name: str, value: object, low: int) -> None:
 
 
 __all__ = [
+    "ANSWER_STYLES",
     "BACKENDS",
     "BACKEND_OPTIONS",
     "DEVICE_MAPS",

@@ -301,12 +301,16 @@ class MemoRAG:
         max_new_tokens: int = 256,
         use_memory_answer: bool = False,
         on_text: Callable[[str], None] | None = None,
+        answer_style: str | None = None,
     ) -> Answer:
         """Run one task and return the answer with its passages, clues and timings.
 
-        ``on_text`` receives the answer's pieces as they are generated.
+        ``on_text`` receives the answer's pieces as they are generated. ``answer_style``
+        (default: the config's) picks a short answer copied from the passages, with its
+        ``citations``, or free generation (``memorag`` / ``qa``; docs/answers.md).
         """
         check_max_new_tokens(max_new_tokens)
+        style = self.config.answer_style if answer_style is None else answer_style
         return run_task(
             self,
             task_type,
@@ -317,6 +321,7 @@ class MemoRAG:
             max_new_tokens=max_new_tokens,
             use_memory_answer=use_memory_answer,
             on_text=on_text,
+            answer_style=style,
         )
 
     def stream_answer(self, query: str | None = None, **kwargs: Any) -> Iterator[str | Answer]:

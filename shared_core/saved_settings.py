@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from shared_core.config import BACKENDS, FUSIONS, HEADS_WEIGHTINGS, ROUTES
+from shared_core.config import ANSWER_STYLES, BACKENDS, FUSIONS, HEADS_WEIGHTINGS, ROUTES
 from shared_core.errors import PersistenceError
 from shared_core.persistence.files import is_int, short
 
@@ -41,6 +41,7 @@ _SERVING: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a clue writer name such as 'copy+surrogate'",
     ),
     "language": (lambda v: v in ("en", "zh", "auto"), "'en', 'zh' or 'auto'"),
+    "answer_style": (lambda v: v in ANSWER_STYLES, f"one of {ANSWER_STYLES}"),
 }
 
 

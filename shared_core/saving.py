@@ -50,6 +50,7 @@ def pipeline_section(
         "clue_strategy": config.clue_strategy if isinstance(config.clue_strategy, str) else None,
         "gen_model_name_or_path": model_ref(config.gen_model_name_or_path),
         "generator": generator,
+        "answer_style": config.answer_style,
     }
 
 

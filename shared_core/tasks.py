@@ -17,9 +17,13 @@ from shared_core.clues import parse_clue_lines
 from shared_core.errors import InputError
 from shared_core.inputs import check_query
 from shared_core.memory.base import Memory
-from shared_core.models.generation import format_passages
+from shared_core.models.generation import LocalGenerator, format_passages
 from shared_core.prompts import PromptSet
-from shared_core.types import Answer, ChatTurn, Clue, RetrievalResult, TextGenerator
+from shared_core.short_answers import ShortAnswerer, SpanScoring, wants_long_answer
+from shared_core.types import Answer, ChatTurn, Citation, Clue, RetrievalResult, TextGenerator
+
+#: How the short-answer mode chooses its phrase (docs/answers.md: measured against decoding).
+SHORT_ANSWERER: ShortAnswerer = SpanScoring()
 
 
 class Pipeline(Protocol):
@@ -43,7 +47,12 @@ TaskFn = Callable[..., Answer]
 
 
 def _answer(
-    pipe: Pipeline, task: str, text: str, result: RetrievalResult | None, timings: dict[str, float]
+    pipe: Pipeline,
+    task: str,
+    text: str,
+    result: RetrievalResult | None,
+    timings: dict[str, float],
+    citations: tuple[Citation, ...] = (),
 ) -> Answer:
     return Answer(
         text=text.strip(),
@@ -52,7 +61,29 @@ def _answer(
         clues=result.clues if result else (),
         timings=timings,
         notes=result.notes if result else (),
+        citations=citations,
     )
+
+
+def short_style(style: str, generator: TextGenerator, query: str, *, custom_prompt: bool) -> bool:
+    """Whether ``answer_style`` (config or call) means a short, cited answer here: ``short``
+    always (refused where the generator cannot score phrases or a ``prompt_template`` is
+    given); ``auto`` for a local generator, no custom prompt and no long-form request."""
+    if style == "free":
+        return False
+    local = isinstance(generator, LocalGenerator)
+    if style == "short":
+        if not local:
+            raise InputError(
+                "answer_style='short' needs a local generator model to score phrases; the "
+                "generator given only writes text: use answer_style='free'"
+            )
+        if custom_prompt:
+            raise InputError("prompt_template applies to free answers: use answer_style='free'")
+        return True
+    if style != "auto":
+        raise InputError(f"answer_style must be one of ('auto', 'short', 'free'), got {style!r}")
+    return local and not custom_prompt and not wants_long_answer(query)
 
 
 def _generate(
@@ -99,10 +130,19 @@ def memorag(
     use_memory_answer: bool,
     task: str = "memorag",
     on_text: Callable[[str], None] | None = None,
+    answer_style: str = "free",
 ) -> Answer:
     query = check_query(query)
     result = pipe.retrieve(query, k, history=history)
     timings = dict(result.timings)
+    custom = prompt_template is not None or use_memory_answer
+    if result.passages and short_style(answer_style, pipe.generator, query, custom_prompt=custom):
+        started = time.perf_counter()
+        short = SHORT_ANSWERER.answer(pipe.generator, pipe.prompts, query, result.passages)  # type: ignore[arg-type]
+        timings["generation"] = time.perf_counter() - started
+        if on_text is not None:
+            on_text(short.text)
+        return _answer(pipe, task, short.text, result, timings, short.citations)
     context = format_passages(result.passages)
     if use_memory_answer:
         draft = pipe.memory.generate(
@@ -208,6 +248,7 @@ def dialogue(
 ) -> Answer:
     if not history:
         raise InputError("task_type='dialogue' needs the earlier turns: pass history=[...]")
+    kw["answer_style"] = "free"  # a dialogue reply is written, never a copied phrase
     return memorag(pipe, query, history=history, task="dialogue", **kw)  # type: ignore[arg-type]
 
 
