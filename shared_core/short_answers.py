@@ -48,9 +48,15 @@ _CHOICE = re.compile(
     r"[,:]\s*(?:the\s+)?(?P<a>[^,?:]+?)\s+or\s+(?:the\s+)?(?P<b>[^,?:]+?)\s*(?:[,?]|$)"
 )
 _LONG = re.compile(
-    r"^\s*(?:summari[sz]e|describe|explain|discuss|tell me|list|outline|compare|why\b|"
-    r"what (?:did|do|does) .+ (?:say|think|discuss|suggest|propose|mention|recommend)|"
-    r"what (?:was|were) (?:said|discussed|decided))",
+    r"^\s*(?:please\s+|can you\s+|could you\s+)?(?:summari[sz]e|describe|explain|discuss|"
+    r"tell me|list|outline|compare|why\b|how would|what would happen|"
+    r"how (?:did|does|do) .+ (?:respond|answer|approach|introduce|design|ensure))|"
+    r"\b(?:summary|discuss\w*|describ\w*|explain\w*|opinions?|think|thought|feel|problems|"
+    r"issues|reasons?|conclu\w*|decid\w*|decisions?|agreed?|status|general discussion|overall|"
+    r"main points|(?:meeting|presentation)\b.*\babout|say|said|talk\w*|debate\w*|"
+    r"comment\w*|elaborat\w*|recommend\w*|propos\w*|suggest\w*|mention\w*|"
+    r"contribut\w*|advantages|lessons|solutions?|plan|polic(?:y|ies)|"
+    r"impact|controversy|strategy|findings?)\b",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"\w+(?:[’'.,&\-]\w+)*")
@@ -71,9 +77,10 @@ def is_yes_no(question: str) -> bool:
 
 
 def wants_long_answer(question: str) -> bool:
-    """A request for a summary or an explanation ("Summarize ...", "Why ...", "What did X say
-    about ..."): answered in free text, never as a copied phrase."""
-    return bool(_LONG.match(question))
+    """A request for a summary, an explanation or an account of a discussion ("Summarize ...",
+    "Why ...", "What did X think about ...", "What was decided on ..."): answered in free
+    text, never as a copied phrase."""
+    return bool(_LONG.search(question))
 
 
 @dataclass(frozen=True)
