@@ -14,7 +14,7 @@ from typing import Any
 
 from shared_core.clues import CopySource
 from shared_core.clues.copying import CopySourceCache
-from shared_core.config import MemoRAGConfig
+from shared_core.config import ANSWER_STYLES, MemoRAGConfig
 from shared_core.errors import InputError, NoMemoryError
 from shared_core.heads.route import heads_section
 from shared_core.inputs import (
@@ -199,6 +199,10 @@ class MemoRAG:
         check_query(query)
         return self._retriever.clues(self._built(), query, history, self._copy_source)
 
+    def copy_source(self) -> CopySource | None:
+        """The corpus in the memory model's tokens (copy clues, short ``qa`` answers)."""
+        return self._copy_source()
+
     def _copy_source(self) -> CopySource | None:
         """The corpus in the memory model's tokens, for copy-from-text clues (cached)."""
         if self._given_copy is not None:
@@ -311,6 +315,8 @@ class MemoRAG:
         """
         check_max_new_tokens(max_new_tokens)
         style = self.config.answer_style if answer_style is None else answer_style
+        if style not in ANSWER_STYLES:
+            raise InputError(f"answer_style must be one of {ANSWER_STYLES}, got {style!r}")
         return run_task(
             self,
             task_type,

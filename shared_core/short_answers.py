@@ -26,12 +26,14 @@ import numpy as np
 
 from shared_core.clues.copying import CopySource
 from shared_core.errors import InputError
+from shared_core.models.decoding import CopyingGenerator
 from shared_core.models.generation import LocalGenerator, format_passages
 from shared_core.models.span_scoring import PromptScorer
 from shared_core.prompts import PromptSet
 from shared_core.types import Citation, Passage, ScoredPassage
 
 __all__ = [
+    "MemoryCopying",
     "ShortAnswer",
     "ShortAnswerer",
     "SpanDecoding",
@@ -352,6 +354,49 @@ class SpanDecoding:
         ).text
         span = _locate(reply, plain)
         return ShortAnswer(span.text, (_cite(plain[span.index], span.start, span.end),), "span")
+
+
+class _OneOf:
+    """A decoding constraint: one of a few given first tokens, then an end token."""
+
+    def __init__(self, first: Sequence[int], end_ids: Sequence[int]) -> None:
+        self.first, self.end_ids, self.started = sorted(set(first)), sorted(set(end_ids)), False
+
+    def allowed(self) -> list[int]:
+        return self.end_ids if self.started else self.first
+
+    def advance(self, token: int) -> None:
+        self.started = True
+
+
+@dataclass(frozen=True)
+class MemoryCopying:
+    """``qa`` (the memory alone, no retrieval): the memory copies one run of the text it read
+    (the corpus as a ``CopySource``), or answers a yes/no question with yes or no."""
+
+    max_tokens: int = 12
+
+    def answer(
+        self,
+        memory: CopyingGenerator,
+        prompts: PromptSet,
+        question: str,
+        source: CopySource,
+        passages: Sequence[Passage],
+    ) -> ShortAnswer:
+        prompt = prompts.draft_answer.format(question=question)
+        ends = sorted(memory.end_ids)
+        if is_yes_no(question):
+            encode = memory.tokenizer.encode  # type: ignore[attr-defined]
+            yes = {encode(w, add_special_tokens=False)[0] for w in ("Yes", "yes", "是")}
+            no = {encode(w, add_special_tokens=False)[0] for w in ("No", "no", "否")}
+            reply = memory.generate_constrained(prompt, _OneOf([*yes, *no], ends), max_new_tokens=2)
+            picked = encode(reply.text, add_special_tokens=False)[:1]
+            return ShortAnswer("yes" if picked and picked[0] in yes else "no", (), "yes_no")
+        constraint = _PhraseCopier(source, ends, self.max_tokens)
+        reply = memory.generate_constrained(prompt, constraint, max_new_tokens=self.max_tokens + 1)
+        span = _locate(reply.text, passages)
+        return ShortAnswer(span.text, (_cite(passages[span.index], span.start, span.end),), "span")
 
 
 def _locate(reply: str, passages: Sequence[Passage]) -> _Span:

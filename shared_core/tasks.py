@@ -13,14 +13,24 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from shared_core.clues import parse_clue_lines
+from shared_core.clues import CopySource, parse_clue_lines
+from shared_core.clues.writers import can_copy
 from shared_core.errors import InputError
 from shared_core.inputs import check_query
 from shared_core.memory.base import Memory
 from shared_core.models.generation import LocalGenerator, format_passages
 from shared_core.prompts import PromptSet
-from shared_core.short_answers import ShortAnswerer, SpanScoring, wants_long_answer
-from shared_core.types import Answer, ChatTurn, Citation, Clue, RetrievalResult, TextGenerator
+from shared_core.retrieval.vector_index import VectorIndex
+from shared_core.short_answers import MemoryCopying, ShortAnswerer, SpanScoring, wants_long_answer
+from shared_core.types import (
+    Answer,
+    ChatTurn,
+    Citation,
+    Clue,
+    Passage,
+    RetrievalResult,
+    TextGenerator,
+)
 
 #: How the short-answer mode chooses its phrase (docs/answers.md: measured against decoding).
 SHORT_ANSWERER: ShortAnswerer = SpanScoring()
@@ -41,6 +51,11 @@ class Pipeline(Protocol):
     def retrieve_with(
         self, query: str, k: int, clues: Sequence[Clue], *, query_weight: float | None = None
     ) -> RetrievalResult: ...
+
+    def copy_source(self) -> CopySource | None: ...
+
+    @property
+    def index(self) -> VectorIndex: ...
 
 
 TaskFn = Callable[..., Answer]
@@ -162,13 +177,35 @@ def qa(
     max_new_tokens: int,
     history: Sequence[ChatTurn],
     on_text: Callable[[str], None] | None = None,
+    answer_style: str = "free",
     **_: object,
 ) -> Answer:
     query = check_query(query)
     timings: dict[str, float] = {}
+    copies = answer_style != "free" and not history
+    source = (
+        pipe.copy_source() if copies and _memory_copies(answer_style, pipe.memory, query) else None
+    )
+    if source is not None:
+        started = time.perf_counter()
+        chunks = [Passage(c.chunk_id, c.text, {"doc_id": c.doc_id}) for c in pipe.index.chunks]
+        short = MemoryCopying().answer(pipe.memory, pipe.prompts, query, source, chunks)  # type: ignore[arg-type]
+        timings["generation"] = time.perf_counter() - started
+        if on_text is not None:
+            on_text(short.text)
+        return _answer(pipe, "qa", short.text, None, timings, short.citations)
     prompt = pipe.prompts.draft_answer.format(question=query)
     text = _generate(pipe.memory, prompt, history, max_new_tokens, timings, on_text)
     return _answer(pipe, "qa", text, None, timings)
+
+
+def _memory_copies(style: str, memory: Memory, query: str) -> bool:
+    """``short_style`` for ``qa``: the memory itself must decode under a constraint."""
+    if not can_copy(memory):
+        if style == "short":
+            raise InputError("answer_style='short' needs a memory that can copy from its text")
+        return False
+    return style == "short" or not wants_long_answer(query)
 
 
 def _points_then_passages(

@@ -170,6 +170,18 @@ def test_the_pipeline_answers_short_with_citations_by_default(llama, tokenizer, 
     assert pipe.answer("Was the bell cast in 1790?", k=2).text in ("yes", "no")
 
 
+def test_qa_copies_a_phrase_of_the_memorized_text_with_its_chunk(llama, tokenizer, embedder):
+    pipe = _tiny_pipe(llama, tokenizer, embedder)
+    answer = pipe.answer("Where does Halloran live?", task_type="qa")
+    (citation,) = answer.citations
+    chunk = next(c for c in pipe.index.chunks if c.chunk_id == citation.passage_id)
+    assert chunk.text[citation.start : citation.end] == answer.text == citation.quote
+    assert answer.text.strip() and answer.passages == ()
+    assert pipe.answer("Is Halloran a baker?", task_type="qa").text in ("yes", "no")
+    free = pipe.answer("Where does Halloran live?", task_type="qa", answer_style="free")
+    assert free.citations == ()
+
+
 def test_free_style_is_the_generators_own_reply(llama, tokenizer, embedder):
     pipe = _tiny_pipe(llama, tokenizer, embedder, answer_style="free")
     question = "Where does Halloran live?"
