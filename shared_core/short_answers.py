@@ -63,7 +63,12 @@ _LONG = re.compile(
 )
 _WORD = re.compile(r"\w+(?:[’'.,&\-]\w+)*")
 #: Clause breaks a phrase may not cross.
-_BREAK = re.compile(r"[;:!?()\[\]{}\"“”\n]|\.(?:\s|$)")
+#: A full stop that ends a sentence: not after an initial ("O. Egeberg") or a title ("Mrs.").
+_STOP_DOT = (
+    r"(?<!\b[A-Z])(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)(?<!\bJr)(?<!\bMt)"
+    r"\.(?:\s|$)"
+)
+_BREAK = re.compile(rf"[;:!?()\[\]{{}}\"“”\n]|{_STOP_DOT}")
 _STOP = frozenset(
     "a an the of in on at to for from by with and or but as is are was were be been being "
     "that which who whom whose this these those it its his her their our your my he she they "
@@ -130,7 +135,7 @@ _NUMERIC = re.compile(
     re.IGNORECASE,
 )
 _HEAD = re.compile(r"\b(?:what|which)\s+(\w+)", re.IGNORECASE)
-_SENTENCE = re.compile(r"[.!?](?:\s|$)|\n")
+_SENTENCE = re.compile(rf"[!?](?:\s|$)|\n|{_STOP_DOT}")
 
 
 def _stem(word: str) -> str:
