@@ -61,7 +61,7 @@ _LONG = re.compile(
     r"impact|controversy|strategy|findings?)\b",
     re.IGNORECASE,
 )
-_WORD = re.compile(r"\w+(?:[’'.,&\-]\w+)*")
+_WORD = re.compile(r"[^\W_]+(?:[’'.,&\-][^\W_]+)*")  # "_" is markup, not a letter
 #: Clause breaks a phrase may not cross.
 #: A full stop that ends a sentence: not after an initial ("O. Egeberg") or a title ("Mrs.").
 _STOP_DOT = (
