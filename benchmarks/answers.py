@@ -1,6 +1,7 @@
 """Answer quality of the embedded model: short answers copied from the evidence vs free decoding.
 
     nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.answers --n 30
+    python -m benchmarks.answers --sets hotpotqa musique longbook_needles --report
 
 Per question of HotpotQA and MuSiQue (context setting: the question's own paragraphs are
 memorized), the default pipeline retrieves once (``MemoRAG().retrieve``, cached under
@@ -29,7 +30,12 @@ from benchmarks.metrics import bootstrap_diff_ci, exact_match, rouge_l, token_f1
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "results" / "answers"
-COMMAND = "nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.answers --n 30"
+#: What produced the tables in ``results/answers/README.md`` (the CPU budget allowed these N).
+COMMAND = (
+    "nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.answers --sets hotpotqa --n 15 "
+    "--styles free short` (then `--styles decode`), and `... --sets musique longbook_needles "
+    "--n 12` (needles: the single-fact questions of that sample)"
+)
 #: Free decoding's reply cap (the demo uses 64; 32 here to fit the CPU budget; the free
 #: replies are sentences either way, and a shorter one only raises their F1 precision).
 FREE_TOKENS = 32
