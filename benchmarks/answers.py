@@ -221,6 +221,27 @@ def summarize(name: str, rows: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def presence(name: str, rows: dict[str, Any]) -> list[str]:
+    """How often a gold answer occurs verbatim in the retrieved passages: what a copied
+    answer can reach at best (yes/no answers counted apart)."""
+    path = OUT / f"retrieval_{name}.json"
+    if not path.is_file():
+        return []
+    retrieved = json.loads(path.read_text())
+    yes_no = [r for r in rows.values() if r["answers"][0].lower() in ("yes", "no")]
+    found = 0
+    for qid, row in rows.items():
+        texts = [p["text"].lower() for p in retrieved[qid]["passages"]]
+        if row in yes_no:
+            continue
+        found += any(a.lower() in t for a in row["answers"] for t in texts)
+    return [
+        f"Gold answer verbatim in the retrieved passages: {found} of "
+        f"{len(rows) - len(yes_no)} span questions ({len(yes_no)} yes/no questions apart).",
+        "",
+    ]
+
+
 def routing(names: Sequence[str]) -> list[str]:
     """How ``answer_style="auto"`` routes every question of each set (no model needed)."""
     from shared_core.short_answers import is_yes_no, wants_long_answer
@@ -282,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.sets:
         path = OUT / f"{name}.json"
         if path.is_file():
-            report += summarize(name, json.loads(path.read_text())["rows"])
+            rows = json.loads(path.read_text())["rows"]
+            report += summarize(name, rows) + presence(name, rows)
     (OUT / "README.md").write_text("\n".join(report))
     print("\n".join(report))
     return 0
