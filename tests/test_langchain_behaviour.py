@@ -578,7 +578,14 @@ def test_public_api() -> None:
     import shared_core
 
     assert sorted(langchain_memorag.__all__) == sorted(
-        ["ChatMemoRAG", "MemoRAGRetriever", "MemoryLLM", "__version__", "create_memorag_tool"]
+        [
+            "ChatMemoRAG",
+            "MemoRAGRetriever",
+            "MemoryLLM",
+            "__version__",
+            "create_memorag_answer_tool",
+            "create_memorag_tool",
+        ]
     )
     assert langchain_memorag.__version__ == shared_core.__version__
     assert langchain_memorag.ChatMemoRAG is langchain_memorag.MemoryLLM

@@ -16,6 +16,7 @@ ROOT = PACKAGE_DIR.parent
 def test_public_names() -> None:
     assert sorted(llamaindex_memorag.__all__) == [
         "MEMORAG_METADATA_KEYS",
+        "MemoRAGQueryEngine",
         "MemoRAGQueryTransform",
         "MemoRAGRetriever",
         "MemoryLLM",
