@@ -32,9 +32,12 @@ DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "results" / "answers"
 #: What produced the tables in ``results/answers/README.md`` (the CPU budget allowed these N).
 COMMAND = (
-    "nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.answers --sets hotpotqa --n 15 "
-    "--styles free short` (then `--styles decode`), and `... --sets musique longbook_needles "
-    "--n 12` (needles: the single-fact questions of that sample)"
+    "`nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.answers --sets hotpotqa --n 15 "
+    "--styles free short` (then the same with `--styles decode`, run later on a less loaded "
+    "machine: its seconds are not comparable), and `nice -n 10 env OMP_NUM_THREADS=1 python -m "
+    "benchmarks.answers --sets musique longbook_needles --n 12` (needles: the single-fact "
+    "questions of that sample); tables: `python -m benchmarks.answers --sets hotpotqa musique "
+    "longbook_needles --report`"
 )
 #: Free decoding's reply cap (the demo uses 64; 32 here to fit the CPU budget; the free
 #: replies are sentences either way, and a shorter one only raises their F1 precision).
@@ -298,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         answerer = answerer or Answerer()
         run_set(bench, answerer, retrieved, args.styles)
-    report = ["# Answers: short (copied, cited) vs free decoding", "", f"Command: `{COMMAND}`", ""]
+    report = ["# Answers: short (copied, cited) vs free decoding", "", f"Commands: {COMMAND}", ""]
     report += routing(args.sets)
     for name in args.sets:
         path = OUT / f"{name}.json"
