@@ -32,12 +32,12 @@ DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "results" / "answers"
 #: What produced the tables in ``results/answers/README.md`` (the CPU budget allowed these N).
 COMMAND = (
-    "`nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.answers --sets hotpotqa --n 15 "
-    "--styles free short` (then the same with `--styles decode`, run later on a less loaded "
-    "machine: its seconds are not comparable), and `nice -n 10 env OMP_NUM_THREADS=1 python -m "
-    "benchmarks.answers --sets musique longbook_needles --n 12` (needles: the single-fact "
-    "questions of that sample); tables: `python -m benchmarks.answers --sets hotpotqa musique "
-    "longbook_needles --report`"
+    "`nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.answers --sets hotpotqa --n 30 "
+    "--styles free short`, `... --sets musique --n 18 --styles free short`, `... --sets "
+    "longbook_needles --n 28` (the single-fact questions), each resumed from a smaller N run "
+    "first; `... --sets hotpotqa --n 15 --styles decode` ran apart on a less loaded machine "
+    "(its seconds are not comparable); tables: `python -m benchmarks.answers --sets hotpotqa "
+    "musique longbook_needles --report`"
 )
 #: Free decoding's reply cap (the demo uses 64; 32 here to fit the CPU budget; the free
 #: replies are sentences either way, and a shorter one only raises their F1 precision).
