@@ -14,8 +14,10 @@ Timings on a 2-core CPU: under 5 minutes for the first run (reading the ~19.5k t
 most of it), under a minute for later runs. ``--threads 1`` helps when other processes are
 busy on the same cores (PyTorch threads that share a core spin and run several times slower).
 
-Nothing is downloaded. A 135M model answers briefly and sometimes wrongly; the point here is
-the mechanics: which clues the memory wrote, which passages they found, and how long each
+Nothing is downloaded. Each answer is a short phrase the model chose from the passages, shown
+with its source (the passage and the character offsets of the phrase in it; docs/answers.md).
+A 135M model still chooses wrongly at times; the point here is the mechanics: which clues the
+memory wrote, which passages they found, what the answer was copied from, and how long each
 step took.
 """
 
@@ -95,6 +97,14 @@ def show_answer(number: int, question: str, answer: Answer) -> None:
         )
         print(f"       {preview}...")
     print(f"  answer ({t.get('generation', 0.0):.1f} s): {answer.text}")
+    for citation in answer.citations:
+        rank = next(
+            (i for i, p in enumerate(answer.passages, 1) if p.passage.id == citation.passage_id), 0
+        )
+        quote = " ".join(citation.quote.split())
+        quote = quote if len(quote) <= 100 else quote[:97] + "..."
+        print(f"    source: passage {rank} ({citation.doc_id}) [{citation.start}:{citation.end}]")
+        print(f'      "{quote}"')
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from langchain_memorag.chat_models import ChatMemoRAG, MemoryLLM
 from langchain_memorag.embeddings import MemoRAGEmbeddings
 from langchain_memorag.retrievers import MemoRAGRetriever
-from langchain_memorag.tools import create_memorag_tool
+from langchain_memorag.tools import create_memorag_answer_tool, create_memorag_tool
 from shared_core import __version__
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "MemoRAGRetriever",
     "MemoryLLM",
     "__version__",
+    "create_memorag_answer_tool",
     "create_memorag_tool",
 ]

@@ -1,16 +1,26 @@
-"""Expose a ``MemoRAGRetriever`` to agents as a LangChain tool."""
+"""Expose a ``MemoRAGRetriever`` to agents as a LangChain tool, and the engine's cited answers
+as another (``create_memorag_answer_tool``)."""
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.prompts import BasePromptTemplate, PromptTemplate
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.tools import BaseTool, create_retriever_tool
+from langchain_core.tools import BaseTool, StructuredTool, create_retriever_tool
 
-from langchain_memorag.retrievers import MemoRAGRetriever
+from langchain_memorag.retrievers import MemoRAGRetriever, _to_document
 
-__all__ = ["DEFAULT_TOOL_DESCRIPTION", "create_memorag_tool"]
+if TYPE_CHECKING:
+    from shared_core.types import Answer, RetrievalEngine
+
+__all__ = [
+    "ANSWER_TOOL_DESCRIPTION",
+    "DEFAULT_TOOL_DESCRIPTION",
+    "create_memorag_answer_tool",
+    "create_memorag_tool",
+]
 
 DEFAULT_TOOL_DESCRIPTION = (
     "Search the long-term memory of the documents read so far. A memory model writes clues "
@@ -58,4 +68,48 @@ def create_memorag_tool(
         document_prompt=document_prompt,
         document_separator=document_separator,
         response_format=response_format,
+    )
+
+
+ANSWER_TOOL_DESCRIPTION = (
+    "Answer a question from the long-term memory of the documents read so far. The answer is "
+    "a short phrase copied from the passages, followed by its [source id]. Input: a "
+    "natural-language question."
+)
+
+
+def create_memorag_answer_tool(
+    engine: RetrievalEngine,
+    name: str = "memorag_answer",
+    description: str = ANSWER_TOOL_DESCRIPTION,
+    *,
+    k: int | None = None,
+    answer_style: str | None = None,
+) -> BaseTool:
+    """A tool (``{"query": str}``) that answers with ``engine.answer``: the content is the
+    answer and its ``[source id]``; the ``ToolMessage`` artifact is ``{"answer", "citations"
+    (passage id, doc id, char offsets in the passage, quote), "documents"}``."""
+    if not callable(getattr(engine, "answer", None)):
+        raise ValueError("engine must be a MemoRAG (it has no answer())")
+
+    def run(query: str) -> tuple[str, dict[str, Any]]:
+        answer: Answer = engine.answer(query, k=k, answer_style=answer_style)  # type: ignore[attr-defined]
+        sources = list(dict.fromkeys(c.doc_id for c in answer.citations))
+        content = answer.text + "".join(f" [{s}]" for s in sources)
+        artifact = {
+            "answer": answer.text,
+            "citations": [c.as_dict() for c in answer.citations],
+            "documents": [_to_document(p) for p in answer.passages],
+        }
+        return content, artifact
+
+    async def arun(query: str) -> tuple[str, dict[str, Any]]:
+        return await asyncio.to_thread(run, query)
+
+    return StructuredTool.from_function(
+        func=run,
+        coroutine=arun,
+        name=name,
+        description=description,
+        response_format="content_and_artifact",
     )

@@ -51,6 +51,10 @@ _DEVICE = re.compile(r"(auto|cpu|mps|meta|(cuda|xpu|npu|hpu)(:\d{1,3})?)")
 INT_MAX = 1 << 40
 #: Index options that a save never holds: secrets and live objects (pass them again).
 UNSAVED_INDEX_OPTIONS = ("api_key", "client")
+#: How ``memorag`` / ``qa`` answers are written (docs/answers.md): ``short`` copies a phrase of
+#: the passages (yes/no for yes/no questions) and cites it; ``free`` lets the generator write;
+#: ``auto`` is short with a local generator, free for long-form requests or a foreign one.
+ANSWER_STYLES = ("auto", "short", "free")
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,9 @@ class MemoRAGConfig:
     # each search's depth on the heads route: the passages the heads re-rank
     candidate_k: int = field(default=50, metadata=_role(_HEADS))
     language: str = field(default="auto", metadata=_role("prompts", "resolved", bound=True))
+    # -- answers -----------------------------------------------------------------------------
+    # "short" (a cited phrase of the passages), "free" or "auto" (docs/answers.md)
+    answer_style: str = field(default="auto", metadata=_role("answers (memorag, qa)"))
 
     def __post_init__(self) -> None:
         for name in ("mem_model_name_or_path", "ret_model_name_or_path", "gen_model_name_or_path"):
@@ -248,6 +255,7 @@ class MemoRAGConfig:
         _one_of("heads_weighting", self.heads_weighting, HEADS_WEIGHTINGS)
         _one_of("compress", self.compress, COMPRESS_MODES)
         _one_of("position_mode", self.position_mode, POSITION_MODES)
+        _one_of("answer_style", self.answer_style, ANSWER_STYLES)
         if self.beacon_ratio is not None:
             _check_int("beacon_ratio", self.beacon_ratio, 1)
         _check_int("window", self.window, 16)
@@ -551,6 +559,7 @@ def _check_index(index: object, search_mode: object, options: Mapping[str, Any])
 
 
 __all__ = [
+    "ANSWER_STYLES",
     "BACKENDS",
     "BACKEND_OPTIONS",
     "DEVICE_MAPS",

@@ -15,7 +15,7 @@ from typing import Any
 
 from shared_core.clues import CopySource
 from shared_core.clues.copying import CopySourceCache
-from shared_core.config import MemoRAGConfig
+from shared_core.config import ANSWER_STYLES, MemoRAGConfig
 from shared_core.engine_ref import EngineRef, Resume, plain_options, refuse_injected, refuse_unsaved
 from shared_core.errors import (
     IncompatibleMemoryError,
@@ -260,6 +260,10 @@ class MemoRAG:
         history = check_history(history)
         return self._retriever.clues(self._built(), query, history, self._copy_source)
 
+    def copy_source(self) -> CopySource | None:
+        """The corpus in the memory model's tokens (copy clues, short ``qa`` answers)."""
+        return self._copy_source()
+
     def _copy_source(self) -> CopySource | None:
         """The corpus in the memory model's tokens, for copy-from-text clues (cached)."""
         if self._given_copy is not None:
@@ -389,12 +393,18 @@ class MemoRAG:
         max_new_tokens: int = 256,
         use_memory_answer: bool = False,
         on_text: Callable[[str], None] | None = None,
+        answer_style: str | None = None,
     ) -> Answer:
         """Run one task and return the answer with its passages, clues and timings.
 
-        ``on_text`` receives the answer's pieces as they are generated.
+        ``on_text`` receives the answer's pieces as they are generated. ``answer_style``
+        (default: the config's) picks a short answer copied from the passages, with its
+        ``citations``, or free generation (``memorag`` / ``qa``; docs/answers.md).
         """
         check_max_new_tokens(max_new_tokens)
+        style = self.config.answer_style if answer_style is None else answer_style
+        if style not in ANSWER_STYLES:
+            raise InputError(f"answer_style must be one of {ANSWER_STYLES}, got {style!r}")
         return run_task(
             self,
             task_type,
@@ -405,6 +415,7 @@ class MemoRAG:
             max_new_tokens=max_new_tokens,
             use_memory_answer=use_memory_answer,
             on_text=on_text,
+            answer_style=style,
         )
 
     def stream_answer(self, query: str | None = None, **kwargs: Any) -> Iterator[str | Answer]:

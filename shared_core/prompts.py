@@ -30,6 +30,8 @@ PLACEHOLDERS: Mapping[str, frozenset[str]] = MappingProxyType(
         "preferences": frozenset(),
         "resolve_followup": frozenset({"history", "question"}),
         "answer": frozenset({"context", "question"}),
+        "short_answer": frozenset({"context", "question"}),
+        "yes_no": frozenset({"context", "question"}),
         "summarize": frozenset({"context"}),
         "recommend": frozenset({"context", "history", "question"}),
         "gist": frozenset({"context"}),
@@ -49,7 +51,9 @@ class PromptSet:
 
     Generator side: ``resolve_followup`` rewrites ``{question}`` as a standalone question given
     the dialogue ``{history}``; ``answer`` answers ``{question}`` over numbered passages
-    ``{context}``; ``summarize`` summarises ``{context}``; ``recommend`` recommends for the
+    ``{context}``; ``short_answer`` / ``yes_no`` frame the same for a reply the model only
+    chooses (a phrase of the passages, or yes/no: ``short_answers.py``); ``summarize``
+    summarises ``{context}``; ``recommend`` recommends for the
     request ``{question}`` from ``{context}`` given the user's inferred preferences in
     ``{history}``; ``gist`` compresses one chunk ``{context}`` for a text-only memory.
 
@@ -66,6 +70,8 @@ class PromptSet:
     preferences: str
     resolve_followup: str
     answer: str
+    short_answer: str
+    yes_no: str
     summarize: str
     recommend: str
     gist: str
@@ -125,6 +131,12 @@ ENGLISH = PromptSet(
         "If the passages do not say, answer that you do not know.\n"
         "Question: {question}"
     ),
+    short_answer=(
+        "Passages:\n{context}\n\n"
+        "Question: {question}\n"
+        "Answer with only the few words from the passages that answer the question."
+    ),
+    yes_no="Passages:\n{context}\n\nQuestion: {question}\nAnswer yes or no.",
     summarize="Passages:\n{context}\n\nSummarize the passages above in a few sentences.",
     recommend=(
         "Passages:\n{context}\n\n"
@@ -161,6 +173,8 @@ CHINESE = PromptSet(
         "请只根据上面的段落回答问题，简洁作答。若段落中没有答案，请回答不知道。\n"
         "问题：{question}"
     ),
+    short_answer="段落：\n{context}\n\n问题：{question}\n请只用段落中回答问题的几个词作答。",
+    yes_no="段落：\n{context}\n\n问题：{question}\n请回答是或否。",
     summarize="段落：\n{context}\n\n请用几句话概括上面的段落。",
     recommend=(
         "段落：\n{context}\n\n"

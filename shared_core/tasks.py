@@ -13,13 +13,27 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from shared_core.clues import parse_clue_lines
+from shared_core.clues import CopySource, parse_clue_lines
+from shared_core.clues.writers import can_copy
 from shared_core.errors import InputError
 from shared_core.inputs import check_query
 from shared_core.memory.base import Memory
-from shared_core.models.generation import format_passages
+from shared_core.models.generation import LocalGenerator, format_passages
 from shared_core.prompts import PromptSet
-from shared_core.types import Answer, ChatTurn, Clue, RetrievalResult, TextGenerator
+from shared_core.retrieval.vector_index import VectorIndex
+from shared_core.short_answers import MemoryCopying, ShortAnswerer, SpanScoring, wants_long_answer
+from shared_core.types import (
+    Answer,
+    ChatTurn,
+    Citation,
+    Clue,
+    Passage,
+    RetrievalResult,
+    TextGenerator,
+)
+
+#: How the short-answer mode chooses its phrase (docs/answers.md: measured against decoding).
+SHORT_ANSWERER: ShortAnswerer = SpanScoring()
 
 
 class Pipeline(Protocol):
@@ -38,12 +52,22 @@ class Pipeline(Protocol):
         self, query: str, k: int, clues: Sequence[Clue], *, query_weight: float | None = None
     ) -> RetrievalResult: ...
 
+    def copy_source(self) -> CopySource | None: ...
+
+    @property
+    def index(self) -> VectorIndex: ...
+
 
 TaskFn = Callable[..., Answer]
 
 
 def _answer(
-    pipe: Pipeline, task: str, text: str, result: RetrievalResult | None, timings: dict[str, float]
+    pipe: Pipeline,
+    task: str,
+    text: str,
+    result: RetrievalResult | None,
+    timings: dict[str, float],
+    citations: tuple[Citation, ...] = (),
 ) -> Answer:
     return Answer(
         text=text.strip(),
@@ -52,7 +76,29 @@ def _answer(
         clues=result.clues if result else (),
         timings=timings,
         notes=result.notes if result else (),
+        citations=citations,
     )
+
+
+def short_style(style: str, generator: TextGenerator, query: str, *, custom_prompt: bool) -> bool:
+    """Whether ``answer_style`` (config or call) means a short, cited answer here: ``short``
+    always (refused where the generator cannot score phrases or a ``prompt_template`` is
+    given); ``auto`` for a local generator, no custom prompt and no long-form request."""
+    if style == "free":
+        return False
+    local = isinstance(generator, LocalGenerator)
+    if style == "short":
+        if not local:
+            raise InputError(
+                "answer_style='short' needs a local generator model to score phrases; the "
+                "generator given only writes text: use answer_style='free'"
+            )
+        if custom_prompt:
+            raise InputError("prompt_template applies to free answers: use answer_style='free'")
+        return True
+    if style != "auto":
+        raise InputError(f"answer_style must be one of ('auto', 'short', 'free'), got {style!r}")
+    return local and not custom_prompt and not wants_long_answer(query)
 
 
 def _generate(
@@ -99,10 +145,19 @@ def memorag(
     use_memory_answer: bool,
     task: str = "memorag",
     on_text: Callable[[str], None] | None = None,
+    answer_style: str = "free",
 ) -> Answer:
     query = check_query(query)
     result = pipe.retrieve(query, k, history=history)
     timings = dict(result.timings)
+    custom = prompt_template is not None or use_memory_answer
+    if result.passages and short_style(answer_style, pipe.generator, query, custom_prompt=custom):
+        started = time.perf_counter()
+        short = SHORT_ANSWERER.answer(pipe.generator, pipe.prompts, query, result.passages)  # type: ignore[arg-type]
+        timings["generation"] = time.perf_counter() - started
+        if on_text is not None:
+            on_text(short.text)
+        return _answer(pipe, task, short.text, result, timings, short.citations)
     context = format_passages(result.passages)
     if use_memory_answer:
         draft = pipe.memory.generate(
@@ -122,13 +177,35 @@ def qa(
     max_new_tokens: int,
     history: Sequence[ChatTurn],
     on_text: Callable[[str], None] | None = None,
+    answer_style: str = "free",
     **_: object,
 ) -> Answer:
     query = check_query(query)
     timings: dict[str, float] = {}
+    copies = answer_style != "free" and not history
+    source = (
+        pipe.copy_source() if copies and _memory_copies(answer_style, pipe.memory, query) else None
+    )
+    if source is not None:
+        started = time.perf_counter()
+        chunks = [Passage(c.chunk_id, c.text, {"doc_id": c.doc_id}) for c in pipe.index.chunks]
+        short = MemoryCopying().answer(pipe.memory, pipe.prompts, query, source, chunks)  # type: ignore[arg-type]
+        timings["generation"] = time.perf_counter() - started
+        if on_text is not None:
+            on_text(short.text)
+        return _answer(pipe, "qa", short.text, None, timings, short.citations)
     prompt = pipe.prompts.draft_answer.format(question=query)
     text = _generate(pipe.memory, prompt, history, max_new_tokens, timings, on_text)
     return _answer(pipe, "qa", text, None, timings)
+
+
+def _memory_copies(style: str, memory: Memory, query: str) -> bool:
+    """``short_style`` for ``qa``: the memory itself must decode under a constraint."""
+    if not can_copy(memory):
+        if style == "short":
+            raise InputError("answer_style='short' needs a memory that can copy from its text")
+        return False
+    return style == "short" or not wants_long_answer(query)
 
 
 def _points_then_passages(
@@ -208,6 +285,7 @@ def dialogue(
 ) -> Answer:
     if not history:
         raise InputError("task_type='dialogue' needs the earlier turns: pass history=[...]")
+    kw["answer_style"] = "free"  # a dialogue reply is written, never a copied phrase
     return memorag(pipe, query, history=history, task="dialogue", **kw)  # type: ignore[arg-type]
 
 

@@ -251,6 +251,28 @@ class RetrievalEngine(Protocol):
 
 
 @dataclass(frozen=True)
+class Citation:
+    """Where an answer came from: ``quote == passage.text[start:end]`` of the passage
+    ``passage_id`` (document ``doc_id``); a yes/no answer cites its passages whole."""
+
+    passage_id: str
+    doc_id: str
+    start: int
+    end: int
+    quote: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able fields (what the framework adapters put in their metadata)."""
+        return {
+            "passage_id": self.passage_id,
+            "doc_id": self.doc_id,
+            "start": self.start,
+            "end": self.end,
+            "quote": self.quote,
+        }
+
+
+@dataclass(frozen=True)
 class Answer:
     """A generated answer with the passages and clues behind it (the end of the data flow)."""
 
@@ -261,6 +283,8 @@ class Answer:
     timings: Mapping[str, float] = field(default_factory=dict)
     #: Notes of the retrieval behind the answer (e.g. the memory wrote no clues).
     notes: tuple[str, ...] = ()
+    #: The passages a short answer was copied from (empty for free generation).
+    citations: tuple[Citation, ...] = ()
 
     def __str__(self) -> str:
         return self.text

@@ -588,6 +588,7 @@ def test_public_api() -> None:
             "MemoRAGRetriever",
             "MemoryLLM",
             "__version__",
+            "create_memorag_answer_tool",
             "create_memorag_tool",
         ]
     )

@@ -17,6 +17,7 @@ def test_public_names() -> None:
     assert sorted(llamaindex_memorag.__all__) == [
         "MEMORAG_METADATA_KEYS",
         "MemoRAGEmbedding",
+        "MemoRAGQueryEngine",
         "MemoRAGQueryTransform",
         "MemoRAGRetriever",
         "MemoryLLM",
