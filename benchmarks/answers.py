@@ -1,11 +1,11 @@
 """Answer quality of the embedded model: short answers copied from the evidence vs free decoding.
 
-    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.answers --n 30
-    python -m benchmarks.answers --sets hotpotqa musique longbook_needles --report
+    nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks reproduce answers-hotpotqa
+    python -m benchmarks answers --sets hotpotqa --n 30 --styles free short --out DIR
 
 Per question of HotpotQA and MuSiQue (context setting: the question's own paragraphs are
 memorized), the default pipeline retrieves once (``MemoRAG().retrieve``, cached under
-``benchmarks/results/answers/retrieval_<set>.json``); then every answer style answers over
+``retrieval_<set>.json`` in the output folder); then every answer style answers over
 the same passages, as ``MemoRAG.answer`` does: ``free`` (the generator's own reply),
 ``short`` (a span copied from the passages, ``shared_core/short_answers.py``), and each again
 over the gold paragraphs (the retrieval-independent ceiling). EM and token F1 (SQuAD-style),
@@ -26,10 +26,10 @@ from typing import Any
 
 from benchmarks.datasets import BenchQuestion, BenchSet, load_set
 from benchmarks.metrics import bootstrap_diff_ci, exact_match, rouge_l, token_f1
+from benchmarks.registry import CACHE, DATA, Experiment, Number, Step, command, experiment
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-OUT = REPO / "benchmarks" / "results" / "answers"
+#: A run's output folder unless ``--out`` says otherwise (recorded results: results/ID/).
+OUT = CACHE / "answers"
 #: What produced the tables in ``results/answers/README.md`` (the CPU budget allowed these N).
 COMMAND = (
     "`nice -n 10 env OMP_NUM_THREADS=1 python -m benchmarks.answers --sets hotpotqa --n 30 "
@@ -159,10 +159,14 @@ def _metrics(bench: BenchSet, text: str, answers: Sequence[str]) -> dict[str, fl
 
 
 def run_set(
-    bench: BenchSet, answerer: Answerer, retrieved: dict[str, Any] | None, styles: Sequence[str]
+    bench: BenchSet,
+    answerer: Answerer,
+    retrieved: dict[str, Any] | None,
+    styles: Sequence[str],
+    out: Path = OUT,
 ) -> dict[str, Any]:
     """Every (passages, style) answer of every question, resumable from its JSON."""
-    path = OUT / f"{bench.name}.json"
+    path = out / f"{bench.name}.json"
     rows: dict[str, Any] = json.loads(path.read_text())["rows"] if path.is_file() else {}
     settings = ("retrieved", "gold") if retrieved is not None else ("gold",)
     for question in bench.questions:
@@ -186,7 +190,7 @@ def run_set(
                     **_metrics(bench, text, question.answers),
                 }
                 print(f"  {question.id} {key}: {text[:60]!r} ({seconds:.1f} s)", flush=True)
-        OUT.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"set": bench.name, "rows": rows}, indent=1))
     return rows
 
@@ -224,10 +228,22 @@ def summarize(name: str, rows: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def presence(name: str, rows: dict[str, Any]) -> list[str]:
+def means(rows: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per setting/style: the mean of each metric and of the seconds, and the count."""
+    keys = sorted({k for r in rows.values() for k in r if "/" in k})
+    summary = {}
+    for key in keys:
+        have = [r[key] for r in rows.values() if key in r]
+        names = [m for m in have[0] if isinstance(have[0][m], (int, float))]
+        summary[key] = {m: sum(h[m] for h in have) / len(have) for m in names}
+        summary[key]["n"] = len(have)
+    return summary
+
+
+def presence(name: str, rows: dict[str, Any], out: Path = OUT) -> list[str]:
     """How often a gold answer occurs verbatim in the retrieved passages: what a copied
     answer can reach at best (yes/no answers counted apart)."""
-    path = OUT / f"retrieval_{name}.json"
+    path = out / f"retrieval_{name}.json"
     if not path.is_file():
         return []
     retrieved = json.loads(path.read_text())
@@ -263,6 +279,7 @@ def routing(names: Sequence[str]) -> list[str]:
     return ["`answer_style='auto'` routing of all questions:", "", *lines, ""]
 
 
+@command("answers", "answer EM/F1: short answers copied from the passages vs free decoding")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["hotpotqa", "musique"])
@@ -271,7 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--retrieve-only", action="store_true")
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=ALL_STYLES)
     parser.add_argument("--report", action="store_true", help="only write the report")
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    out = args.out
     import torch
 
     torch.set_num_threads(1)
@@ -296,22 +315,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         retrieved = None
         if bench.kind != "meeting":
-            retrieved = retrieval_cache(bench, args.k, OUT / f"retrieval_{name}.json")
+            retrieved = retrieval_cache(bench, args.k, out / f"retrieval_{name}.json")
         if args.retrieve_only:
             continue
         answerer = answerer or Answerer()
-        run_set(bench, answerer, retrieved, args.styles)
+        run_set(bench, answerer, retrieved, args.styles, out)
     report = ["# Answers: short (copied, cited) vs free decoding", "", f"Commands: {COMMAND}", ""]
     report += routing(args.sets)
     for name in args.sets:
-        path = OUT / f"{name}.json"
+        path = out / f"{name}.json"
         if path.is_file():
             rows = json.loads(path.read_text())["rows"]
-            report += summarize(name, rows) + presence(name, rows)
-    (OUT / "README.md").write_text("\n".join(report))
+            report += summarize(name, rows) + presence(name, rows, out)
+            summary = json.dumps(means(rows), indent=1)
+            (out / f"{name}_summary.json").write_text(summary, encoding="utf-8")
+    (out / "answers.md").write_text("\n".join(report))
     print("\n".join(report))
     return 0
 
+
+for _set, _args, _minutes in (
+    ("hotpotqa", "--n 30 --styles free short", 45),
+    ("musique", "--n 18 --styles free short", 40),
+    ("longbook_needles", "--n 28", 15),
+):
+    experiment(
+        Experiment(
+            id=f"answers-{_set.split('_')[-1]}",
+            about=f"answers on {_set}: short (copied, cited) vs free, retrieved and gold passages",
+            steps=(Step(f"answers --sets {_set} {_args} --out {{out}}"),),
+            result=f"{_set}_summary.json",
+            files=(f"{_set}.json", f"retrieval_{_set}.json"),
+            numbers=tuple(
+                Number(f"{setting}/{style} {metric}", f"{setting}/{style}.{metric}")
+                for setting in ("retrieved", "gold")
+                for style in ("free", "short")
+                for metric in ("em", "f1", "seconds")
+            ),
+            sets=(_set,),
+            minutes=_minutes,
+            note="resumes from the answers already in the output folder",
+        )
+    )
 
 if __name__ == "__main__":
     raise SystemExit(main())

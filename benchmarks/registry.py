@@ -41,7 +41,6 @@ MODULES = (
     "benchmarks.retrieval",
     "benchmarks.heads",
     "benchmarks.engine",
-    "benchmarks.gpu_check",
     "benchmarks.answers",
     "benchmarks.stores",
     "benchmarks.generation",

@@ -99,7 +99,7 @@ def create_memorag_answer_tool(
         artifact = {
             "answer": answer.text,
             "citations": [c.as_dict() for c in answer.citations],
-            "documents": [_to_document(p) for p in answer.passages],
+            "documents": [_to_document(p, per_query=True) for p in answer.passages],
         }
         return content, artifact
 

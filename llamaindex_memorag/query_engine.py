@@ -74,7 +74,7 @@ class MemoRAGQueryEngine(BaseQueryEngine):
     def _response(self, answer: Answer) -> Response:
         return Response(
             response=answer.text,
-            source_nodes=[_to_node(scored) for scored in answer.passages],
+            source_nodes=[_to_node(scored, per_query=True) for scored in answer.passages],
             metadata={
                 "citations": [c.as_dict() for c in answer.citations],
                 "task_type": answer.task_type,

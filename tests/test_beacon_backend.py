@@ -336,14 +336,14 @@ def test_pipeline_and_both_adapters_on_the_beacon_memory(tok, tmp_path):
 
 
 def test_gpu_check_exits_cleanly_without_cuda_and_its_cpu_smoke_runs(tmp_path, capsys):
-    from benchmarks import gpu_check
+    from benchmarks import engine as gpu_check
 
     if not torch.cuda.is_available():
-        assert gpu_check.main([]) == 0
+        assert gpu_check.gpu_main([]) == 0
         assert capsys.readouterr().out.strip() == "no CUDA"
         assert not (tmp_path / "gpu_check.json").exists()
     args = ["--device", "cpu", "--tiny", "--lengths", "64", "--gen-tokens", "2"]
-    assert gpu_check.main([*args, "--out", str(tmp_path)]) == 0
+    assert gpu_check.gpu_main([*args, "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "gpu_check_tiny.json").read_text())
     assert results["parity"][0]["passed"] and results["parity"][0]["worst_abs_diff"] < 1e-4
     assert results["timing"][0]["tokens"] == 64 and results["timing"][0]["entries_kept"] > 0

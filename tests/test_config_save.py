@@ -74,6 +74,7 @@ SAMPLES: dict[str, Any] = {
     "heads_weight": 0.5,
     "heads_weighting": "fixed",
     "candidate_k": 20,
+    "answer_style": "free",
     "language": "zh",
 }
 #: What comes back where it is not the value itself (FieldRole.saved says why).
