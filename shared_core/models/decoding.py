@@ -206,8 +206,10 @@ class Decoder:
                     emitted = safe
                 if len(self.tokens) >= self.max_new_tokens:
                     break
-                if looping(self.tokens):
-                    self.finish_reason = "stop"  # a degenerate loop: more would only repeat
+                if self.constraint is None and looping(self.tokens):
+                    # a degenerate loop: more would only repeat (a constrained reply ends by
+                    # its constraint: a structured reply's grammar must be allowed to close)
+                    self.finish_reason = "stop"
                     break
                 logits = self._step([token])
         if len(self.text) > emitted:
