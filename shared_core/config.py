@@ -510,7 +510,7 @@ def _check_scorer(scorer: object) -> None:
                 "scorer", f"unknown scorer {scorer!r}; choose one of {SCORER_NAMES} or an object"
             )
         return
-    from shared_core.memory.scorers import Scorer  # an object: the memory code is in use
+    from shared_core.types import Scorer
 
     if not isinstance(scorer, Scorer):
         raise ConfigError("scorer", "a scorer needs a .name and a .score(keys, values) method")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 from shared_core.errors import InputError, LimitError
+
+if TYPE_CHECKING:
+    import torch
 
 Role = Literal["system", "user", "assistant"]
 ClueKind = Literal["query", "span", "surrogate", "answer", "history", "custom", "attention"]
@@ -152,6 +155,15 @@ class GenerationOptions:
             "stop": self.stop,
             "temperature": self.temperature,
         }
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores KV entries of one window; higher means keep (``memory/scorers.py``)."""
+
+    name: str
+
+    def score(self, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor: ...
 
 
 @runtime_checkable

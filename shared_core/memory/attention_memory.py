@@ -7,8 +7,8 @@ origin (``entry_attention``, an ``EntryAttention``); the documents it read, in o
 chunk's ``doc_id`` maps to a document index); its model's identity (``fingerprint``, what a
 ``HeadSet`` is bound to) and shape (``head_grid``); and ``memorize`` (calibration reads each
 question's paragraphs into it). ``CompressedKVMemory`` (also full KV) and ``NativeBeaconMemory``
-implement it; ``heads/ranker.py``, ``heads/route.py`` and ``heads/calibration.py`` take any
-``isinstance(memory, AttentionMemory)``.
+implement it; the heads' ranker, route and calibration (the ``heads`` package, a layer above)
+take any ``isinstance(memory, AttentionMemory)``.
 """
 
 from __future__ import annotations

@@ -8,20 +8,10 @@ reads the text.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 import torch
 
 from shared_core.errors import InputError
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """Scores KV entries of one window; higher means keep."""
-
-    name: str
-
-    def score(self, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor: ...
+from shared_core.types import Scorer
 
 
 class KeyNormScorer:
