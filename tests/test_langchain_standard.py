@@ -36,6 +36,12 @@ CLUES = {QUERY: ["Ada Lovelace", "Analytical Engine algorithm"]}
 #: What the scripted memory "prefers" to write for the suite's tool-calling and structured
 #: prompts; the replies are decoded under the real grammar constraint (tests/scripted.py).
 TOOL_REPLIES = [
+    # the standard agent loop: the scripted model picks the weather tool, then calls it
+    (("weather in San Francisco", "Which tool should be called"), "get_weather"),
+    (
+        ("weather in San Francisco", "Reply with the tool call in JSON"),
+        '{"name":"get_weather","arguments":{"location":"San Francisco, CA"}}',
+    ),
     ("magic_function(3)", '{"name":"magic_function","arguments":{"input":3}}'),
     ("magic_function_no_args()", '{"name":"magic_function_no_args","arguments":{}}'),
     (
