@@ -550,7 +550,7 @@ def latency_main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory is not None:  # with today's shipped head set, not the one the save holds
-        from shared_core.heads.head_set import shipped_head_sets
+        from shared_core.head_sets import shipped_head_sets
 
         pipe = MemoRAG(head_set=shipped_head_sets()[0]).load(args.memory)
     else:

@@ -528,7 +528,7 @@ def _check_clue_strategy(strategy: object) -> None:
 def _check_head_set(head_set: object) -> None:
     if head_set is None or _is_path(head_set) or (_text(head_set) and head_set):
         return  # a path: read (and checked) by the heads route
-    from shared_core.heads.head_set import HeadSet
+    from shared_core.head_sets import HeadSet  # data, a layer below the heads
 
     if not isinstance(head_set, HeadSet):
         raise ConfigError(

@@ -15,7 +15,7 @@ from scripted import shared_embedder
 from tiny_models import tiny_model
 
 from shared_core.errors import IncompatibleMemoryError, InputError, PersistenceError
-from shared_core.heads.head_set import HeadSet, shipped_head_sets
+from shared_core.head_sets import HeadSet, shipped_head_sets
 from shared_core.heads.ranker import AttentionRanker, chunk_keys
 from shared_core.memory import attention_probe
 from shared_core.memory.attention_probe import EntryAttention

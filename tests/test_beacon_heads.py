@@ -23,8 +23,8 @@ from test_beacon_backend import CORPUS, MODEL, char_tokenizer
 
 from shared_core import MemoRAG
 from shared_core.errors import IncompatibleMemoryError, InputError, PersistenceError
+from shared_core.head_sets import HeadSet
 from shared_core.heads.calibration import calibrate_heads
-from shared_core.heads.head_set import HeadSet
 from shared_core.heads.ranker import AttentionRanker, chunk_keys
 from shared_core.memory.attention_memory import AttentionMemory
 from shared_core.memory.attention_probe import NULL_QUERY, EntryAttention, question_rows

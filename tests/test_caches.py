@@ -11,8 +11,8 @@ from tiny_models import tiny_tokenizer
 
 import shared_core.heads.route as route_module
 import shared_core.pipeline as pipeline_module
+from shared_core.head_sets import HeadSet
 from shared_core.heads.candidates import MemoryTextCache
-from shared_core.heads.head_set import HeadSet
 from shared_core.heads.route import AttentionRoute
 from shared_core.memory.compressed_kv import CompressedKVMemory
 from shared_core.models.loading import model_fingerprint

@@ -15,7 +15,7 @@ from scripted import ScriptedMemory, shared_embedder
 
 from shared_core.config import MemoRAGConfig, field_table, model_ref
 from shared_core.errors import ConfigError, IncompatibleMemoryError, PersistenceError
-from shared_core.heads.head_set import HeadSet
+from shared_core.head_sets import HeadSet
 from shared_core.memory.compressed_kv import CompressedKVMemory
 from shared_core.pipeline import MemoRAG, read_save_info
 from shared_core.saved_settings import saved_settings

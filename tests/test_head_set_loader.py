@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared_core.errors import IncompatibleMemoryError, PersistenceError
-from shared_core.heads.head_set import FORMAT, HeadSet
+from shared_core.head_sets import FORMAT, HeadSet
 from shared_core.heads.ranker import AttentionRanker
 
 

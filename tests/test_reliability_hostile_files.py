@@ -28,7 +28,7 @@ import shared_core.memory.kv_persist as kv_persist
 import shared_core.persistence.manifest as manifest_module
 from shared_core import cli
 from shared_core.errors import InputError, MemoRAGError, PersistenceError
-from shared_core.heads.head_set import HeadSet
+from shared_core.head_sets import HeadSet
 from shared_core.persistence import SaveDir
 from shared_core.pipeline import MemoRAG
 from shared_core.types import ChatTurn, Document

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from shared_core.errors import InputError
-from shared_core.heads.head_set import HeadSet
+from shared_core.head_sets import HeadSet
 from shared_core.memory.attention_memory import AttentionMemory
 
 CALIBRATION_BACKENDS = ("auto", "full_kv", "beacon")

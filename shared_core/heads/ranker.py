@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from shared_core.errors import InputError
-from shared_core.heads.head_set import HeadSet
+from shared_core.head_sets import HeadSet
 from shared_core.memory.attention_memory import AttentionMemory
 from shared_core.memory.attention_probe import EntryAttention
 from shared_core.memory.entry_map import chunk_mass

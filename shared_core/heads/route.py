@@ -33,8 +33,8 @@ import numpy as np
 
 from shared_core.config import HEADS_WEIGHTINGS, ROUTES, MemoRAGConfig
 from shared_core.errors import InputError
+from shared_core.head_sets import HeadSet, find_head_set
 from shared_core.heads.candidates import MemoryText
-from shared_core.heads.head_set import HeadSet, find_head_set
 from shared_core.heads.ranker import AttentionList, AttentionRanker
 from shared_core.memory.attention_memory import AttentionMemory
 from shared_core.notices import Notices
