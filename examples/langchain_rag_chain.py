@@ -15,33 +15,18 @@ import json
 from pathlib import Path
 
 from langchain_core.documents import Document
-from langchain_core.embeddings import Embeddings
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 
-from langchain_memorag import MemoRAGRetriever, MemoryLLM
+from langchain_memorag import MemoRAGEmbeddings, MemoRAGRetriever, MemoryLLM
 from shared_core import MemoRAG
-from shared_core.retrieval.embeddings import Embedder
 
 DATA = Path(__file__).parent / "data" / "hotpotqa_sample.jsonl"
 ROW_ID = "hotpot-dev-004"  # "The director of ... "Big Stone Gap" is based in what New York city?"
 K = 3
-
-
-class MiniLMEmbeddings(Embeddings):
-    """LangChain embeddings over the embedded all-MiniLM-L6-v2 (the plain dense baseline)."""
-
-    def __init__(self) -> None:
-        self.embedder = Embedder()
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.embedder.embed_passages(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embedder.embed_queries([text])[0].tolist()
 
 
 def load_row(row_id: str) -> dict:
@@ -98,7 +83,7 @@ def main() -> None:
     ]
     print("question:", row["question"], "| gold answer:", row["answers"][0])
 
-    store = InMemoryVectorStore(MiniLMEmbeddings())
+    store = InMemoryVectorStore(MemoRAGEmbeddings())  # the embedded MiniLM
     store.add_documents(docs)
     dense = store.as_retriever(search_kwargs={"k": K})
 

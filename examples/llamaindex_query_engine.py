@@ -21,39 +21,14 @@ import sys
 from pathlib import Path
 
 from llama_index.core import VectorStoreIndex
-from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import TextNode
 
-from llamaindex_memorag import MemoRAGRetriever, MemoryLLM, memorag_query_engine
-from shared_core.retrieval.embeddings import Embedder
+from llamaindex_memorag import MemoRAGEmbedding, MemoRAGRetriever, MemoryLLM, memorag_query_engine
 
 DATA = Path(__file__).parent / "data" / "musique_sample.jsonl"
 ROW_ID = "2hop__205146_62031"  # "What is the name of the waterfall in the country where ..."
 K = 3
-
-
-class MiniLMEmbedding(BaseEmbedding):
-    """LlamaIndex embeddings over the embedded all-MiniLM-L6-v2 (for the plain baseline)."""
-
-    _embedder: Embedder = PrivateAttr()
-
-    def __init__(self) -> None:
-        super().__init__(model_name="all-MiniLM-L6-v2")
-        self._embedder = Embedder()
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embedder.embed_queries([query])[0].tolist()
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._embedder.embed_passages([text])[0].tolist()
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._embedder.embed_passages(texts).tolist()
 
 
 def load_row(row_id: str) -> dict:
@@ -81,7 +56,7 @@ def main() -> None:
         TextNode(id_=p["doc_id"], text=p["text"], metadata={"title": p["title"]})
         for p in row["paragraphs"]
     ]
-    index = VectorStoreIndex(nodes, embed_model=MiniLMEmbedding())  # never the OpenAI default
+    index = VectorStoreIndex(nodes, embed_model=MemoRAGEmbedding())  # never the OpenAI default
 
     # Memorizes the index's nodes with MemoRAG(mem_model_name_or_path=model); the memory's
     # heads re-rank what the index returns.

@@ -19,15 +19,19 @@ class MemoRAGEmbeddings(Embeddings):
     sentence-transformers model; ``MemoRAGEmbeddings.from_engine(engine)``: the engine's own.
     """
 
-    def __init__(self, model_name_or_path: str | None = None, **load_options: Any) -> None:
-        self.embedder = Embedder.load(model_name_or_path, **load_options)
+    def __init__(
+        self,
+        model_name_or_path: str | None = None,
+        *,
+        embedder: Embedder | None = None,
+        **load_options: Any,
+    ) -> None:
+        self.embedder = embedder or Embedder.load(model_name_or_path, **load_options)
 
     @classmethod
     def from_engine(cls, engine: Any) -> MemoRAGEmbeddings:
         """Embed with the same model (and loaded weights) as ``engine``'s own index."""
-        embeddings = cls.__new__(cls)
-        embeddings.embedder = engine.embedder
-        return embeddings
+        return cls(embedder=engine.embedder)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.embedder.embed_passages(texts).tolist()

@@ -22,10 +22,14 @@ class MemoRAGEmbedding(BaseEmbedding):
 
     _embedder: Embedder = PrivateAttr()
 
-    def __init__(self, model_name_or_path: str | None = None, **load_options: Any) -> None:
-        embedder = load_options.pop("embedder", None) or Embedder.load(
-            model_name_or_path, **load_options
-        )
+    def __init__(
+        self,
+        model_name_or_path: str | None = None,
+        *,
+        embedder: Embedder | None = None,
+        **load_options: Any,
+    ) -> None:
+        embedder = embedder or Embedder.load(model_name_or_path, **load_options)
         super().__init__(model_name=embedder.name)
         self._embedder = embedder
 

@@ -1,7 +1,7 @@
 """The frameworks' own Qdrant stores as ``base_retriever``, end to end: LangChain
 ``QdrantVectorStore(...).as_retriever()`` and LlamaIndex ``QdrantVectorStore`` through
 ``VectorStoreIndex(...).as_retriever()``, both in Qdrant's local ``":memory:"`` mode and both
-embedding with the embedded MiniLM (a thin wrapper over our ``Embedder``:
+embedding with the embedded MiniLM (the adapters' ``MemoRAGEmbeddings`` / ``MemoRAGEmbedding``:
 ``langchain-huggingface`` / ``llama-index-embeddings-huggingface`` need huggingface_hub < 2,
 older than the one transformers 5 runs on here). The memory's clues are scripted, so which
 passage each clue finds is known."""
@@ -48,20 +48,11 @@ def _engine(embedder: Embedder) -> MemoRAG:
 
 def test_langchain_qdrant_vector_store_as_base_retriever(embedder: Embedder) -> None:
     langchain_qdrant = pytest.importorskip("langchain_qdrant")
-    from langchain_core.embeddings import Embeddings
-
-    from langchain_memorag import MemoRAGRetriever
-
-    class MiniLM(Embeddings):
-        def embed_documents(self, texts: list[str]) -> list[list[float]]:
-            return embedder.embed_passages(texts).tolist()
-
-        def embed_query(self, text: str) -> list[float]:
-            return embedder.embed_queries([text])[0].tolist()
+    from langchain_memorag import MemoRAGEmbeddings, MemoRAGRetriever
 
     store = langchain_qdrant.QdrantVectorStore.from_texts(
         TEXTS,
-        embedding=MiniLM(),
+        embedding=MemoRAGEmbeddings(embedder=embedder),
         metadatas=[{"line": i} for i in range(len(TEXTS))],
         location=":memory:",
         collection_name="lc-docs",
@@ -83,19 +74,13 @@ def test_langchain_qdrant_vector_store_as_base_retriever(embedder: Embedder) -> 
 
 async def test_langchain_qdrant_async(embedder: Embedder) -> None:
     langchain_qdrant = pytest.importorskip("langchain_qdrant")
-    from langchain_core.embeddings import Embeddings
-
-    from langchain_memorag import MemoRAGRetriever
-
-    class MiniLM(Embeddings):
-        def embed_documents(self, texts: list[str]) -> list[list[float]]:
-            return embedder.embed_passages(texts).tolist()
-
-        def embed_query(self, text: str) -> list[float]:
-            return embedder.embed_queries([text])[0].tolist()
+    from langchain_memorag import MemoRAGEmbeddings, MemoRAGRetriever
 
     store = langchain_qdrant.QdrantVectorStore.from_texts(
-        TEXTS, embedding=MiniLM(), location=":memory:", collection_name="lc-async"
+        TEXTS,
+        embedding=MemoRAGEmbeddings(embedder=embedder),
+        location=":memory:",
+        collection_name="lc-async",
     )
     retriever = MemoRAGRetriever(
         engine=_engine(embedder), base_retriever=store.as_retriever(search_kwargs={"k": 2}), k=2
@@ -107,20 +92,9 @@ async def test_langchain_qdrant_async(embedder: Embedder) -> None:
 def test_llamaindex_qdrant_vector_store_index_as_base_retriever(embedder: Embedder) -> None:
     li_qdrant = pytest.importorskip("llama_index.vector_stores.qdrant")
     from llama_index.core import Document, StorageContext, VectorStoreIndex
-    from llama_index.core.embeddings import BaseEmbedding
     from qdrant_client import QdrantClient
 
-    from llamaindex_memorag import MemoRAGRetriever
-
-    class MiniLM(BaseEmbedding):
-        def _get_query_embedding(self, query: str) -> list[float]:
-            return embedder.embed_queries([query])[0].tolist()
-
-        def _get_text_embedding(self, text: str) -> list[float]:
-            return embedder.embed_passages([text])[0].tolist()
-
-        async def _aget_query_embedding(self, query: str) -> list[float]:
-            return self._get_query_embedding(query)
+    from llamaindex_memorag import MemoRAGEmbedding, MemoRAGRetriever
 
     store = li_qdrant.QdrantVectorStore(
         client=QdrantClient(location=":memory:"), collection_name="li-docs"
@@ -129,7 +103,7 @@ def test_llamaindex_qdrant_vector_store_index_as_base_retriever(embedder: Embedd
     index = VectorStoreIndex.from_documents(
         documents,
         storage_context=StorageContext.from_defaults(vector_store=store),
-        embed_model=MiniLM(),
+        embed_model=MemoRAGEmbedding(embedder=embedder),
     )
     retriever = MemoRAGRetriever(
         _engine(embedder),

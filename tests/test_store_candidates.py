@@ -86,32 +86,15 @@ def own(engine: MemoRAG) -> dict[str, list[str]]:
 
 
 def lc_embeddings(embedder: Embedder) -> Any:
-    from langchain_core.embeddings import Embeddings
+    from langchain_memorag import MemoRAGEmbeddings
 
-    class MiniLM(Embeddings):
-        def embed_documents(self, texts: list[str]) -> list[list[float]]:
-            return embedder.embed_passages(texts).tolist()
-
-        def embed_query(self, text: str) -> list[float]:
-            return embedder.embed_queries([text])[0].tolist()
-
-    return MiniLM()
+    return MemoRAGEmbeddings(embedder=embedder)
 
 
 def li_embeddings(embedder: Embedder) -> Any:
-    from llama_index.core.embeddings import BaseEmbedding
+    from llamaindex_memorag import MemoRAGEmbedding
 
-    class MiniLM(BaseEmbedding):
-        def _get_query_embedding(self, query: str) -> list[float]:
-            return embedder.embed_queries([query])[0].tolist()
-
-        def _get_text_embedding(self, text: str) -> list[float]:
-            return embedder.embed_passages([text])[0].tolist()
-
-        async def _aget_query_embedding(self, query: str) -> list[float]:
-            return self._get_query_embedding(query)
-
-    return MiniLM()
+    return MemoRAGEmbedding(embedder=embedder)
 
 
 def check_heads_and_agreement(
